@@ -1,0 +1,409 @@
+"""Synthetic multimodal dataset generated from ``sim``: scenes, spoken commands, noise.
+
+A split holds three independent pools, each deterministic for its seed:
+- scenes: first-person renders with, per object type, whether it is clearly
+  visible, absent, or ambiguous (partly hidden), its visible centre and box;
+- utterances: espeak-ng speech of commands and distractor sentences spoken by
+  the split's voices (``sim.speech.voice_split``: test voices are unseen);
+- noise clips: white, motor hum and babble made from the split's own speech.
+Samples pair an utterance with a scene that fits it (the named object visible,
+or absent for a presence negative) and mix noise at an SNR. Splits use
+disjoint voices and separately seeded scenes, so test voices and scenes are
+never seen in training. Pools are cached under ``data/`` by a hash of the config.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sim import camera as sim_camera
+from sim import noise as sim_noise
+from sim import speech as sim_speech
+from sim import world as sim_world
+from sim.commands import (
+    INTENT_INDEX,
+    INTENTS,
+    NONE_INTENT,
+    OBJECT_INTENTS,
+    OBJECT_TYPES,
+    command_phrases,
+    distractor_phrases,
+)
+
+WINDOW_SAMPLES = 32000  # 2.0 s at 16 kHz: the model's audio input
+SPLITS = ("train", "val", "test")
+_SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
+OBJECT_INDEX = {obj: i for i, obj in enumerate(OBJECT_TYPES)}
+N_OBJECTS = len(OBJECT_TYPES)
+
+# Object visibility per scene.
+VISIBLE, ABSENT, AMBIGUOUS = 1, 0, -1
+MIN_VISIBLE_FRACTION = 0.6  # less than this is "partly hidden": never used as a target
+MIN_VISIBLE_PIXELS = 20  # at 160x120, about a 5x5 px blob
+DATA_FORMAT_VERSION = 1
+
+# What "none" audio is made of, besides distractor speech.
+NONE_NOISE_ONLY = -2  # utterance index marking a noise-only window
+NONE_SILENCE = -3  # utterance index marking near-silence (a quiet room)
+SILENCE_DBFS = -60.0
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    """How many scenes, utterances per intent and noise clips a split holds."""
+
+    scenes: int
+    utterances: dict[str, int]
+    babble_sources: int = 120
+    noise_clips: int = 120  # per noise kind
+
+    def __post_init__(self) -> None:
+        unknown = set(self.utterances) - set(INTENTS)
+        if unknown:
+            raise ValueError(f"unknown intents in utterance counts: {sorted(unknown)}; expected {INTENTS}")
+        if self.scenes < 1 or any(v < 0 for v in self.utterances.values()):
+            raise ValueError(f"split sizes must be positive, got scenes={self.scenes}, {self.utterances}")
+
+
+def _counts(simple: int, obj: int, none: int) -> dict[str, int]:
+    return {i: (obj if i in OBJECT_INTENTS else none if i == NONE_INTENT else simple) for i in INTENTS}
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Everything that determines the generated data (its hash names the cache)."""
+
+    seed: int = 0
+    image_width: int = 160
+    image_height: int = 120
+    train: SplitSize = SplitSize(6000, _counts(300, 960, 1500))
+    val: SplitSize = SplitSize(600, _counts(40, 120, 160), babble_sources=40, noise_clips=40)
+    test: SplitSize = SplitSize(1500, _counts(120, 360, 600), babble_sources=60, noise_clips=60)
+    present_fraction: float = 0.85  # object commands whose object is in view
+    cache_version: int = DATA_FORMAT_VERSION
+
+    def split(self, name: str) -> SplitSize:
+        if name not in SPLITS:
+            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+        return getattr(self, name)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DataConfig":
+        data = dict(data)
+        for name in SPLITS:
+            if name in data and isinstance(data[name], dict):
+                data[name] = SplitSize(**data[name])
+        return cls(**data)
+
+    def digest(self, split: str) -> str:
+        blob = json.dumps({"split": split, "size": asdict(self.split(split)), "seed": self.seed,
+                           "wh": [self.image_width, self.image_height], "v": self.cache_version,
+                           "voices": [v.espeak_name for v in sim_speech.voice_split()[split]]},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SplitData:
+    """The generated pools of one split, as arrays."""
+
+    name: str
+    images: np.ndarray  # uint8 [S, H, W, 3] RGB
+    obj_state: np.ndarray  # int8 [S, 12]: VISIBLE / ABSENT / AMBIGUOUS
+    obj_center: np.ndarray  # float32 [S, 12, 2] normalised visible centroid (x, y)
+    obj_box: np.ndarray  # float32 [S, 12, 4] normalised visible box (x0, y0, x1, y1)
+    utt_audio: np.ndarray  # float32, all utterances concatenated
+    utt_offsets: np.ndarray  # int64 [U + 1]
+    utt_intent: np.ndarray  # int64 [U]
+    utt_object: np.ndarray  # int64 [U], -1 when the command names no object
+    utt_text: np.ndarray  # str [U]
+    utt_voice: np.ndarray  # str [U]
+    noise: dict[str, np.ndarray] = field(default_factory=dict)  # kind -> float32 [K, WINDOW]
+
+    @property
+    def n_utterances(self) -> int:
+        return len(self.utt_intent)
+
+    def utterance(self, i: int) -> np.ndarray:
+        return self.utt_audio[self.utt_offsets[i] : self.utt_offsets[i + 1]]
+
+    def scenes_with(self, obj: int, state: int) -> np.ndarray:
+        return np.flatnonzero(self.obj_state[:, obj] == state)
+
+    def save(self, path: Path) -> None:
+        arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
+        arrays.update({f"noise_{k}": v for k, v in self.noise.items()})
+        _atomic_savez(path, name=np.array(self.name), **arrays)
+
+    @classmethod
+    def load(cls, path: Path) -> "SplitData":
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in z.files}
+        noise = {k[len("noise_"):]: data.pop(k) for k in list(data) if k.startswith("noise_")}
+        return cls(name=str(data.pop("name")), noise=noise, **data)
+
+
+def _atomic_savez(path: Path, **arrays) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm  # lazy: only generation and training need it
+
+    return tqdm(total=total, desc=desc, unit="it", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def render_scenes(n: int, seed_seq, width: int, height: int, progress: bool = False) -> dict[str, np.ndarray]:
+    """Render ``n`` random first-person views and label every object type's visibility."""
+    rng = np.random.default_rng(seed_seq)
+    cam = sim_camera.CameraModel(width=width, height=height)
+    images = np.empty((n, height, width, 3), np.uint8)
+    state = np.full((n, N_OBJECTS), ABSENT, np.int8)
+    center = np.zeros((n, N_OBJECTS, 2), np.float32)
+    box = np.zeros((n, N_OBJECTS, 4), np.float32)
+    scale = np.array([width, height, width, height], np.float32)
+    with _progress(n, "render scenes", progress) as bar:
+        for s in range(n):
+            arena, pose = sim_world.sample_view(rng)
+            out = sim_camera.render(arena, pose, cam, sim_camera.random_appearance(rng), rng)
+            images[s] = out.image
+            for vis in out.visible:
+                o = OBJECT_INDEX[(vis.color, vis.shape)]
+                clear = vis.visible_fraction >= MIN_VISIBLE_FRACTION and vis.pixel_count >= MIN_VISIBLE_PIXELS
+                state[s, o] = VISIBLE if clear else AMBIGUOUS
+                center[s, o] = np.asarray(vis.center_xy, np.float32) / scale[:2]
+                box[s, o] = np.asarray(vis.box, np.float32) / scale
+            bar.update()
+    return {"images": images, "obj_state": state, "obj_center": center, "obj_box": box}
+
+
+def _utterance_plan(size: SplitSize, rng: np.random.Generator):
+    """Which phrase each utterance of the split says; object intents cycle over all 12 objects."""
+    plan = []
+    distractors = distractor_phrases()
+    for intent in INTENTS:
+        count = size.utterances.get(intent, 0)
+        if intent == NONE_INTENT:
+            plan += [distractors[int(rng.integers(len(distractors)))] for _ in range(count)]
+            continue
+        phrases = command_phrases(intent)
+        if intent in OBJECT_INTENTS:
+            by_obj = {o: [p for p in phrases if (p.color, p.shape) == o] for o in OBJECT_TYPES}
+            for i in range(count):
+                pool = by_obj[OBJECT_TYPES[i % N_OBJECTS]]
+                plan.append(pool[int(rng.integers(len(pool)))])
+        else:
+            plan += [phrases[int(rng.integers(len(phrases)))] for _ in range(count)]
+    return plan
+
+
+def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool):
+    """Speak each command with a random voice, rate and pitch; returns (audio list, voice names)."""
+    requests = [sim_speech.random_request(rng, c.text, voices) for c in commands]
+    with _progress(len(requests), "synthesize speech", progress) as bar:
+        audio = sim_speech.synthesize_many(requests, cache_dir, workers=2, progress=lambda *_: bar.update())
+    return audio, [r.voice.espeak_name for r in requests]
+
+
+def generate_split(config: DataConfig, split: str, cache_root: Path, progress: bool = False) -> SplitData:
+    """Generate one split from scratch (scenes, utterances, noise)."""
+    size = config.split(split)
+    base = [config.seed, _SPLIT_IDS[split]]
+    voices = sim_speech.voice_split()[split]
+    speech_cache = cache_root / "speech"
+
+    scenes = render_scenes(size.scenes, base + [1], config.image_width, config.image_height, progress)
+
+    rng = np.random.default_rng(base + [2])
+    plan = _utterance_plan(size, rng)
+    audio, voice_names = synthesize_pool(plan, voices, rng, speech_cache, progress)
+    lengths = np.array([len(a) for a in audio], np.int64)
+
+    # Babble is made of the split's own voices saying distractor sentences, so
+    # test babble is as unseen as test speech.
+    distractors = distractor_phrases()
+    babble_cmds = [distractors[int(rng.integers(len(distractors)))] for _ in range(size.babble_sources)]
+    babble_pool, _ = synthesize_pool(babble_cmds, voices, rng, speech_cache, progress)
+    noise_rng = np.random.default_rng(base + [3])
+    noise = {
+        kind: np.stack([
+            sim_noise.make_noise(kind, WINDOW_SAMPLES, noise_rng, speech_pool=babble_pool).astype(np.float32)
+            for _ in range(size.noise_clips)
+        ])
+        for kind in sim_noise.NOISE_KINDS
+    }
+    return SplitData(
+        name=split,
+        utt_audio=np.concatenate(audio).astype(np.float32),
+        utt_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+        utt_intent=np.array([INTENT_INDEX[c.intent] for c in plan], np.int64),
+        utt_object=np.array([OBJECT_INDEX[(c.color, c.shape)] if c.has_object else -1 for c in plan], np.int64),
+        utt_text=np.array([c.text for c in plan]),
+        utt_voice=np.array(voice_names),
+        noise=noise,
+        **scenes,
+    )
+
+
+def load_split(config: DataConfig, split: str, cache_root: str | Path = "data", progress: bool = False) -> SplitData:
+    """Load a split from the cache, generating (and caching) it first if needed."""
+    cache_root = Path(cache_root)
+    path = cache_root / f"{split}-{config.digest(split)}.npz"
+    if path.exists():
+        try:
+            return SplitData.load(path)
+        except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not trusted
+            print(f"warning: cached split {path} is unreadable ({exc}); regenerating")
+    data = generate_split(config, split, cache_root, progress)
+    data.save(path)
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Samples: an utterance (or noise/silence) + a fitting scene + noise at an SNR.
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Recipe for one training or evaluation example (cheap to store, exact to rebuild)."""
+
+    utt: int  # utterance index, or NONE_NOISE_ONLY / NONE_SILENCE
+    scene: int
+    noise_kind: str
+    noise_clip: int
+    snr_db: float | None  # None: clean speech
+    offset: int  # where the utterance starts in the 2 s window
+    gain: float
+
+
+def _pick_scene(data: SplitData, obj: int, present: bool, rng: np.random.Generator) -> int:
+    candidates = data.scenes_with(obj, VISIBLE if present else ABSENT)
+    if len(candidates) == 0:
+        raise ValueError(
+            f"split {data.name!r} has no scene where {OBJECT_TYPES[obj]} is "
+            f"{'visible' if present else 'absent'}; generate more scenes"
+        )
+    return int(candidates[rng.integers(len(candidates))])
+
+
+def draw_sample(data: SplitData, utt: int, rng: np.random.Generator, *, present_fraction: float,
+                snr_db: float | None, noise_kind: str | None = None) -> Sample:
+    """Pair utterance ``utt`` with a fitting scene and noise."""
+    if utt >= 0 and data.utt_object[utt] >= 0:
+        present = rng.random() < present_fraction
+        scene = _pick_scene(data, int(data.utt_object[utt]), present, rng)
+        length = len(data.utterance(utt))
+    else:
+        scene = int(rng.integers(len(data.images)))
+        length = len(data.utterance(utt)) if utt >= 0 else 0
+    kind = noise_kind or sim_noise.NOISE_KINDS[int(rng.integers(len(sim_noise.NOISE_KINDS)))]
+    slack = max(0, WINDOW_SAMPLES - length)
+    return Sample(
+        utt=utt, scene=scene, noise_kind=kind, noise_clip=int(rng.integers(len(data.noise[kind]))),
+        snr_db=snr_db, offset=int(rng.integers(slack + 1)), gain=float(rng.uniform(0.3, 1.0)),
+    )
+
+
+def sample_audio(data: SplitData, s: Sample) -> np.ndarray:
+    """The 2 s float32 window for a sample: speech at its offset plus noise at its SNR."""
+    noise = data.noise[s.noise_kind][s.noise_clip]
+    if s.utt == NONE_SILENCE:
+        return (noise * (10 ** (SILENCE_DBFS / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))).astype(np.float32)
+    if s.utt == NONE_NOISE_ONLY:
+        level_dbfs = -40.0 + 30.0 * s.gain  # -31..-10 dBFS
+        return (noise * (10 ** (level_dbfs / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))).astype(np.float32)
+    speech = data.utterance(s.utt)[:WINDOW_SAMPLES] * s.gain
+    window = np.zeros(WINDOW_SAMPLES, np.float32)
+    window[s.offset : s.offset + len(speech)] = speech
+    if s.snr_db is None:
+        return window
+    return sim_noise.mix_at_snr(window, noise, s.snr_db).astype(np.float32)
+
+
+def targets(data: SplitData, s: Sample) -> dict[str, np.ndarray]:
+    """Labels of a sample: intent, presence, and target point/box where the object is visible."""
+    intent = int(data.utt_intent[s.utt]) if s.utt >= 0 else INTENT_INDEX[NONE_INTENT]
+    obj = int(data.utt_object[s.utt]) if s.utt >= 0 else -1
+    present = obj >= 0 and data.obj_state[s.scene, obj] == VISIBLE
+    return {
+        "intent": np.int64(intent),
+        "object": np.int64(obj),
+        "presence": np.float32(present),
+        "target_xy": data.obj_center[s.scene, obj] if present else np.zeros(2, np.float32),
+        "target_box": data.obj_box[s.scene, obj] if present else np.zeros(4, np.float32),
+    }
+
+
+def collate(data: SplitData, samples: list[Sample]) -> dict[str, np.ndarray]:
+    """Stack samples into model inputs and labels."""
+    labels = [targets(data, s) for s in samples]
+    batch = {k: np.stack([lab[k] for lab in labels]) for k in labels[0]}
+    batch["image"] = data.images[[s.scene for s in samples]]
+    batch["audio"] = np.stack([sample_audio(data, s) for s in samples])
+    return batch
+
+
+class TrainSampler:
+    """Endless random training batches: intents balanced, noise and SNR randomised."""
+
+    NONE_KINDS = (("speech", 0.6), ("noise", 0.3), ("silence", 0.1))
+
+    def __init__(self, data: SplitData, present_fraction: float, snr_range_db=(0.0, 30.0), clean_fraction=0.1):
+        self.data = data
+        self.present_fraction = present_fraction
+        self.snr_range_db = snr_range_db
+        self.clean_fraction = clean_fraction
+        self.by_intent = {i: np.flatnonzero(data.utt_intent == i) for i in range(len(INTENTS))}
+        weights = np.array([1.5 if INTENTS[i] in OBJECT_INTENTS else 1.2 if INTENTS[i] == NONE_INTENT else 1.0
+                            for i in range(len(INTENTS))])
+        self.intent_p = weights / weights.sum()
+
+    def draw(self, rng: np.random.Generator) -> Sample:
+        intent = int(rng.choice(len(INTENTS), p=self.intent_p))
+        utt = NONE_SILENCE
+        if INTENTS[intent] == NONE_INTENT:
+            kind = rng.choice(3, p=[p for _, p in self.NONE_KINDS])
+            utt = {0: -1, 1: NONE_NOISE_ONLY, 2: NONE_SILENCE}[int(kind)]
+        if utt == -1 or INTENTS[intent] != NONE_INTENT:
+            pool = self.by_intent[intent]
+            utt = int(pool[rng.integers(len(pool))])
+        snr = None if rng.random() < self.clean_fraction else float(rng.uniform(*self.snr_range_db))
+        return draw_sample(self.data, utt, rng, present_fraction=self.present_fraction, snr_db=snr)
+
+    def batch(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
+        return collate(self.data, [self.draw(rng) for _ in range(size)])
+
+
+def evaluation_samples(data: SplitData, seed: int, snr_db: float | None, present_fraction: float,
+                       noise_only: int | None = None, silence: int | None = None) -> list[Sample]:
+    """The fixed evaluation list: every utterance once, plus noise-only and silent windows.
+
+    Noise kinds rotate over white, motor and babble so each is equally represented.
+    """
+    rng = np.random.default_rng([seed, 7919])
+    kinds = sim_noise.NOISE_KINDS
+    n_noise = noise_only if noise_only is not None else max(1, data.n_utterances // 10)
+    n_silence = silence if silence is not None else max(1, data.n_utterances // 40)
+    utts = list(range(data.n_utterances)) + [NONE_NOISE_ONLY] * n_noise + [NONE_SILENCE] * n_silence
+    return [
+        draw_sample(data, u, rng, present_fraction=present_fraction, snr_db=snr_db, noise_kind=kinds[i % len(kinds)])
+        for i, u in enumerate(utts)
+    ]

@@ -1,0 +1,203 @@
+"""Evaluation of the reference model on a held-out split (unseen voices and scenes).
+
+Reports intent accuracy and its confusion matrix, ROC-AUC of command vs none,
+false accepts on "none" audio (distractor speech, noise, silence), presence
+accuracy, and whether the target point lands inside the named object's box.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from sim.commands import INTENTS, NONE_INTENT, OBJECT_INTENTS
+
+NONE_INDEX = INTENTS.index(NONE_INTENT)
+OBJECT_INTENT_IDS = [INTENTS.index(i) for i in OBJECT_INTENTS]
+DEFAULT_SNR_DB = 10.0
+EVAL_SEED = 1234
+
+
+def run_model(model, data, samples, batch_size: int = 128, progress: bool = False) -> dict[str, np.ndarray]:
+    """Run ``model`` over ``samples``; returns predictions and labels as numpy arrays."""
+    import torch
+
+    from reference_model.dataset import _progress, collate
+
+    model.eval()
+    chunks: list[dict[str, np.ndarray]] = []
+    with torch.no_grad(), _progress(len(samples), "evaluate", progress) as bar:
+        for start in range(0, len(samples), batch_size):
+            batch = collate(data, samples[start : start + batch_size])
+            logits, xy, presence, _ = model(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
+            batch.pop("image")
+            batch.pop("audio")
+            batch.update(
+                intent_logits=logits.numpy(), pred_xy=xy.numpy(), presence_logit=presence.numpy()
+            )
+            chunks.append(batch)
+            bar.update(len(batch["intent"]))
+    return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = None) -> dict:
+    """Metrics from ``run_model`` output. ``utt_kind`` labels none samples speech/noise/silence."""
+    from sklearn.metrics import confusion_matrix, roc_auc_score
+
+    probs = _softmax(out["intent_logits"])
+    pred = probs.argmax(1)
+    label = out["intent"]
+    is_none = label == NONE_INDEX
+    metrics: dict = {
+        "n_samples": int(len(label)),
+        "intent_accuracy": float((pred == label).mean()),
+        "per_intent_accuracy": {
+            INTENTS[i]: float((pred[label == i] == i).mean()) for i in range(len(INTENTS)) if (label == i).any()
+        },
+        "confusion_matrix": confusion_matrix(label, pred, labels=list(range(len(INTENTS)))).tolist(),
+        "false_accept_rate": float((pred[is_none] != NONE_INDEX).mean()) if is_none.any() else None,
+        "command_miss_rate": float((pred[~is_none] == NONE_INDEX).mean()) if (~is_none).any() else None,
+    }
+    if is_none.any() and (~is_none).any():
+        metrics["command_vs_none_roc_auc"] = float(roc_auc_score(~is_none, 1.0 - probs[:, NONE_INDEX]))
+    if utt_kind is not None:
+        metrics["false_accept_by_source"] = {
+            kind: float((pred[is_none & (utt_kind == kind)] != NONE_INDEX).mean())
+            for kind in ("speech", "noise", "silence")
+            if (is_none & (utt_kind == kind)).any()
+        }
+
+    obj = np.isin(label, OBJECT_INTENT_IDS)
+    if obj.any():
+        presence = out["presence"][obj] > 0.5
+        pred_presence = out["presence_logit"][obj] > 0.0
+        metrics["presence_accuracy"] = float((presence == pred_presence).mean())
+        if presence.any() and (~presence).any():
+            metrics["presence_roc_auc"] = float(roc_auc_score(presence, out["presence_logit"][obj]))
+        visible = obj & (out["presence"] > 0.5)
+        if visible.any():
+            xy, box = out["pred_xy"][visible], out["target_box"][visible]
+            inside = (xy[:, 0] >= box[:, 0]) & (xy[:, 0] <= box[:, 2]) & (xy[:, 1] >= box[:, 1]) & (
+                xy[:, 1] <= box[:, 3]
+            )
+            err = np.abs(xy - out["target_xy"][visible])
+            metrics.update(
+                n_target_samples=int(visible.sum()),
+                target_in_box_rate=float(inside.mean()),
+                target_error_mean_width_fraction=float(np.hypot(err[:, 0], err[:, 1] * 0.75).mean()),
+            )
+    return metrics
+
+
+def utterance_kinds(samples) -> np.ndarray:
+    """Label each sample's audio source: command, speech (distractor), noise or silence."""
+    from reference_model.dataset import NONE_NOISE_ONLY, NONE_SILENCE
+
+    return np.array([
+        "noise" if s.utt == NONE_NOISE_ONLY else "silence" if s.utt == NONE_SILENCE else "speech"
+        for s in samples
+    ])
+
+
+def plot_confusion(matrix, path: Path, title: str) -> None:
+    """Save a labelled confusion-matrix heat map (row-normalised) as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    m = np.asarray(matrix, dtype=np.float64)
+    norm = m / np.maximum(m.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(INTENTS)), INTENTS, rotation=45, ha="right")
+    ax.set_yticks(range(len(INTENTS)), INTENTS)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("spoken")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j]:
+                ax.text(j, i, int(m[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def _atomic_write(path: Path, write) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj) -> None:
+    """Write JSON atomically."""
+    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: float | None = DEFAULT_SNR_DB,
+                        out_dir: str | Path | None = None, cache_root: str | Path = "data",
+                        progress: bool = True) -> dict:
+    """Evaluate a checkpoint on a split at a fixed SNR; writes metrics JSON and a confusion plot."""
+    from reference_model.dataset import DataConfig, evaluation_samples, load_split
+    from reference_model.model import load_checkpoint
+
+    checkpoint = Path(checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(
+            f"checkpoint {checkpoint} does not exist; train one with `voxedge train` or `make reference-model`"
+        )
+    model, meta = load_checkpoint(checkpoint)
+    data_cfg = DataConfig.from_dict(meta["data_config"])
+    data = load_split(data_cfg, split, cache_root, progress=progress)
+    samples = evaluation_samples(data, EVAL_SEED, snr_db, data_cfg.present_fraction)
+    out = run_model(model, data, samples, progress=progress)
+    metrics = compute_metrics(out, utterance_kinds(samples))
+    metrics.update(split=split, snr_db=snr_db, checkpoint=str(checkpoint))
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_json(out_dir / f"metrics-{split}.json", metrics)
+        snr = "clean" if snr_db is None else f"{snr_db:g} dB SNR"
+        plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion-{split}.png",
+                       f"{split} split (unseen voices and scenes), {snr}")
+    return metrics
+
+
+def format_metrics(m: dict) -> str:
+    """A short human-readable summary."""
+    lines = [
+        f"split {m.get('split', '?')} at {m.get('snr_db')} dB SNR, {m['n_samples']} samples",
+        f"  intent accuracy            {100 * m['intent_accuracy']:.2f} %   (target >= 97 %)",
+    ]
+    if m.get("target_in_box_rate") is not None:
+        lines.append(f"  target point inside box    {100 * m['target_in_box_rate']:.2f} %   (target >= 95 %,"
+                     f" n={m['n_target_samples']})")
+    if m.get("false_accept_rate") is not None:
+        lines.append(f"  false accept on none       {100 * m['false_accept_rate']:.2f} %   (target <= 1 %)")
+    for k, v in (m.get("false_accept_by_source") or {}).items():
+        lines.append(f"    from {k:<8}               {100 * v:.2f} %")
+    if m.get("command_vs_none_roc_auc") is not None:
+        lines.append(f"  command vs none ROC-AUC    {m['command_vs_none_roc_auc']:.4f}")
+    if m.get("presence_accuracy") is not None:
+        lines.append(f"  presence accuracy          {100 * m['presence_accuracy']:.2f} %")
+    for name, acc in m["per_intent_accuracy"].items():
+        lines.append(f"    {name:<12} {100 * acc:6.2f} %")
+    return "\n".join(lines)

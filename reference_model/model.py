@@ -1,0 +1,231 @@
+"""The reference multimodal model: image + spoken command -> intent, target point, presence, attention.
+
+Inputs (the contract of ``../shared/ARCHITECTURE.md``):
+- ``image``: uint8 [N, H, W, 3] RGB; normalisation happens in the graph.
+- ``audio``: float32 [N, 32000], 2 s at 16 kHz mono in [-1, 1].
+Outputs:
+- ``intent_logits`` [N, 9]; ``target_xy`` [N, 2] normalised image coordinates
+  (x right, y down, in [0, 1]); ``target_logit`` [N] (the named object is
+  visible); ``attention`` [N, h, w] over the image grid.
+
+Fusion: the spoken command is encoded to a query that attends over the image
+feature grid; the attention picks the named object, so "the red ball" needs
+both the words (which object) and the pixels (where it is).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
+from sim.commands import INTENTS
+
+IMAGE_HEIGHT = 120
+IMAGE_WIDTH = 160
+IMAGE_STRIDE = 8  # image grid cell size in pixels -> 15 x 20 attention grid
+RGB_MEAN = (0.45, 0.45, 0.45)
+RGB_STD = (0.25, 0.25, 0.25)
+INPUT_NAMES = ("image", "audio")
+OUTPUT_NAMES = ("intent_logits", "target_xy", "target_logit", "attention")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Sizes of the reference model; stored in every checkpoint."""
+
+    image_height: int = IMAGE_HEIGHT
+    image_width: int = IMAGE_WIDTH
+    audio_samples: int = WINDOW_SAMPLES
+    image_channels: tuple[int, int, int] = (16, 32, 64)
+    audio_channels: tuple[int, int, int] = (96, 128, 160)
+    embed_dim: int = 128
+    attn_dim: int = 64
+    n_intents: int = len(INTENTS)
+
+    def __post_init__(self) -> None:
+        if self.image_width * 3 != self.image_height * 4:
+            raise ValueError(
+                f"image size {self.image_width}x{self.image_height} is not 4:3; the camera contract is 4:3"
+            )
+        if self.image_height % IMAGE_STRIDE or self.image_width % IMAGE_STRIDE:
+            raise ValueError(f"image size must be a multiple of {IMAGE_STRIDE} pixels")
+
+    @property
+    def grid_hw(self) -> tuple[int, int]:
+        return self.image_height // IMAGE_STRIDE, self.image_width // IMAGE_STRIDE
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        data = dict(data)
+        for key in ("image_channels", "audio_channels"):
+            if key in data:
+                data[key] = tuple(data[key])
+        return cls(**data)
+
+
+def _conv_bn(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+class ImageEncoder(nn.Module):
+    """RGB uint8 NHWC -> feature grid [N, C, H/8, W/8]."""
+
+    def __init__(self, channels: tuple[int, int, int]) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
+        self.register_buffer("inv_std", 1.0 / (torch.tensor(RGB_STD).view(1, 3, 1, 1) * 255.0), persistent=False)
+        self.body = nn.Sequential(
+            _conv_bn(3, c1, stride=2),
+            _conv_bn(c1, c2, stride=2),
+            _conv_bn(c2, c2),
+            _conv_bn(c2, c3, stride=2),
+            _conv_bn(c3, c3),
+            _conv_bn(c3, c3, dilation=2),
+        )
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float()
+        return self.body((x - self.mean) * self.inv_std)
+
+
+class _TemporalBlock(nn.Module):
+    """Residual 1-D conv block over time (TC-ResNet style, cheap for keyword spotting)."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, dilation: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(c_in, c_out, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm1d(c_out)
+        self.conv2 = nn.Conv1d(c_out, c_out, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = nn.BatchNorm1d(c_out)
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and c_in == c_out
+            else nn.Sequential(nn.Conv1d(c_in, c_out, 1, stride=stride, bias=False), nn.BatchNorm1d(c_out))
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn1(self.conv1(x)))
+        y = self.bn2(self.conv2(y))
+        return torch.relu(y + self.skip(x))
+
+
+class AudioEncoder(nn.Module):
+    """Waveform [N, samples] -> command embedding [N, D]."""
+
+    def __init__(self, channels: tuple[int, int, int], embed_dim: int) -> None:
+        super().__init__()
+        c1, c2, c3 = channels
+        self.frontend = LogMelFrontEnd()
+        self.stem = nn.Sequential(nn.Conv1d(N_MELS, c1, 5, padding=2, bias=False), nn.BatchNorm1d(c1), nn.ReLU())
+        self.blocks = nn.Sequential(
+            _TemporalBlock(c1, c2, stride=2),
+            _TemporalBlock(c2, c2, stride=1, dilation=2),
+            _TemporalBlock(c2, c3, stride=2),
+            _TemporalBlock(c3, c3, stride=1, dilation=2),
+            _TemporalBlock(c3, c3, stride=2, dilation=1),
+        )
+        self.pool_score = nn.Conv1d(c3, 1, 1)
+        self.proj = nn.Sequential(nn.Linear(2 * c3, embed_dim), nn.ReLU())
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        mel = self.frontend(audio)
+        # Subtracting the utterance's mean log energy makes the encoder
+        # independent of microphone gain and speaking level.
+        mel = mel - mel.mean(dim=(1, 2), keepdim=True)
+        x = self.blocks(self.stem(mel))
+        # Attention pooling over time finds the command inside the 2 s window
+        # wherever it lies; the max keeps short keywords from being averaged away.
+        weights = torch.softmax(self.pool_score(x), dim=-1)
+        pooled = torch.cat([(x * weights).sum(-1), x.amax(-1)], dim=1)
+        return self.proj(pooled)
+
+
+class ReferenceModel(nn.Module):
+    """Camera image + spoken command -> intent, target point, presence, attention."""
+
+    def __init__(self, config: ModelConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or ModelConfig()
+        cfg = self.config
+        c_img = cfg.image_channels[-1]
+        grid_h, grid_w = cfg.grid_hw
+        self.image_encoder = ImageEncoder(cfg.image_channels)
+        self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.embed_dim)
+        self.intent_head = nn.Sequential(
+            nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, cfg.n_intents)
+        )
+        self.query = nn.Linear(cfg.embed_dim, cfg.attn_dim)
+        self.key = nn.Conv2d(c_img + 2, cfg.attn_dim, 1)
+        self.value = nn.Conv2d(c_img + 2, cfg.attn_dim, 1)
+        # A per-cell sub-cell offset (CenterNet-style) refines the soft-argmax
+        # so that small, distant objects are hit, not just their grid cell.
+        self.offset = nn.Conv2d(c_img, 2, 1)
+        self.presence_head = nn.Sequential(
+            nn.Linear(cfg.attn_dim * 2 + 1, cfg.attn_dim), nn.ReLU(), nn.Linear(cfg.attn_dim, 1)
+        )
+        ys = (torch.arange(grid_h, dtype=torch.float32) + 0.5) / grid_h
+        xs = (torch.arange(grid_w, dtype=torch.float32) + 0.5) / grid_w
+        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
+        self.register_buffer("grid_xy", torch.stack([gx, gy]).unsqueeze(0), persistent=False)  # [1,2,h,w]
+        self.register_buffer(
+            "cell_size", torch.tensor([1.0 / grid_w, 1.0 / grid_h]).view(1, 2, 1, 1), persistent=False
+        )
+        self.attn_scale = 1.0 / math.sqrt(cfg.attn_dim)
+
+    def forward(self, image: torch.Tensor, audio: torch.Tensor):
+        feats = self.image_encoder(image)  # [N, C, h, w]
+        n, _, h, w = feats.shape
+        grid = self.grid_xy.expand(n, -1, -1, -1)
+        feats_xy = torch.cat([feats, grid], dim=1)
+        emb = self.audio_encoder(audio)  # [N, D]
+        intent_logits = self.intent_head(emb)
+
+        q = self.query(emb)  # [N, A]
+        k = self.key(feats_xy).flatten(2)  # [N, A, h*w]
+        v = self.value(feats_xy).flatten(2)
+        scores = torch.einsum("na,nap->np", q, k) * self.attn_scale  # [N, h*w]
+        attn = torch.softmax(scores, dim=-1)
+        offset = torch.tanh(self.offset(feats)) * self.cell_size  # within one cell
+        points = (grid + offset).flatten(2)  # [N, 2, h*w]
+        target_xy = torch.einsum("np,ncp->nc", attn, points)
+        attended = torch.einsum("np,nap->na", attn, v)
+        peak = scores.amax(dim=-1, keepdim=True)
+        target_logit = self.presence_head(torch.cat([attended, q, peak], dim=1)).squeeze(-1)
+        return intent_logits, target_xy, target_logit, attn.view(n, h, w)
+
+    @torch.no_grad()
+    def predict(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Eval-mode forward returning a name -> tensor dict."""
+        self.eval()
+        return dict(zip(OUTPUT_NAMES, self(image, audio)))
+
+
+def build_model(config: dict | None = None) -> ReferenceModel:
+    """Model factory (``reference_model.model:build_model``) used by the converter."""
+    return ReferenceModel(ModelConfig.from_dict(config) if config else ModelConfig())
+
+
+def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, dict]:
+    """Load a reference checkpoint written by ``voxedge train``; returns (model in eval mode, metadata)."""
+    blob = torch.load(path, map_location=map_location, weights_only=False)
+    if not isinstance(blob, dict) or "state_dict" not in blob or "model_config" not in blob:
+        raise ValueError(
+            f"{path} is not a voxedge reference checkpoint (no state_dict/model_config); "
+            "train one with `voxedge train`"
+        )
+    model = build_model(blob["model_config"])
+    model.load_state_dict(blob["state_dict"])
+    model.eval()
+    return model, {k: v for k, v in blob.items() if k != "state_dict"}

@@ -1,0 +1,219 @@
+"""Training of the reference model: Adam, progress bar, periodic checkpoints, resumable.
+
+``voxedge train --config reference_model/configs/reference.json --out ckpt.pt``
+writes the final checkpoint (weights + configs + validation metrics) atomically
+and keeps a resumable training state under ``runs/<name>/state.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from reference_model.dataset import DataConfig, TrainSampler, evaluation_samples, load_split
+from reference_model.evaluate import compute_metrics, run_model, utterance_kinds, write_json
+from reference_model.model import ModelConfig, ReferenceModel
+from sim.commands import INTENTS, OBJECT_TYPES
+
+CHECKPOINT_FORMAT = "voxedge-reference/1"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimiser and schedule settings."""
+
+    steps: int = 3000
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 100
+    label_smoothing: float = 0.05
+    w_target: float = 5.0  # L1 on the normalised target point
+    w_attention: float = 0.3  # cross-entropy of attention on the target's grid cell
+    w_presence: float = 0.5
+    snr_range_db: tuple[float, float] = (0.0, 30.0)
+    clean_fraction: float = 0.1
+    eval_every: int = 500
+    checkpoint_every: int = 250
+    val_snr_db: float = 10.0
+    seed: int = 0
+    threads: int = 0  # 0: torch's default (all cores)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        if not 0 < self.lr < 1:
+            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """A whole training run: model, data and optimiser settings (one JSON file)."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "RunConfig":
+        path = Path(path)
+        try:
+            raw = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise FileNotFoundError(f"training config {path} does not exist") from None
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"training config {path} is not valid JSON: {exc}") from exc
+        unknown = set(raw) - {"model", "data", "train"}
+        if unknown:
+            raise ValueError(f"training config {path} has unknown sections {sorted(unknown)}; "
+                             "expected model, data, train")
+        try:
+            train = dict(raw.get("train", {}))
+            if "snr_range_db" in train:
+                train["snr_range_db"] = tuple(train["snr_range_db"])
+            return cls(
+                model=ModelConfig.from_dict(raw.get("model", {})),
+                data=DataConfig.from_dict(raw.get("data", {})),
+                train=TrainConfig(**train),
+            )
+        except TypeError as exc:
+            raise ValueError(f"training config {path}: {exc}") from exc
+
+    def to_dict(self) -> dict:
+        return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train)}
+
+
+def _losses(outputs, batch, cfg: TrainConfig, grid_hw) -> dict[str, torch.Tensor]:
+    logits, xy, presence_logit, attn = outputs
+    intent = torch.from_numpy(batch["intent"])
+    presence = torch.from_numpy(batch["presence"])
+    losses = {
+        "intent": nn.functional.cross_entropy(logits, intent, label_smoothing=cfg.label_smoothing),
+        "presence": cfg.w_presence * nn.functional.binary_cross_entropy_with_logits(presence_logit, presence),
+    }
+    mask = presence > 0.5
+    if mask.any():
+        target = torch.from_numpy(batch["target_xy"])[mask]
+        losses["target"] = cfg.w_target * (xy[mask] - target).abs().sum(-1).mean()
+        h, w = grid_hw
+        cell = (target[:, 1] * h).long().clamp(0, h - 1) * w + (target[:, 0] * w).long().clamp(0, w - 1)
+        att = attn[mask].flatten(1)
+        losses["attention"] = cfg.w_attention * -torch.log(att.gather(1, cell[:, None]).clamp_min(1e-8)).mean()
+    return losses
+
+
+def _lr_at(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.lr * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def validate(model, data, samples) -> dict:
+    out = run_model(model, data, samples)
+    model.train()
+    return compute_metrics(out, utterance_kinds(samples))
+
+
+def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data", run_dir: str | Path | None = None,
+          resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train the reference model and write the final checkpoint to ``out``; returns its metadata."""
+    from tqdm import tqdm
+
+    out = Path(out)
+    run_dir = Path(run_dir) if run_dir else Path("runs") / out.stem
+    state_path = run_dir / "state.pt"
+    cfg = config.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+
+    t0 = time.monotonic()
+    log("preparing data (cached under %s after the first run)" % cache_root)
+    train_data = load_split(config.data, "train", cache_root, progress=progress)
+    val_data = load_split(config.data, "val", cache_root, progress=progress)
+    val_samples = evaluation_samples(val_data, cfg.seed, cfg.val_snr_db, config.data.present_fraction)
+    data_s = time.monotonic() - t0
+
+    model = ReferenceModel(config.model)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    rng = np.random.default_rng([cfg.seed, 99])
+    sampler = TrainSampler(train_data, config.data.present_fraction, cfg.snr_range_db, cfg.clean_fraction)
+    start_step, history = 0, []
+    if resume and state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+        if state.get("config") != config.to_dict():
+            raise ValueError(f"cannot resume from {state_path}: it was trained with another config; "
+                             "delete it or drop --resume")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        rng.bit_generator.state = state["rng"]
+        torch.set_rng_state(state["torch_rng"])
+        start_step, history = state["step"], state["history"]
+        log(f"resumed from {state_path} at step {start_step}")
+
+    model.train()
+    train_t0 = time.monotonic()
+    running: dict[str, float] = {}
+    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="train",
+               disable=not progress, dynamic_ncols=True)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = _lr_at(step, cfg)
+        batch = sampler.batch(rng, cfg.batch_size)
+        outputs = model(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
+        losses = _losses(outputs, batch, cfg, config.model.grid_hw)
+        loss = sum(losses.values())
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        for k, v in losses.items():
+            running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
+        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+
+        done = step + 1
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            m = validate(model, val_data, val_samples)
+            history.append({"step": done, "loss": dict(running), "val": m, "elapsed_s": time.monotonic() - train_t0})
+            log(f"step {done}: val intent acc {100 * m['intent_accuracy']:.2f}% | target in box "
+                f"{100 * m.get('target_in_box_rate', float('nan')):.2f}% | false accept "
+                f"{100 * (m['false_accept_rate'] or 0):.2f}%")
+        if done % cfg.checkpoint_every == 0 or done == cfg.steps:
+            _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
+                                "step": done, "history": history, "config": config.to_dict()}, state_path)
+    bar.close()
+
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "model_config": config.model.to_dict(),
+        "data_config": config.data.to_dict(),
+        "train_config": asdict(config.train),
+        "intents": list(INTENTS),
+        "objects": [" ".join(o) for o in OBJECT_TYPES],
+        "steps": cfg.steps,
+        "val_metrics": history[-1]["val"] if history else None,
+        "history": [{"step": h["step"], "loss": h["loss"], "elapsed_s": h["elapsed_s"],
+                     "val_intent_accuracy": h["val"]["intent_accuracy"]} for h in history],
+        "timing_s": {"data": data_s, "train": time.monotonic() - train_t0},
+        "versions": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
+    }
+    _atomic_torch_save({**meta, "state_dict": model.state_dict()}, out)
+    write_json(out.with_suffix(".json"), meta)
+    log(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB) after {cfg.steps} steps "
+        f"in {(time.monotonic() - t0) / 60:.1f} min")
+    return meta

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install the Debian/Ubuntu packages voxedge needs, only those missing.
+# Uses sudo when not root. Called by `make`; safe to run again.
+set -euo pipefail
+
+PYTHON=${PYTHON:-python3}
+packages=(espeak-ng portaudio19-dev sox gcc make)
+# A distribution Python needs python3-venv / python3-dev for the venv and for
+# building PyAudio; a self-built Python (pyenv, deadsnakes) already has both.
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then packages+=(python3-venv); fi
+if ! "$PYTHON" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" >/dev/null 2>&1; then
+  packages+=(python3-dev)
+fi
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "voxedge: these system packages are missing: ${missing[*]}." >&2
+  echo "This set-up script knows apt-get only (Debian/Ubuntu); install them with your package manager and run make again." >&2
+  exit 1
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "voxedge: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
+  SUDO="sudo"
+fi
+echo "voxedge: installing system packages: ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

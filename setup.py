@@ -1,0 +1,42 @@
+"""voxedge: offline deployment bundle for voice-controlled robots."""
+
+from setuptools import find_packages, setup
+
+# Extras split by where the code runs: the robot installs `edge` (+ `trt` on a
+# Jetson) and never torch; the workstation installs `convert`.
+SIM = ["numpy>=1.23", "scipy>=1.10", "opencv-python-headless>=4.8"]
+EXTRAS = {
+    "sim": SIM,
+    "edge": SIM + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17"],
+    "convert": SIM
+    + [
+        # A range that the preinstalled CPU wheel satisfies: installing torch==2.13.0
+        # first (the Makefile does) keeps pip from pulling a multi-GB CUDA build.
+        "torch>=2.3",
+        "onnx>=1.16",
+        "onnxruntime>=1.17",
+        "onnxslim>=0.1.30",
+        "tqdm>=4.66",
+        "matplotlib>=3.8",
+        "scikit-learn>=1.4",
+    ],
+    "trt": ["tensorrt>=10.3", "pycuda>=2024.1"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+}
+
+setup(
+    name="voxedge",
+    version="0.1.0",
+    description="Offline deployment bundle for voice-controlled robots (camera + microphone -> robot command)",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=find_packages(
+        include=["edge*", "convert*", "calibration*", "firmware_bridge*", "sim*", "reference_model*"]
+    ),
+    package_data={"reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png"]},
+    install_requires=["numpy>=1.23"],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["voxedge = edge.cli:main"]},
+    classifiers=["Programming Language :: Python :: 3", "Operating System :: POSIX :: Linux"],
+)

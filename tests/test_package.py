@@ -1,0 +1,56 @@
+"""Package layout and the command line: the robot side never imports torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_importing_edge_does_not_import_torch():
+    code = "import sys, edge, edge.cli; sys.exit(1 if 'torch' in sys.modules else 0)"
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, "importing edge pulled in torch"
+    assert "torch" not in result.stderr
+
+
+@pytest.mark.parametrize("package", ["edge", "convert", "calibration", "firmware_bridge", "sim", "reference_model"])
+def test_top_level_packages_import(package):
+    __import__(package)
+
+
+def test_required_top_level_files_exist():
+    for name in ("setup.py", "pyproject.toml", "Makefile", "README.md", ".ci/run", "Dockerfile.jetson"):
+        assert (ROOT / name).is_file(), name
+
+
+def test_cli_help_lists_subcommands():
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0
+    for command in ("train", "evaluate"):
+        assert command in result.stdout
+
+
+def test_cli_evaluate_missing_checkpoint_says_how_to_get_one(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "evaluate", "--checkpoint", str(tmp_path / "nope.pt")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr and "voxedge train" in result.stderr
+
+
+def test_cli_train_rejects_bad_config(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"train": {"steps": 10, "bogus": 1}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "train", "--config", str(bad), "--out", str(tmp_path / "o.pt")],
+        capture_output=True, text=True, cwd=ROOT,
+    )
+    assert result.returncode == 2
+    assert "bogus" in result.stderr
+    assert not (tmp_path / "o.pt").exists()
