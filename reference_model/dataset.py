@@ -14,6 +14,7 @@ never seen in training. Pools are cached under ``data/`` by a hash of the config
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -37,7 +38,7 @@ from sim.commands import (
     distractor_phrases,
 )
 
-WINDOW_SAMPLES = 32000  # 2.0 s at 16 kHz: the model's audio input
+WINDOW_SAMPLES = sim_speech.WINDOW_SAMPLES  # 2.0 s at 16 kHz: the model's audio input
 SPLITS = ("train", "val", "test")
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 OBJECT_INDEX = {obj: i for i, obj in enumerate(OBJECT_TYPES)}
@@ -108,9 +109,21 @@ class DataConfig:
     def digest(self, split: str) -> str:
         blob = json.dumps({"split": split, "size": asdict(self.split(split)), "seed": self.seed,
                            "wh": [self.image_width, self.image_height], "v": self.cache_version,
-                           "voices": [v.espeak_name for v in sim_speech.voice_split()[split]]},
+                           "voices": [v.espeak_name for v in sim_speech.voice_split()[split]],
+                           "sim": _sim_source_digest()},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _sim_source_digest() -> str:
+    """Hash of the simulator's source, so that a change to the world regenerates the data."""
+    import sim
+
+    h = hashlib.sha256()
+    for path in sorted(Path(sim.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + path.read_bytes())
+    h.update(__import__("inspect").getsource(generate_split).encode())
+    return h.hexdigest()
 
 
 @dataclass
@@ -215,11 +228,34 @@ def _utterance_plan(size: SplitSize, rng: np.random.Generator):
     return plan
 
 
-def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool):
-    """Speak each command with a random voice, rate and pitch; returns (audio list, voice names)."""
+MAX_SPEECH_S = 1.9  # an utterance must fit the 2 s window with a little room to move
+REFIT_RATE_FACTOR = 1.25  # a too-slow request is spoken again this much faster
+REFIT_TRIES = 4
+
+
+def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, sample_rate: int = 16000):
+    """Speak each command with a random voice, rate and pitch; returns (audio list, voice names).
+
+    A request too slow to fit the model's 2 s window is spoken again faster
+    (same voice and pitch), because cropping "go to the yellow cone" could cut
+    off the object and make its label wrong.
+    """
+    max_len = int(MAX_SPEECH_S * sample_rate)
     requests = [sim_speech.random_request(rng, c.text, voices) for c in commands]
     with _progress(len(requests), "synthesize speech", progress) as bar:
         audio = sim_speech.synthesize_many(requests, cache_dir, workers=2, progress=lambda *_: bar.update())
+    for _ in range(REFIT_TRIES):
+        long = [i for i, a in enumerate(audio) if len(a) > max_len]
+        if not long:
+            break
+        for i in long:
+            r = requests[i]
+            requests[i] = dataclasses.replace(
+                r, rate_wpm=min(sim_speech.MAX_RATE_WPM, int(r.rate_wpm * REFIT_RATE_FACTOR)), word_gap_10ms=0
+            )
+        again = sim_speech.synthesize_many([requests[i] for i in long], cache_dir, workers=2)
+        for i, a in zip(long, again):
+            audio[i] = a
     return audio, [r.voice.espeak_name for r in requests]
 
 
@@ -323,19 +359,24 @@ def draw_sample(data: SplitData, utt: int, rng: np.random.Generator, *, present_
 
 
 def sample_audio(data: SplitData, s: Sample) -> np.ndarray:
-    """The 2 s float32 window for a sample: speech at its offset plus noise at its SNR."""
+    """The 2 s float32 window for a sample: speech at its offset plus noise at its SNR.
+
+    Clipped to [-1, 1] as a real microphone's ADC would.
+    """
     noise = data.noise[s.noise_kind][s.noise_clip]
+    noise_rms = np.sqrt(np.mean(noise**2)) + 1e-12
     if s.utt == NONE_SILENCE:
-        return (noise * (10 ** (SILENCE_DBFS / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))).astype(np.float32)
-    if s.utt == NONE_NOISE_ONLY:
+        window = noise * (10 ** (SILENCE_DBFS / 20) / noise_rms)
+    elif s.utt == NONE_NOISE_ONLY:
         level_dbfs = -40.0 + 30.0 * s.gain  # -31..-10 dBFS
-        return (noise * (10 ** (level_dbfs / 20) / (np.sqrt(np.mean(noise**2)) + 1e-12))).astype(np.float32)
-    speech = data.utterance(s.utt)[:WINDOW_SAMPLES] * s.gain
-    window = np.zeros(WINDOW_SAMPLES, np.float32)
-    window[s.offset : s.offset + len(speech)] = speech
-    if s.snr_db is None:
-        return window
-    return sim_noise.mix_at_snr(window, noise, s.snr_db).astype(np.float32)
+        window = noise * (10 ** (level_dbfs / 20) / noise_rms)
+    else:
+        speech = data.utterance(s.utt)[:WINDOW_SAMPLES] * s.gain
+        window = np.zeros(WINDOW_SAMPLES, np.float32)
+        window[s.offset : s.offset + len(speech)] = speech
+        if s.snr_db is not None:
+            window = sim_noise.mix_at_snr(window, noise, s.snr_db)
+    return np.clip(window, -1.0, 1.0).astype(np.float32)
 
 
 def targets(data: SplitData, s: Sample) -> dict[str, np.ndarray]:

@@ -182,7 +182,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         loss.backward()
         optimizer.step()
         for k, v in losses.items():
-            running[k] = 0.95 * running.get(k, float(v)) + 0.05 * float(v)
+            running[k] = 0.95 * running.get(k, v.item()) + 0.05 * v.item()
         bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
 
         done = step + 1

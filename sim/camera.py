@@ -375,7 +375,7 @@ def _draw_background(camera: CameraModel, pose: Pose, app: Appearance) -> np.nda
     k = int(geo["first_floor_row"])
     img = np.empty((h, w, 3), np.uint8)
     wall = np.array(app.wall_rgb, np.float32) * app.light_gain
-    img[:k] = np.clip(geo["wall_gain"][:, None, None] * wall + 0.5, 0.0, 255.0).astype(np.uint8)[:, :1]
+    img[:k] = np.clip(geo["wall_gain"][:, None, None] * wall + 0.5, 0.0, 255.0).astype(np.uint8)
     if k < h:
         shade = geo["floor_gain"]
         if app.floor_texture > 0.0:
@@ -391,7 +391,7 @@ def _draw_background(camera: CameraModel, pose: Pose, app: Appearance) -> np.nda
             np.floor(tx, out=tx)
             np.floor(ty, out=ty)
             tx += ty
-            # (-1)^(i+j) as +-1 without a modulo: cos(pi * n) for integer n.
+            # Checker sign (-1)^(i+j) from the low bit (works for negative tiles too).
             parity = (tx.astype(np.int32) & 1).astype(np.float32)
             parity *= 2.0
             parity -= 1.0
@@ -542,6 +542,7 @@ def render(
     order.sort(key=lambda i: -float(np.hypot(cam_centres[i, 0], cam_centres[i, 2])))
 
     full_counts: dict[int, int] = {}
+    boxes: dict[int, tuple[int, int, int, int]] = {}
     truncated: dict[int, bool] = {}
     aa = cv2.LINE_AA
     for i in order:
@@ -623,6 +624,7 @@ def render(
         count = int(cv2.countNonZero(scratch))
         if count:
             full_counts[i] = count
+            boxes[i] = bbox
             x0, y0, x1, y1 = bbox
             truncated[i] = bool(
                 (x0 == 0 and scratch[:, 0].any()) or (y0 == 0 and scratch[0].any())
@@ -635,13 +637,19 @@ def render(
         noise = rng.standard_normal((h, w, 3), dtype=np.float32) * np.float32(app.noise_sigma)
         img = np.clip(img.astype(np.float32) + noise, 0.0, 255.0).astype(np.uint8)
 
-    visible = _visible_objects(arena, pose, ids, full_counts, truncated)
+    visible = _visible_objects(arena, pose, ids, full_counts, boxes, truncated)
     return Render(image=img, object_ids=ids, visible=visible)
 
 
 def _visible_objects(
-    arena: Arena, pose: Pose, ids: np.ndarray, full_counts: dict[int, int], truncated: dict[int, bool]
+    arena: Arena,
+    pose: Pose,
+    ids: np.ndarray,
+    full_counts: dict[int, int],
+    boxes: dict[int, tuple[int, int, int, int]],
+    truncated: dict[int, bool],
 ) -> tuple[VisibleObject, ...]:
+    """Stats of each object's visible mask; ``boxes`` bound its unoccluded footprint."""
     if not full_counts:
         return ()
     counts = np.bincount(ids.ravel().astype(np.int64) + 1, minlength=len(arena.objects) + 1)
@@ -650,7 +658,10 @@ def _visible_objects(
         n = int(counts[i + 1])
         if n == 0:
             continue
-        ys, xs = np.nonzero(ids == i)
+        bx0, by0, bx1, by1 = boxes[i]
+        ys, xs = np.nonzero(ids[by0:by1, bx0:bx1] == i)
+        xs = xs + bx0
+        ys = ys + by0
         obj = arena.objects[i]
         out.append(
             VisibleObject(

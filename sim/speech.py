@@ -32,6 +32,13 @@ from scipy.signal import resample_poly
 
 from sim.errors import EspeakNotFoundError, SynthesisError
 
+__all__ = [
+    "BASE_VOICES", "CACHE_FORMAT_VERSION", "SAMPLE_RATE_HZ", "SPLITS", "TEST_ONLY_BASES",
+    "TEST_ONLY_VARIANTS", "VAL_ONLY_BASES", "VAL_ONLY_VARIANTS", "VARIANTS", "WINDOW_SAMPLES",
+    "SpeechRequest", "Voice", "cache_key", "espeak_version", "place_in_window", "random_request",
+    "synthesize", "synthesize_many", "trim_silence", "voice_split",
+]  # fmt: skip
+
 SAMPLE_RATE_HZ = 16000
 WINDOW_SAMPLES = 32000  # 2.0 s at SAMPLE_RATE_HZ: the model's fixed audio input
 ESPEAK_EXECUTABLE = "espeak-ng"

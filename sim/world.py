@@ -358,8 +358,10 @@ def sample_view(
     cand = rng.uniform(0.0, 1.0, (n_total, PLACEMENT_TRIES, 2)).tolist()
 
     placed: list[tuple[float, float, float]] = []
+    in_view: list[tuple[float, float, float]] = []  # (bearing, distance, angular half width)
     objects: list[SceneObject] = []
     h = half_extent_m
+    bearing = half_width = 0.0
     for k in range(n_total):
         size = float(sizes[k])
         r = FOOTPRINT_RADIUS_RATIO * size
@@ -371,9 +373,13 @@ def sample_view(
                 max_bearing = half_fov - math.atan2(r, d) - VIEW_EDGE_MARGIN_RAD
                 if max_bearing <= 0:
                     continue
-                ang = pose.heading + (2.0 * b - 1.0) * max_bearing
+                bearing = (2.0 * b - 1.0) * max_bearing
+                ang = pose.heading + bearing
                 x, y = pose.x + d * math.cos(ang), pose.y + d * math.sin(ang)
                 if abs(x) > lim or abs(y) > lim:
+                    continue
+                half_width = math.atan2(r, d)
+                if _mostly_hidden(bearing, d, half_width, in_view):
                     continue
             else:
                 x, y = (2.0 * a - 1.0) * lim, (2.0 * b - 1.0) * lim
@@ -383,8 +389,25 @@ def sample_view(
                 color, shape = OBJECT_TYPES[int(types[k])]
                 objects.append(SceneObject(color, shape, x, y, size, float(yaws[k])))
                 placed.append((x, y, r))
+                if k < n_in:
+                    in_view.append((bearing, d, half_width))
                 break
     return Arena(tuple(objects), h), pose
+
+
+def _mostly_hidden(
+    bearing: float, d: float, half_width: float, in_view: list[tuple[float, float, float]]
+) -> bool:
+    """Whether a new object and an already placed one would mostly hide each other.
+
+    Partial occlusion is kept (useful training data); only pairs where the
+    farther object's angular extent lies mostly behind the nearer one are refused.
+    """
+    for b2, d2, w2 in in_view:
+        near_w, far_w = (half_width, w2) if d < d2 else (w2, half_width)
+        if abs(bearing - b2) < near_w - 0.5 * far_w:
+            return True
+    return False
 
 
 def _pose_looking_at(rng: np.random.Generator, arena: Arena, half_fov: float) -> Pose:

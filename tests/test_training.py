@@ -1,0 +1,115 @@
+"""Dataset generation from sim and a tiny training run that must learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from reference_model.dataset import (
+    ABSENT,
+    NONE_NOISE_ONLY,
+    NONE_SILENCE,
+    VISIBLE,
+    DataConfig,
+    SplitSize,
+    TrainSampler,
+    _counts,
+    collate,
+    evaluation_samples,
+    load_split,
+)
+from sim.commands import INTENT_INDEX, INTENTS, OBJECT_TYPES
+from sim.speech import voice_split
+
+TINY = DataConfig(
+    seed=3,
+    train=SplitSize(240, _counts(12, 36, 30), babble_sources=8, noise_clips=8),
+    val=SplitSize(60, _counts(3, 12, 6), babble_sources=4, noise_clips=4),
+    test=SplitSize(60, _counts(3, 12, 6), babble_sources=4, noise_clips=4),
+)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def train_split(cache):
+    return load_split(TINY, "train", cache)
+
+
+def test_split_shapes_and_labels(train_split):
+    d = train_split
+    assert d.images.shape == (240, 120, 160, 3) and d.images.dtype == np.uint8
+    assert d.obj_state.shape == (240, len(OBJECT_TYPES))
+    assert d.n_utterances == 12 * 6 + 36 * 2 + 30
+    assert set(np.unique(d.utt_intent)) == set(range(len(INTENTS)))
+    # object commands name an object; the others do not
+    has_obj = np.isin(d.utt_intent, [INTENT_INDEX["go_to"], INTENT_INDEX["pick_up"]])
+    assert (d.utt_object[has_obj] >= 0).all() and (d.utt_object[~has_obj] == -1).all()
+    # every object type appears clearly visible somewhere, and visible centres lie in their boxes
+    assert (d.obj_state == VISIBLE).any(axis=0).all()
+    vis = d.obj_state == VISIBLE
+    c, b = d.obj_center[vis], d.obj_box[vis]
+    assert ((c[:, 0] >= b[:, 0]) & (c[:, 0] <= b[:, 2]) & (c[:, 1] >= b[:, 1]) & (c[:, 1] <= b[:, 3])).all()
+    for kind, clips in d.noise.items():
+        assert clips.shape == (8, 32000), kind
+
+
+def test_splits_use_disjoint_voices_and_are_cached(cache, train_split):
+    test = load_split(TINY, "test", cache)
+    assert not set(test.utt_voice) & set(train_split.utt_voice)
+    assert set(train_split.utt_voice) <= {v.espeak_name for v in voice_split()["train"]}
+    again = load_split(TINY, "train", cache)  # from the cache: identical
+    assert np.array_equal(again.images, train_split.images)
+    assert np.array_equal(again.utt_audio, train_split.utt_audio)
+
+
+def test_samples_pair_commands_with_fitting_scenes(train_split):
+    d = train_split
+    rng = np.random.default_rng(0)
+    sampler = TrainSampler(d, present_fraction=0.5)
+    batch = sampler.batch(rng, 256)
+    assert batch["image"].shape == (256, 120, 160, 3) and batch["audio"].shape == (256, 32000)
+    assert np.abs(batch["audio"]).max() <= 1.0
+    obj = batch["object"] >= 0
+    assert 0.3 < batch["presence"][obj].mean() < 0.7
+    assert (batch["presence"][~obj] == 0).all()
+    # a present target is the visible centre of the named object in that image
+    samples = [sampler.draw(np.random.default_rng(i)) for i in range(200)]
+    for s in samples:
+        o = d.utt_object[s.utt] if s.utt >= 0 else -1
+        if o >= 0:
+            assert d.obj_state[s.scene, o] in (VISIBLE, ABSENT)
+
+
+def test_evaluation_samples_are_fixed_and_cover_noise_and_silence(train_split):
+    a = evaluation_samples(train_split, 5, 10.0, 0.85)
+    b = evaluation_samples(train_split, 5, 10.0, 0.85)
+    assert a == b
+    utts = [s.utt for s in a]
+    assert NONE_NOISE_ONLY in utts and NONE_SILENCE in utts
+    assert {s.noise_kind for s in a} == {"white", "motor", "babble"}
+    batch = collate(train_split, a[:8])
+    assert batch["audio"].dtype == np.float32
+
+
+def test_tiny_training_run_learns(cache, tmp_path):
+    from reference_model.evaluate import compute_metrics, run_model
+    from reference_model.model import load_checkpoint
+    from reference_model.train import RunConfig, TrainConfig, train
+
+    config = RunConfig(data=TINY, train=TrainConfig(steps=160, batch_size=32, lr=3e-3, warmup_steps=10,
+                                                    eval_every=80, checkpoint_every=80, snr_range_db=(20, 30)))
+    out = tmp_path / "tiny.pt"
+    meta = train(config, out, cache_root=cache, run_dir=tmp_path / "run", progress=False, log=lambda *_: None)
+    assert out.is_file() and out.with_suffix(".json").is_file()
+    assert (tmp_path / "run" / "state.pt").is_file()
+    assert [h["step"] for h in meta["history"]] == [80, 160]
+
+    model, _ = load_checkpoint(out)
+    data = load_split(TINY, "train", cache)
+    metrics = compute_metrics(run_model(model, data, evaluation_samples(data, 0, None, 0.85)))
+    chance = 1 / len(INTENTS)
+    assert metrics["intent_accuracy"] > 4 * chance, metrics["intent_accuracy"]
