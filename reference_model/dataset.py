@@ -116,13 +116,12 @@ class DataConfig:
 
 
 def _sim_source_digest() -> str:
-    """Hash of the simulator's source, so that a change to the world regenerates the data."""
+    """Hash of the simulator's and this module's source: changing either regenerates the data."""
     import sim
 
     h = hashlib.sha256()
-    for path in sorted(Path(sim.__file__).parent.glob("*.py")):
+    for path in [*sorted(Path(sim.__file__).parent.glob("*.py")), Path(__file__)]:
         h.update(path.name.encode() + path.read_bytes())
-    h.update(__import__("inspect").getsource(generate_split).encode())
     return h.hexdigest()
 
 
