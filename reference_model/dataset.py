@@ -199,7 +199,10 @@ def render_scenes(n: int, seed_seq, width: int, height: int, progress: bool = Fa
             images[s] = out.image
             for vis in out.visible:
                 o = OBJECT_INDEX[(vis.color, vis.shape)]
-                clear = vis.visible_fraction >= MIN_VISIBLE_FRACTION and vis.pixel_count >= MIN_VISIBLE_PIXELS
+                # Cut by the frame edge or mostly hidden: neither a fair target
+                # nor a fair "absent", so such objects are never named.
+                clear = (vis.visible_fraction >= MIN_VISIBLE_FRACTION and vis.pixel_count >= MIN_VISIBLE_PIXELS
+                         and not vis.truncated)
                 state[s, o] = VISIBLE if clear else AMBIGUOUS
                 center[s, o] = np.asarray(vis.center_xy, np.float32) / scale[:2]
                 box[s, o] = np.asarray(vis.box, np.float32) / scale

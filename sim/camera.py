@@ -190,10 +190,10 @@ def random_appearance(rng: np.random.Generator) -> Appearance:
     wall_tint = (u[3] - 0.5) * 30
     wall = (wall_level + wall_tint, wall_level + 0.2 * wall_tint, wall_level - wall_tint)
     return Appearance(
-        light_gain=0.65 + 0.6 * u[4],
+        light_gain=0.7 + 0.55 * u[4],
         light_azimuth_rad=2.0 * math.pi * u[5] - math.pi,
         light_elevation_rad=math.radians(25.0 + 55.0 * u[6]),
-        ambient=0.35 + 0.3 * u[7],
+        ambient=0.4 + 0.25 * u[7],
         floor_rgb=tuple(int(np.clip(c, 0, 255)) for c in floor),
         wall_rgb=tuple(int(np.clip(c, 0, 255)) for c in wall),
         floor_texture=0.12 * u[8],
@@ -566,13 +566,18 @@ def render(
             # Light direction in the image plane: where the highlight sits.
             lx, ly = float(light @ right_ax), float(light @ down_ax)
             toward_cam = -float(light @ axes[3])
+            # Lambert maximum over the visible hemisphere: n = L when the light
+            # is on the camera side, else the best rim normal.
+            lit_max = 1.0 if toward_cam >= 0.0 else math.sqrt(max(0.0, 1.0 - toward_cam * toward_cam))
+            # Concentric circles shrinking toward the brightest point approximate
+            # smooth shading: the outer ring is the dim rim.
             for layer in range(BALL_SHADE_LAYERS + 1):
                 t = layer / BALL_SHADE_LAYERS
                 lr = rad * (1.0 - 0.8 * t)
                 cx = u + (rad - lr) * lx * 0.9
                 cy = v + (rad - lr) * ly * 0.9
-                lit = t ** 0.8 * (0.6 + 0.4 * max(toward_cam, 0.0)) + 0.15 * (1 - t) * max(toward_cam, 0.0)
-                bright = app.ambient * (0.75 + 0.25 * t) + (1.0 - app.ambient) * lit
+                lit = lit_max * (0.25 + 0.75 * t ** 0.7)
+                bright = app.ambient + (1.0 - app.ambient) * lit
                 cv2.circle(
                     img,
                     (int(round((cx - 0.5) * _SUBPIXEL_SCALE)), int(round((cy - 0.5) * _SUBPIXEL_SCALE))),
