@@ -20,6 +20,8 @@ NONE_INDEX = INTENTS.index(NONE_INTENT)
 OBJECT_INTENT_IDS = [INTENTS.index(i) for i in OBJECT_INTENTS]
 DEFAULT_SNR_DB = 10.0
 EVAL_SEED = 1234
+IMAGE_WIDTH_PX = 160  # boxes are reported in pixels of the model's 160x120 input
+BOX_WIDTH_BINS_PX = ((0, 8), (8, 12), (12, 20), (20, 40), (40, 161))
 
 
 def run_model(model, data, samples, batch_size: int = 128, progress: bool = False) -> dict[str, np.ndarray]:
@@ -90,6 +92,12 @@ def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = No
                 xy[:, 1] <= box[:, 3]
             )
             err = np.abs(xy - out["target_xy"][visible])
+            width_px = (box[:, 2] - box[:, 0]) * IMAGE_WIDTH_PX
+            metrics["target_in_box_by_width_px"] = {
+                f"{lo}-{hi}": {"n": int(sel.sum()), "rate": float(inside[sel].mean())}
+                for lo, hi in BOX_WIDTH_BINS_PX
+                if (sel := (width_px >= lo) & (width_px < hi)).any()
+            }
             metrics.update(
                 n_target_samples=int(visible.sum()),
                 target_in_box_rate=float(inside.mean()),
@@ -190,6 +198,8 @@ def format_metrics(m: dict) -> str:
     if m.get("target_in_box_rate") is not None:
         lines.append(f"  target point inside box    {100 * m['target_in_box_rate']:.2f} %   (target >= 95 %,"
                      f" n={m['n_target_samples']})")
+    for size, v in (m.get("target_in_box_by_width_px") or {}).items():
+        lines.append(f"    object {size:>6} px wide         {100 * v['rate']:6.2f} %   (n={v['n']})")
     if m.get("false_accept_rate") is not None:
         lines.append(f"  false accept on none       {100 * m['false_accept_rate']:.2f} %   (target <= 1 %)")
     for k, v in (m.get("false_accept_by_source") or {}).items():

@@ -22,15 +22,16 @@ import torch
 from torch import nn
 
 from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
-from sim.commands import INTENTS
+from sim.commands import INTENTS, OBJECT_TYPES
 
 IMAGE_HEIGHT = 120
 IMAGE_WIDTH = 160
-IMAGE_STRIDE = 8  # image grid cell size in pixels -> 15 x 20 attention grid
+GRID_STRIDES = (4, 8)  # attention grid cell size in pixels: 30 x 40 or 15 x 20 cells at 160 x 120
 RGB_MEAN = (0.45, 0.45, 0.45)
 RGB_STD = (0.25, 0.25, 0.25)
 INPUT_NAMES = ("image", "audio")
 OUTPUT_NAMES = ("intent_logits", "target_xy", "target_logit", "attention")
+N_OBJECT_TYPES = len(OBJECT_TYPES)
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,7 @@ class ModelConfig:
     audio_channels: tuple[int, int, int] = (96, 128, 160)
     embed_dim: int = 128
     attn_dim: int = 64
+    grid_stride: int = 8
     n_intents: int = len(INTENTS)
 
     def __post_init__(self) -> None:
@@ -51,12 +53,14 @@ class ModelConfig:
             raise ValueError(
                 f"image size {self.image_width}x{self.image_height} is not 4:3; the camera contract is 4:3"
             )
-        if self.image_height % IMAGE_STRIDE or self.image_width % IMAGE_STRIDE:
-            raise ValueError(f"image size must be a multiple of {IMAGE_STRIDE} pixels")
+        if self.grid_stride not in GRID_STRIDES:
+            raise ValueError(f"grid_stride {self.grid_stride!r} is not one of {GRID_STRIDES}")
+        if self.image_height % 8 or self.image_width % 8:
+            raise ValueError(f"image size {self.image_width}x{self.image_height} must be a multiple of 8 pixels")
 
     @property
     def grid_hw(self) -> tuple[int, int]:
-        return self.image_height // IMAGE_STRIDE, self.image_width // IMAGE_STRIDE
+        return self.image_height // self.grid_stride, self.image_width // self.grid_stride
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -79,25 +83,34 @@ def _conv_bn(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Se
 
 
 class ImageEncoder(nn.Module):
-    """RGB uint8 NHWC -> feature grid [N, C, H/8, W/8]."""
+    """RGB uint8 NHWC -> feature grid [N, C, H/s, W/s] for grid stride s of 8 or 4.
 
-    def __init__(self, channels: tuple[int, int, int]) -> None:
+    With stride 4 the stride-8 features (which see whole objects) are upsampled
+    and merged with the stride-4 ones (which keep position), FPN-style, so that
+    small distant objects get cells of their own.
+    """
+
+    def __init__(self, channels: tuple[int, int, int], grid_stride: int = 8) -> None:
         super().__init__()
         c1, c2, c3 = channels
         self.register_buffer("mean", torch.tensor(RGB_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("inv_std", 1.0 / (torch.tensor(RGB_STD).view(1, 3, 1, 1) * 255.0), persistent=False)
-        self.body = nn.Sequential(
-            _conv_bn(3, c1, stride=2),
-            _conv_bn(c1, c2, stride=2),
-            _conv_bn(c2, c2),
-            _conv_bn(c2, c3, stride=2),
-            _conv_bn(c3, c3),
-            _conv_bn(c3, c3, dilation=2),
+        self.stem = nn.Sequential(_conv_bn(3, c1, stride=2), _conv_bn(c1, c2, stride=2), _conv_bn(c2, c2))
+        self.deep = nn.Sequential(_conv_bn(c2, c3, stride=2), _conv_bn(c3, c3), _conv_bn(c3, c3, dilation=2))
+        self.merge = (
+            nn.Sequential(nn.Conv2d(c2 + c3, c3, 1, bias=False), nn.BatchNorm2d(c3), nn.ReLU(inplace=True),
+                          _conv_bn(c3, c3))
+            if grid_stride == 4 else None
         )
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         x = image.permute(0, 3, 1, 2).float()
-        return self.body((x - self.mean) * self.inv_std)
+        fine = self.stem((x - self.mean) * self.inv_std)
+        coarse = self.deep(fine)
+        if self.merge is None:
+            return coarse
+        up = nn.functional.interpolate(coarse, scale_factor=2.0, mode="nearest")
+        return self.merge(torch.cat([fine, up], dim=1))
 
 
 class _TemporalBlock(nn.Module):
@@ -161,7 +174,7 @@ class ReferenceModel(nn.Module):
         cfg = self.config
         c_img = cfg.image_channels[-1]
         grid_h, grid_w = cfg.grid_hw
-        self.image_encoder = ImageEncoder(cfg.image_channels)
+        self.image_encoder = ImageEncoder(cfg.image_channels, cfg.grid_stride)
         self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.embed_dim)
         self.intent_head = nn.Sequential(
             nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, cfg.n_intents)
@@ -183,8 +196,24 @@ class ReferenceModel(nn.Module):
             "cell_size", torch.tensor([1.0 / grid_w, 1.0 / grid_h]).view(1, 2, 1, 1), persistent=False
         )
         self.attn_scale = 1.0 / math.sqrt(cfg.attn_dim)
+        # Which object the command names (from the audio alone) and which object
+        # type sits at each grid cell (from the image alone). Both are trained
+        # with their own labels, which give every object in every scene a
+        # label rather than just the named one. The attention adds the log
+        # probability that a cell holds the named object type, averaged over
+        # what the audio says was named, to the learned query-key score.
+        self.object_head = nn.Linear(cfg.embed_dim, N_OBJECT_TYPES)
+        self.cell_head = nn.Conv2d(c_img, N_OBJECT_TYPES + 1, 1)
+        self.type_weight = nn.Parameter(torch.tensor(1.0))
 
     def forward(self, image: torch.Tensor, audio: torch.Tensor):
+        return self._forward(image, audio)[0]
+
+    def forward_train(self, image: torch.Tensor, audio: torch.Tensor):
+        """Outputs plus the logits trained with their own labels: object [N, 12], cell types [N, 13, h, w]."""
+        return self._forward(image, audio)
+
+    def _forward(self, image: torch.Tensor, audio: torch.Tensor):
         feats = self.image_encoder(image)  # [N, C, h, w]
         n, _, h, w = feats.shape
         grid = self.grid_xy.expand(n, -1, -1, -1)
@@ -195,7 +224,12 @@ class ReferenceModel(nn.Module):
         q = self.query(emb)  # [N, A]
         k = self.key(feats_xy).flatten(2)  # [N, A, h*w]
         v = self.value(feats_xy).flatten(2)
-        scores = torch.einsum("na,nap->np", q, k) * self.attn_scale  # [N, h*w]
+        object_logits = self.object_head(emb)  # [N, 12]
+        cell_logits = self.cell_head(feats)  # [N, 13, h, w]
+        named = torch.softmax(object_logits, dim=-1)
+        cell_logp = torch.log_softmax(cell_logits, dim=1)[:, :N_OBJECT_TYPES].flatten(2)  # [N, 12, h*w]
+        type_score = torch.einsum("no,nop->np", named, cell_logp)
+        scores = torch.einsum("na,nap->np", q, k) * self.attn_scale + self.type_weight * type_score
         attn = torch.softmax(scores, dim=-1)
         offset = torch.tanh(self.offset(feats)) * self.cell_size  # within one cell
         points = (grid + offset).flatten(2)  # [N, 2, h*w]
@@ -203,7 +237,7 @@ class ReferenceModel(nn.Module):
         attended = torch.einsum("np,nap->na", attn, v)
         peak = scores.amax(dim=-1, keepdim=True)
         target_logit = self.presence_head(torch.cat([attended, q, peak], dim=1)).squeeze(-1)
-        return intent_logits, target_xy, target_logit, attn.view(n, h, w)
+        return (intent_logits, target_xy, target_logit, attn.view(n, h, w)), object_logits, cell_logits
 
     @torch.no_grad()
     def predict(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -226,6 +260,12 @@ def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, di
             "train one with `voxedge train`"
         )
     model = build_model(blob["model_config"])
-    model.load_state_dict(blob["state_dict"])
+    try:
+        model.load_state_dict(blob["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(
+            f"{path} does not fit this version of the reference model ({str(exc).splitlines()[0]}); "
+            "retrain it with `voxedge train` or check out the voxedge version that wrote it"
+        ) from exc
     model.eval()
     return model, {k: v for k, v in blob.items() if k != "state_dict"}

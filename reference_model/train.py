@@ -17,12 +17,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from reference_model.dataset import DataConfig, TrainSampler, evaluation_samples, load_split
+from reference_model.dataset import ABSENT, DataConfig, TrainSampler, evaluation_samples, load_split
 from reference_model.evaluate import compute_metrics, run_model, utterance_kinds, write_json
 from reference_model.model import ModelConfig, ReferenceModel
 from sim.commands import INTENTS, OBJECT_TYPES
 
 CHECKPOINT_FORMAT = "voxedge-reference/1"
+CELL_POSITIVE_WEIGHT = 10.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class TrainConfig:
     w_target: float = 5.0  # L1 on the normalised target point
     w_attention: float = 0.3  # cross-entropy of attention on the target's grid cell
     w_presence: float = 0.5
+    w_aux: float = 0.5  # object-identity (audio) and per-cell object-type (image) losses
     snr_range_db: tuple[float, float] = (0.0, 30.0)
     clean_fraction: float = 0.1
     eval_every: int = 500
@@ -90,14 +92,34 @@ class RunConfig:
         return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train)}
 
 
+def cell_labels(data, scenes: np.ndarray, grid_hw) -> np.ndarray:
+    """Object type (0..11) at the grid cell holding each visible object's centre; 12 elsewhere."""
+    h, w = grid_hw
+    labels = np.full((len(scenes), h, w), len(OBJECT_TYPES), np.int64)
+    state = data.obj_state[scenes]
+    n, obj = np.nonzero(state != ABSENT)
+    centre = data.obj_center[scenes[n], obj]
+    rows = np.clip((centre[:, 1] * h).astype(int), 0, h - 1)
+    cols = np.clip((centre[:, 0] * w).astype(int), 0, w - 1)
+    labels[n, rows, cols] = obj
+    return labels
+
+
 def _losses(outputs, batch, cfg: TrainConfig, grid_hw) -> dict[str, torch.Tensor]:
-    logits, xy, presence_logit, attn = outputs
+    (logits, xy, presence_logit, attn), object_logits, cell_logits = outputs
     intent = torch.from_numpy(batch["intent"])
     presence = torch.from_numpy(batch["presence"])
     losses = {
         "intent": nn.functional.cross_entropy(logits, intent, label_smoothing=cfg.label_smoothing),
         "presence": cfg.w_presence * nn.functional.binary_cross_entropy_with_logits(presence_logit, presence),
     }
+    named = torch.from_numpy(batch["object"])
+    if (named >= 0).any():
+        losses["aux_object"] = cfg.w_aux * nn.functional.cross_entropy(object_logits[named >= 0], named[named >= 0])
+    cells = torch.from_numpy(batch["cells"])
+    weight = torch.ones(len(OBJECT_TYPES) + 1)
+    weight[:-1] = CELL_POSITIVE_WEIGHT  # a few object cells among ~300 background ones
+    losses["aux_cells"] = cfg.w_aux * nn.functional.cross_entropy(cell_logits, cells, weight=weight)
     mask = presence > 0.5
     if mask.any():
         target = torch.from_numpy(batch["target_xy"])[mask]
@@ -175,7 +197,8 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = sampler.batch(rng, cfg.batch_size)
-        outputs = model(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
+        batch["cells"] = cell_labels(train_data, batch["scene"], config.model.grid_hw)
+        outputs = model.forward_train(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
         losses = _losses(outputs, batch, cfg, config.model.grid_hw)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)

@@ -42,6 +42,18 @@ def test_forward_shapes_and_output_ranges():
     assert ((out["target_xy"] >= 0) & (out["target_xy"] <= 1)).all()
 
 
+def test_fine_grid_and_training_heads():
+    model = build_model({"grid_stride": 4}).eval()
+    image = torch.randint(0, 256, (2, 120, 160, 3), dtype=torch.uint8)
+    audio = torch.randn(2, WINDOW_SAMPLES) * 0.1
+    (logits, xy, presence, attention), object_logits, cell_logits = model.forward_train(image, audio)
+    assert attention.shape == (2, 30, 40)
+    assert object_logits.shape == (2, 12)
+    assert cell_logits.shape == (2, 13, 30, 40)
+    # the object and cell-type logits are intermediate, not outputs of the model
+    assert [t.shape for t in model(image, audio)] == [logits.shape, xy.shape, presence.shape, attention.shape]
+
+
 def test_target_depends_on_both_image_and_audio():
     torch.manual_seed(0)
     model = ReferenceModel().eval()
@@ -57,6 +69,8 @@ def test_target_depends_on_both_image_and_audio():
 def test_model_config_rejects_non_4_3_images():
     with pytest.raises(ValueError, match="4:3"):
         ModelConfig(image_height=120, image_width=200)
+    with pytest.raises(ValueError, match="grid_stride"):
+        ModelConfig(grid_stride=16)
 
 
 def test_checkpoint_round_trip(tmp_path):
@@ -77,3 +91,15 @@ def test_load_checkpoint_rejects_other_files(tmp_path):
     torch.save({"weights": 1}, path)
     with pytest.raises(ValueError, match="voxedge train"):
         load_checkpoint(path)
+
+
+@pytest.mark.requires_cuda
+def test_cuda_forward_matches_cpu():
+    torch.manual_seed(0)
+    model = ReferenceModel().eval()
+    image = torch.randint(0, 256, (4, 120, 160, 3), dtype=torch.uint8)
+    audio = torch.randn(4, WINDOW_SAMPLES) * 0.1
+    cpu = model.predict(image, audio)
+    gpu = model.to("cuda").predict(image.cuda(), audio.cuda())
+    for name in OUTPUT_NAMES:
+        torch.testing.assert_close(gpu[name].cpu(), cpu[name], atol=1e-3, rtol=1e-3)

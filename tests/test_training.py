@@ -113,3 +113,18 @@ def test_tiny_training_run_learns(cache, tmp_path):
     metrics = compute_metrics(run_model(model, data, evaluation_samples(data, 0, None, 0.85)))
     chance = 1 / len(INTENTS)
     assert metrics["intent_accuracy"] > 4 * chance, metrics["intent_accuracy"]
+
+
+def test_cell_labels_mark_every_visible_object_at_its_centre(train_split):
+    from reference_model.train import cell_labels
+
+    d = train_split
+    scenes = np.arange(20)
+    labels = cell_labels(d, scenes, (15, 20))
+    background = len(OBJECT_TYPES)
+    for row, s in zip(labels, scenes):
+        seen = set(np.unique(row).tolist()) - {background}
+        assert seen == set(np.flatnonzero(d.obj_state[s] != ABSENT).tolist())
+        for o in seen:
+            cx, cy = d.obj_center[s, o]
+            assert row[int(cy * 15), int(cx * 20)] == o
