@@ -5,9 +5,12 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.voxedge-installed
-# The CPU wheel of torch is installed before anything that depends on torch,
-# so that pip never pulls a multi-GB CUDA build. Override for another index.
+# The CPU build of torch is installed before anything that depends on torch, so
+# that the package's own `torch>=2.3` is already satisfied and pip pulls nothing
+# bigger. Where plain PyPI would serve a CUDA build, point TORCH_PIP_ARGS at
+# PyTorch's CPU wheel index (--index-url ...).
 TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
 CHECKPOINT := reference_model/checkpoints/reference.pt
 PYTEST_ARGS ?=
 
@@ -17,9 +20,10 @@ system-deps:
 	@PYTHON=$(PYTHON) bash scripts/install_system_deps.sh
 
 $(STAMP): setup.py pyproject.toml | system-deps
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@# (re)create the venv when it is missing or was left half-made
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV) && $(PYTHON) -m venv $(VENV); }
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) $(TORCH_SPEC)
 	$(BIN)/python -m pip install --quiet -e '.[edge,convert,dev]'
 	touch $@
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import tempfile
+import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,8 @@ from sim import camera as sim_camera
 from sim import noise as sim_noise
 from sim import speech as sim_speech
 from sim import world as sim_world
+from reference_model.errors import ConfigError
+from reference_model.io import atomic_write, progress_bar
 from sim.commands import (
     INTENT_INDEX,
     INTENTS,
@@ -48,12 +50,14 @@ N_OBJECTS = len(OBJECT_TYPES)
 VISIBLE, ABSENT, AMBIGUOUS = 1, 0, -1
 MIN_VISIBLE_FRACTION = 0.6  # less than this is "partly hidden": never used as a target
 MIN_VISIBLE_PIXELS = 20  # at 160x120, about a 5x5 px blob
-DATA_FORMAT_VERSION = 1
+DATA_FORMAT_VERSION = 2  # bump when this module changes what a split holds
 
 # What "none" audio is made of, besides distractor speech.
 NONE_NOISE_ONLY = -2  # utterance index marking a noise-only window
 NONE_SILENCE = -3  # utterance index marking near-silence (a quiet room)
-SILENCE_DBFS = (-75.0, -45.0)  # a quiet room: mic self-noise and faint background
+GAIN_RANGE = (0.3, 1.0)  # speech gain drawn per sample; also sets the level of noise/silence windows
+SILENCE_DBFS = (-66.0, -45.0)  # a quiet room: mic self-noise and faint background
+NOISE_ONLY_DBFS = (-31.0, -10.0)  # noise with nobody speaking
 
 
 @dataclass(frozen=True)
@@ -68,9 +72,13 @@ class SplitSize:
     def __post_init__(self) -> None:
         unknown = set(self.utterances) - set(INTENTS)
         if unknown:
-            raise ValueError(f"unknown intents in utterance counts: {sorted(unknown)}; expected {INTENTS}")
-        if self.scenes < 1 or any(v < 0 for v in self.utterances.values()):
-            raise ValueError(f"split sizes must be positive, got scenes={self.scenes}, {self.utterances}")
+            raise ConfigError(f"unknown intents in utterance counts: {sorted(unknown)}; expected {INTENTS}")
+        missing = [i for i in INTENTS if self.utterances.get(i, 0) < 1]
+        if missing:
+            raise ConfigError(f"every intent needs at least one utterance; give a count >= 1 for {missing}")
+        for name in ("scenes", "babble_sources", "noise_clips"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
 
 def _counts(simple: int, obj: int, none: int) -> dict[str, int]:
@@ -84,15 +92,22 @@ class DataConfig:
     seed: int = 0
     image_width: int = 160
     image_height: int = 120
-    train: SplitSize = SplitSize(6000, _counts(300, 960, 1500))
-    val: SplitSize = SplitSize(600, _counts(40, 120, 160), babble_sources=40, noise_clips=40)
-    test: SplitSize = SplitSize(1500, _counts(120, 360, 600), babble_sources=60, noise_clips=60)
+    # Many distinct babble clips: with few, the model memorises them and new
+    # babble (a room full of talk) starts to sound like commands.
+    train: SplitSize = SplitSize(6000, _counts(300, 960, 1500), babble_sources=400, noise_clips=400)
+    val: SplitSize = SplitSize(600, _counts(40, 120, 160), babble_sources=60, noise_clips=60)
+    test: SplitSize = SplitSize(1500, _counts(120, 360, 600), babble_sources=150, noise_clips=150)
     present_fraction: float = 0.85  # object commands whose object is in view
-    cache_version: int = DATA_FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.present_fraction < 1.0:
+            raise ConfigError(f"present_fraction must be in (0, 1), got {self.present_fraction!r}")
+        if self.image_width * 3 != self.image_height * 4:
+            raise ConfigError(f"image size {self.image_width}x{self.image_height} is not 4:3")
 
     def split(self, name: str) -> SplitSize:
         if name not in SPLITS:
-            raise ValueError(f"unknown split {name!r}; expected one of {SPLITS}")
+            raise ConfigError(f"unknown split {name!r}; expected one of {SPLITS}")
         return getattr(self, name)
 
     def to_dict(self) -> dict:
@@ -101,14 +116,18 @@ class DataConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "DataConfig":
         data = dict(data)
-        for name in SPLITS:
-            if name in data and isinstance(data[name], dict):
-                data[name] = SplitSize(**data[name])
-        return cls(**data)
+        data.pop("cache_version", None)  # written by earlier versions; the format version is in digest()
+        try:
+            for name in SPLITS:
+                if name in data and isinstance(data[name], dict):
+                    data[name] = SplitSize(**data[name])
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"data config: {exc}") from exc
 
     def digest(self, split: str) -> str:
         blob = json.dumps({"split": split, "size": asdict(self.split(split)), "seed": self.seed,
-                           "wh": [self.image_width, self.image_height], "v": self.cache_version,
+                           "wh": [self.image_width, self.image_height], "v": DATA_FORMAT_VERSION,
                            "voices": [v.espeak_name for v in sim_speech.voice_split()[split]],
                            "sim": _sim_source_digest()},
                           sort_keys=True)
@@ -158,7 +177,7 @@ class SplitData:
     def save(self, path: Path) -> None:
         arrays = {k: v for k, v in vars(self).items() if isinstance(v, np.ndarray)}
         arrays.update({f"noise_{k}": v for k, v in self.noise.items()})
-        _atomic_savez(path, name=np.array(self.name), **arrays)
+        atomic_write(path, lambda f: np.savez(f, name=np.array(self.name), **arrays))
 
     @classmethod
     def load(cls, path: Path) -> "SplitData":
@@ -166,24 +185,6 @@ class SplitData:
             data = {k: z[k] for k in z.files}
         noise = {k[len("noise_"):]: data.pop(k) for k in list(data) if k.startswith("noise_")}
         return cls(name=str(data.pop("name")), noise=noise, **data)
-
-
-def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm import tqdm  # lazy: only generation and training need it
-
-    return tqdm(total=total, desc=desc, unit="it", disable=not enabled, leave=False, dynamic_ncols=True)
 
 
 def render_scenes(n: int, seed_seq, width: int, height: int, progress: bool = False) -> dict[str, np.ndarray]:
@@ -195,7 +196,7 @@ def render_scenes(n: int, seed_seq, width: int, height: int, progress: bool = Fa
     center = np.zeros((n, N_OBJECTS, 2), np.float32)
     box = np.zeros((n, N_OBJECTS, 4), np.float32)
     scale = np.array([width, height, width, height], np.float32)
-    with _progress(n, "render scenes", progress) as bar:
+    with progress_bar(n, "render scenes", progress) as bar:
         for s in range(n):
             arena, pose = sim_world.sample_view(rng)
             out = sim_camera.render(arena, pose, cam, sim_camera.random_appearance(rng), rng)
@@ -247,7 +248,7 @@ def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, samp
     """
     max_len = int(MAX_SPEECH_S * sample_rate)
     requests = [sim_speech.random_request(rng, c.text, voices) for c in commands]
-    with _progress(len(requests), "synthesize speech", progress) as bar:
+    with progress_bar(len(requests), "synthesize speech", progress) as bar:
         audio = sim_speech.synthesize_many(requests, cache_dir, workers=2, progress=lambda *_: bar.update())
     for _ in range(REFIT_TRIES):
         long = [i for i, a in enumerate(audio) if len(a) > max_len]
@@ -261,6 +262,11 @@ def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, samp
         again = sim_speech.synthesize_many([requests[i] for i in long], cache_dir, workers=2)
         for i, a in zip(long, again):
             audio[i] = a
+    too_long = [requests[i].text for i, a in enumerate(audio) if len(a) > max_len]
+    if too_long:
+        # Cropping would cut words off and make the label wrong: refuse instead.
+        raise ConfigError(f"{len(too_long)} utterances stay longer than {MAX_SPEECH_S} s even at the fastest "
+                          f"speaking rate, e.g. {too_long[0]!r}; shorten these phrases")
     return audio, [r.voice.espeak_name for r in requests]
 
 
@@ -311,7 +317,8 @@ def load_split(config: DataConfig, split: str, cache_root: str | Path = "data", 
     if path.exists():
         try:
             return SplitData.load(path)
-        except (OSError, ValueError, KeyError) as exc:  # a damaged cache is rebuilt, not trusted
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+            # a damaged or outdated cache file is rebuilt, never trusted
             print(f"warning: cached split {path} is unreadable ({exc}); regenerating")
     data = generate_split(config, split, cache_root, progress)
     data.save(path)
@@ -330,6 +337,7 @@ class Sample:
     scene: int
     noise_kind: str
     noise_clip: int
+    noise_shift: int  # circular shift of the noise clip, for variety
     snr_db: float | None  # None: clean speech
     offset: int  # where the utterance starts in the 2 s window
     gain: float
@@ -338,7 +346,7 @@ class Sample:
 def _pick_scene(data: SplitData, obj: int, present: bool, rng: np.random.Generator) -> int:
     candidates = data.scenes_with(obj, VISIBLE if present else ABSENT)
     if len(candidates) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"split {data.name!r} has no scene where {OBJECT_TYPES[obj]} is "
             f"{'visible' if present else 'absent'}; generate more scenes"
         )
@@ -359,8 +367,15 @@ def draw_sample(data: SplitData, utt: int, rng: np.random.Generator, *, present_
     slack = max(0, WINDOW_SAMPLES - length)
     return Sample(
         utt=utt, scene=scene, noise_kind=kind, noise_clip=int(rng.integers(len(data.noise[kind]))),
-        snr_db=snr_db, offset=int(rng.integers(slack + 1)), gain=float(rng.uniform(0.3, 1.0)),
+        noise_shift=int(rng.integers(WINDOW_SAMPLES)),
+        snr_db=snr_db, offset=int(rng.integers(slack + 1)), gain=float(rng.uniform(*GAIN_RANGE)),
     )
+
+
+def _level(gain: float, dbfs_range: tuple[float, float]) -> float:
+    """Map a sample's gain (drawn from GAIN_RANGE) onto a level range, as linear amplitude."""
+    t = (gain - GAIN_RANGE[0]) / (GAIN_RANGE[1] - GAIN_RANGE[0])
+    return 10 ** ((dbfs_range[0] + t * (dbfs_range[1] - dbfs_range[0])) / 20)
 
 
 def sample_audio(data: SplitData, s: Sample) -> np.ndarray:
@@ -368,18 +383,12 @@ def sample_audio(data: SplitData, s: Sample) -> np.ndarray:
 
     Clipped to [-1, 1] as a real microphone's ADC would.
     """
-    noise = data.noise[s.noise_kind][s.noise_clip]
-    noise_rms = np.sqrt(np.mean(noise**2)) + 1e-12
-    if s.utt == NONE_SILENCE:
-        level_dbfs = SILENCE_DBFS[0] + (SILENCE_DBFS[1] - SILENCE_DBFS[0]) * s.gain
-        window = noise * (10 ** (level_dbfs / 20) / noise_rms)
-    elif s.utt == NONE_NOISE_ONLY:
-        level_dbfs = -40.0 + 30.0 * s.gain  # -31..-10 dBFS
-        window = noise * (10 ** (level_dbfs / 20) / noise_rms)
+    noise = np.roll(data.noise[s.noise_kind][s.noise_clip], s.noise_shift)
+    if s.utt in (NONE_SILENCE, NONE_NOISE_ONLY):
+        level = _level(s.gain, SILENCE_DBFS if s.utt == NONE_SILENCE else NOISE_ONLY_DBFS)
+        window = noise * (level / (np.sqrt(np.mean(noise**2)) + 1e-12))
     else:
-        speech = data.utterance(s.utt)[:WINDOW_SAMPLES] * s.gain
-        window = np.zeros(WINDOW_SAMPLES, np.float32)
-        window[s.offset : s.offset + len(speech)] = speech
+        window, _ = sim_speech.place_in_window(data.utterance(s.utt) * s.gain, WINDOW_SAMPLES, offset=s.offset)
         if s.snr_db is not None:
             window = sim_noise.mix_at_snr(window, noise, s.snr_db)
     return np.clip(window, -1.0, 1.0).astype(np.float32)
@@ -426,16 +435,18 @@ class TrainSampler:
         weights = np.array([1.5 if INTENTS[i] in OBJECT_INTENTS else 2.0 if INTENTS[i] == NONE_INTENT else 1.0
                             for i in range(len(INTENTS))])
         self.intent_p = weights / weights.sum()
+        self.none_p = np.array([p for _, p in self.NONE_KINDS])
 
     def draw(self, rng: np.random.Generator) -> Sample:
         intent = int(rng.choice(len(INTENTS), p=self.intent_p))
-        utt = NONE_SILENCE
+        source = "speech"
         if INTENTS[intent] == NONE_INTENT:
-            kind = rng.choice(3, p=[p for _, p in self.NONE_KINDS])
-            utt = {0: -1, 1: NONE_NOISE_ONLY, 2: NONE_SILENCE}[int(kind)]
-        if utt == -1 or INTENTS[intent] != NONE_INTENT:
+            source = self.NONE_KINDS[int(rng.choice(len(self.NONE_KINDS), p=self.none_p))][0]
+        if source == "speech":
             pool = self.by_intent[intent]
             utt = int(pool[rng.integers(len(pool))])
+        else:
+            utt = NONE_NOISE_ONLY if source == "noise" else NONE_SILENCE
         snr = None if rng.random() < self.clean_fraction else float(rng.uniform(*self.snr_range_db))
         return draw_sample(self.data, utt, rng, present_fraction=self.present_fraction, snr_db=snr)
 
@@ -447,14 +458,17 @@ def evaluation_samples(data: SplitData, seed: int, snr_db: float | None, present
                        noise_only: int | None = None, silence: int | None = None) -> list[Sample]:
     """The fixed evaluation list: every utterance once, plus noise-only and silent windows.
 
-    Noise kinds rotate over white, motor and babble so each is equally represented.
+    White, motor and babble noise are equally represented.
     """
     rng = np.random.default_rng([seed, 7919])
     kinds = sim_noise.NOISE_KINDS
     n_noise = noise_only if noise_only is not None else max(1, data.n_utterances // 10)
     n_silence = silence if silence is not None else max(1, data.n_utterances // 40)
     utts = list(range(data.n_utterances)) + [NONE_NOISE_ONLY] * n_noise + [NONE_SILENCE] * n_silence
+    # Equal shares of each noise kind, shuffled so that no object or intent is
+    # always heard over the same noise.
+    noise_kinds = rng.permutation(np.resize(np.arange(len(kinds)), len(utts)))
     return [
-        draw_sample(data, u, rng, present_fraction=present_fraction, snr_db=snr_db, noise_kind=kinds[i % len(kinds)])
-        for i, u in enumerate(utts)
+        draw_sample(data, u, rng, present_fraction=present_fraction, snr_db=snr_db, noise_kind=kinds[k])
+        for u, k in zip(utts, noise_kinds)
     ]

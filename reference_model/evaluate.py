@@ -7,20 +7,18 @@ accuracy, and whether the target point lands inside the named object's box.
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from reference_model.errors import CheckpointError
+from reference_model.io import atomic_write, progress_bar, write_json
 from sim.commands import INTENTS, NONE_INTENT, OBJECT_INTENTS
 
 NONE_INDEX = INTENTS.index(NONE_INTENT)
 OBJECT_INTENT_IDS = [INTENTS.index(i) for i in OBJECT_INTENTS]
 DEFAULT_SNR_DB = 10.0
 EVAL_SEED = 1234
-IMAGE_WIDTH_PX = 160  # boxes are reported in pixels of the model's 160x120 input
 BOX_WIDTH_BINS_PX = ((0, 8), (8, 12), (12, 20), (20, 40), (40, 161))
 
 
@@ -28,11 +26,11 @@ def run_model(model, data, samples, batch_size: int = 128, progress: bool = Fals
     """Run ``model`` over ``samples``; returns predictions and labels as numpy arrays."""
     import torch
 
-    from reference_model.dataset import _progress, collate
+    from reference_model.dataset import collate
 
     model.eval()
     chunks: list[dict[str, np.ndarray]] = []
-    with torch.no_grad(), _progress(len(samples), "evaluate", progress) as bar:
+    with torch.no_grad(), progress_bar(len(samples), "evaluate", progress) as bar:
         for start in range(0, len(samples), batch_size):
             batch = collate(data, samples[start : start + batch_size])
             logits, xy, presence, _ = model(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
@@ -51,8 +49,14 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = None) -> dict:
-    """Metrics from ``run_model`` output. ``utt_kind`` labels none samples speech/noise/silence."""
+def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = None, image_width: int = 160) -> dict:
+    """Metrics from ``run_model`` output.
+
+    Args:
+        out: predictions and labels from ``run_model``.
+        utt_kind: per sample, the audio source of "none" samples (speech, noise, silence).
+        image_width: model input width in pixels, for the per-object-size breakdown.
+    """
     from sklearn.metrics import confusion_matrix, roc_auc_score
 
     probs = _softmax(out["intent_logits"])
@@ -92,7 +96,7 @@ def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = No
                 xy[:, 1] <= box[:, 3]
             )
             err = np.abs(xy - out["target_xy"][visible])
-            width_px = (box[:, 2] - box[:, 0]) * IMAGE_WIDTH_PX
+            width_px = (box[:, 2] - box[:, 0]) * image_width
             metrics["target_in_box_by_width_px"] = {
                 f"{lo}-{hi}": {"n": int(sel.sum()), "rate": float(inside[sel].mean())}
                 for lo, hi in BOX_WIDTH_BINS_PX
@@ -107,7 +111,7 @@ def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = No
 
 
 def utterance_kinds(samples) -> np.ndarray:
-    """Label each sample's audio source: command, speech (distractor), noise or silence."""
+    """Label each sample's audio source: speech (a command or a distractor), noise or silence."""
     from reference_model.dataset import NONE_NOISE_ONLY, NONE_SILENCE
 
     return np.array([
@@ -139,26 +143,8 @@ def plot_confusion(matrix, path: Path, title: str) -> None:
     ax.set_title(title)
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    _atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json(path: Path, obj) -> None:
-    """Write JSON atomically."""
-    _atomic_write(path, lambda f: f.write(json.dumps(obj, indent=2, sort_keys=True).encode() + b"\n"))
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: float | None = DEFAULT_SNR_DB,
@@ -170,7 +156,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
 
     checkpoint = Path(checkpoint)
     if not checkpoint.is_file():
-        raise FileNotFoundError(
+        raise CheckpointError(
             f"checkpoint {checkpoint} does not exist; train one with `voxedge train` or `make reference-model`"
         )
     model, meta = load_checkpoint(checkpoint)
@@ -178,21 +164,24 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
     data = load_split(data_cfg, split, cache_root, progress=progress)
     samples = evaluation_samples(data, EVAL_SEED, snr_db, data_cfg.present_fraction)
     out = run_model(model, data, samples, progress=progress)
-    metrics = compute_metrics(out, utterance_kinds(samples))
+    metrics = compute_metrics(out, utterance_kinds(samples), image_width=data_cfg.image_width)
     metrics.update(split=split, snr_db=snr_db, checkpoint=str(checkpoint))
     if out_dir is not None:
         out_dir = Path(out_dir)
-        write_json(out_dir / f"metrics-{split}.json", metrics)
-        snr = "clean" if snr_db is None else f"{snr_db:g} dB SNR"
         plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion-{split}.png",
-                       f"{split} split (unseen voices and scenes), {snr}")
+                       f"{split} split (unseen voices and scenes), {_snr_text(snr_db)}")
+        write_json(out_dir / f"metrics-{split}.json", metrics)
     return metrics
+
+
+def _snr_text(snr_db: float | None) -> str:
+    return "clean audio" if snr_db is None else f"{snr_db:g} dB SNR"
 
 
 def format_metrics(m: dict) -> str:
     """A short human-readable summary."""
     lines = [
-        f"split {m.get('split', '?')} at {m.get('snr_db')} dB SNR, {m['n_samples']} samples",
+        f"split {m.get('split', '?')} at {_snr_text(m.get('snr_db'))}, {m['n_samples']} samples",
         f"  intent accuracy            {100 * m['intent_accuracy']:.2f} %   (target >= 97 %)",
     ]
     if m.get("target_in_box_rate") is not None:

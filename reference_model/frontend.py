@@ -12,9 +12,9 @@ import numpy as np
 import torch
 from torch import nn
 
-SAMPLE_RATE_HZ = 16000
-WINDOW_S = 2.0
-WINDOW_SAMPLES = int(SAMPLE_RATE_HZ * WINDOW_S)  # 32000: the model's audio input length
+
+from sim.speech import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # 16 kHz; 2.0 s = 32000 samples in
+
 N_FFT = 400  # 25 ms analysis window
 HOP = 160  # 10 ms hop
 N_BINS = N_FFT // 2 + 1

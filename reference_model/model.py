@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
+from reference_model.errors import CheckpointError, ConfigError
 from sim.commands import INTENTS, OBJECT_TYPES
 
 IMAGE_HEIGHT = 120
@@ -50,13 +51,13 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         if self.image_width * 3 != self.image_height * 4:
-            raise ValueError(
+            raise ConfigError(
                 f"image size {self.image_width}x{self.image_height} is not 4:3; the camera contract is 4:3"
             )
         if self.grid_stride not in GRID_STRIDES:
-            raise ValueError(f"grid_stride {self.grid_stride!r} is not one of {GRID_STRIDES}")
+            raise ConfigError(f"grid_stride {self.grid_stride!r} is not one of {GRID_STRIDES}")
         if self.image_height % 8 or self.image_width % 8:
-            raise ValueError(f"image size {self.image_width}x{self.image_height} must be a multiple of 8 pixels")
+            raise ConfigError(f"image size {self.image_width}x{self.image_height} must be a multiple of 8 pixels")
 
     @property
     def grid_hw(self) -> tuple[int, int]:
@@ -71,7 +72,10 @@ class ModelConfig:
         for key in ("image_channels", "audio_channels"):
             if key in data:
                 data[key] = tuple(data[key])
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"model config: {exc}") from exc
 
 
 def _conv_bn(c_in: int, c_out: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
@@ -253,9 +257,18 @@ def build_model(config: dict | None = None) -> ReferenceModel:
 
 def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, dict]:
     """Load a reference checkpoint written by ``voxedge train``; returns (model in eval mode, metadata)."""
-    blob = torch.load(path, map_location=map_location, weights_only=False)
+    try:
+        # weights_only: a checkpoint holds tensors and plain data, never code to run.
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"checkpoint {path} does not exist; train one with `voxedge train` or `make reference-model`"
+        ) from None
+    except Exception as exc:  # torch raises several unrelated types for a damaged file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"checkpoint {path} is unreadable ({reason}); retrain it with `voxedge train`") from exc
     if not isinstance(blob, dict) or "state_dict" not in blob or "model_config" not in blob:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} is not a voxedge reference checkpoint (no state_dict/model_config); "
             "train one with `voxedge train`"
         )
@@ -263,7 +276,7 @@ def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, di
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:
-        raise ValueError(
+        raise CheckpointError(
             f"{path} does not fit this version of the reference model ({str(exc).splitlines()[0]}); "
             "retrain it with `voxedge train` or check out the voxedge version that wrote it"
         ) from exc

@@ -18,7 +18,9 @@ import torch
 from torch import nn
 
 from reference_model.dataset import ABSENT, DataConfig, TrainSampler, evaluation_samples, load_split
-from reference_model.evaluate import compute_metrics, run_model, utterance_kinds, write_json
+from reference_model.errors import CheckpointError, ConfigError
+from reference_model.evaluate import compute_metrics, run_model, utterance_kinds
+from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
 from sim.commands import INTENTS, OBJECT_TYPES
 
@@ -49,10 +51,11 @@ class TrainConfig:
     threads: int = 0  # 0: torch's default (all cores)
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0 < self.lr < 1:
-            raise ValueError(f"lr must be in (0, 1), got {self.lr}")
+            raise ConfigError(f"train.lr must be in (0, 1), got {self.lr!r}")
 
 
 @dataclass(frozen=True)
@@ -63,19 +66,29 @@ class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
+    def __post_init__(self) -> None:
+        model_hw = (self.model.image_width, self.model.image_height)
+        data_hw = (self.data.image_width, self.data.image_height)
+        if model_hw != data_hw:
+            raise ConfigError(f"model image size {model_hw} differs from data image size {data_hw}; "
+                              "set the same width and height in both sections")
+
     @classmethod
     def from_file(cls, path: str | Path) -> "RunConfig":
         path = Path(path)
         try:
             raw = json.loads(path.read_text())
         except FileNotFoundError:
-            raise FileNotFoundError(f"training config {path} does not exist") from None
+            raise ConfigError(f"training config {path} does not exist") from None
         except json.JSONDecodeError as exc:
-            raise ValueError(f"training config {path} is not valid JSON: {exc}") from exc
+            raise ConfigError(f"training config {path} is not valid JSON: {exc}") from exc
+        if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+            raise ConfigError(f"training config {path} must be a JSON object of sections "
+                              '{"model": {...}, "data": {...}, "train": {...}}')
         unknown = set(raw) - {"model", "data", "train"}
         if unknown:
-            raise ValueError(f"training config {path} has unknown sections {sorted(unknown)}; "
-                             "expected model, data, train")
+            raise ConfigError(f"training config {path} has unknown sections {sorted(unknown)}; "
+                              "expected model, data, train")
         try:
             train = dict(raw.get("train", {}))
             if "snr_range_db" in train:
@@ -85,8 +98,8 @@ class RunConfig:
                 data=DataConfig.from_dict(raw.get("data", {})),
                 train=TrainConfig(**train),
             )
-        except TypeError as exc:
-            raise ValueError(f"training config {path}: {exc}") from exc
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"training config {path}: {exc}") from exc
 
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train)}
@@ -139,10 +152,22 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: torch.save(obj, f))
+
+
+# Settings that do not change the result of training; a run may resume with them changed.
+_RESUME_IGNORED = ("threads", "eval_every", "checkpoint_every")
+
+
+def _resume_key(config: dict) -> dict:
+    return {**config, "train": {k: v for k, v in config.get("train", {}).items() if k not in _RESUME_IGNORED}}
+
+
+def _load_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several unrelated types for a damaged file
+        raise CheckpointError(f"training state {path} is unreadable ({exc}); delete it to start afresh") from exc
 
 
 def validate(model, data, samples) -> dict:
@@ -154,8 +179,6 @@ def validate(model, data, samples) -> dict:
 def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data", run_dir: str | Path | None = None,
           resume: bool = False, progress: bool = True, log=print) -> dict:
     """Train the reference model and write the final checkpoint to ``out``; returns its metadata."""
-    from tqdm import tqdm
-
     out = Path(out)
     run_dir = Path(run_dir) if run_dir else Path("runs") / out.stem
     state_path = run_dir / "state.pt"
@@ -175,25 +198,29 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 99])
     sampler = TrainSampler(train_data, config.data.present_fraction, cfg.snr_range_db, cfg.clean_fraction)
-    start_step, history = 0, []
+    start_step, history, elapsed_before = 0, [], 0.0
     if resume and state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-        if state.get("config") != config.to_dict():
-            raise ValueError(f"cannot resume from {state_path}: it was trained with another config; "
-                             "delete it or drop --resume")
+        state = _load_state(state_path)
+        if _resume_key(state.get("config", {})) != _resume_key(config.to_dict()):
+            raise ConfigError(f"cannot resume from {state_path}: it was trained with another config; "
+                              "delete it or drop --resume")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         rng.bit_generator.state = state["rng"]
         torch.set_rng_state(state["torch_rng"])
-        start_step, history = state["step"], state["history"]
+        start_step, history, elapsed_before = state["step"], state["history"], state.get("elapsed_s", 0.0)
         log(f"resumed from {state_path} at step {start_step}")
+    elif resume:
+        log(f"no training state at {state_path}; starting from step 0")
+    elif state_path.exists():
+        log(f"starting afresh: {state_path} will be replaced (use --resume to continue it)")
 
     model.train()
-    train_t0 = time.monotonic()
+    train_t0 = time.monotonic() - elapsed_before
     running: dict[str, float] = {}
-    bar = tqdm(range(start_step, cfg.steps), initial=start_step, total=cfg.steps, desc="train",
-               disable=not progress, dynamic_ncols=True)
-    for step in bar:
+    bar = progress_bar(cfg.steps, "train", progress)
+    bar.update(start_step)
+    for step in range(start_step, cfg.steps):
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, cfg)
         batch = sampler.batch(rng, cfg.batch_size)
@@ -206,7 +233,8 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         optimizer.step()
         for k, v in losses.items():
             running[k] = 0.95 * running.get(k, v.item()) + 0.05 * v.item()
-        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()})
+        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+        bar.update()
 
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
@@ -218,7 +246,8 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),
-                                "step": done, "history": history, "config": config.to_dict()}, state_path)
+                                "step": done, "history": history, "config": config.to_dict(),
+                                "elapsed_s": time.monotonic() - train_t0}, state_path)
     bar.close()
 
     meta = {
@@ -233,7 +262,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         "history": [{"step": h["step"], "loss": h["loss"], "elapsed_s": h["elapsed_s"],
                      "val_intent_accuracy": h["val"]["intent_accuracy"]} for h in history],
         "timing_s": {"data": data_s, "train": time.monotonic() - train_t0},
-        "versions": {"torch": torch.__version__, "python": platform.python_version(), "numpy": np.__version__},
+        "versions": {"torch": str(torch.__version__), "python": platform.python_version(), "numpy": np.__version__},
     }
     _atomic_torch_save({**meta, "state_dict": model.state_dict()}, out)
     write_json(out.with_suffix(".json"), meta)

@@ -4,12 +4,14 @@
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
-packages=(espeak-ng portaudio19-dev sox gcc make)
-# A distribution Python needs python3-venv / python3-dev for the venv and for
-# building PyAudio; a self-built Python (pyenv, deadsnakes) already has both.
-if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then packages+=(python3-venv); fi
+# espeak-ng speaks the simulated commands; portaudio19-dev and gcc build PyAudio.
+packages=(espeak-ng portaudio19-dev gcc make)
+# A distribution Python needs its pythonX.Y-venv / pythonX.Y-dev packages for the
+# venv and for building PyAudio; a self-built Python (pyenv) already has both.
+pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+if ! "$PYTHON" -c "import ensurepip, venv" >/dev/null 2>&1; then packages+=("python${pyver}-venv"); fi
 if ! "$PYTHON" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysconfig.get_paths()['include'], 'Python.h'))" >/dev/null 2>&1; then
-  packages+=(python3-dev)
+  packages+=("python${pyver}-dev")
 fi
 
 missing=()
@@ -30,5 +32,6 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 echo "voxedge: installing system packages: ${missing[*]}"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# env: sudo resets the environment, which would drop DEBIAN_FRONTEND.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

@@ -54,3 +54,42 @@ def test_cli_train_rejects_bad_config(tmp_path):
     assert result.returncode == 2
     assert "bogus" in result.stderr
     assert not (tmp_path / "o.pt").exists()
+
+
+def _voxedge(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "edge.cli", *args], capture_output=True, text=True, cwd=cwd)
+
+
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ("[1, 2]", "JSON object of sections"),
+        ('{"train": {"steps": 0}}', "train.steps must be >= 1"),
+        ('{"model": {"image_width": 320, "image_height": 240}}', "differs from data image size"),
+        ('{"data": {"present_fraction": 1.5}}', "present_fraction"),
+        ("{not json", "not valid JSON"),
+    ],
+)
+def test_cli_train_config_errors_are_clear(tmp_path, content, expected):
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(content)
+    result = _voxedge("train", "--config", str(cfg), "--out", str(tmp_path / "o.pt"))
+    assert result.returncode == 2
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == [cfg]
+
+
+def test_cli_evaluate_rejects_a_damaged_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    result = _voxedge("evaluate", "--checkpoint", str(bad))
+    assert result.returncode == 2
+    assert "unreadable" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_default_config_and_committed_checkpoint_are_found_from_anywhere():
+    from reference_model.cli import DEFAULT_CHECKPOINT, DEFAULT_TRAIN_CONFIG
+
+    assert DEFAULT_TRAIN_CONFIG.is_absolute() and DEFAULT_TRAIN_CONFIG.is_file()
+    assert DEFAULT_CHECKPOINT.is_absolute() and DEFAULT_CHECKPOINT.is_file()
+    assert DEFAULT_CHECKPOINT.stat().st_size < 10 * 1024 * 1024

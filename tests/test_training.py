@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from reference_model.dataset import (
     ABSENT,
@@ -114,6 +115,15 @@ def test_tiny_training_run_learns(cache, tmp_path):
     chance = 1 / len(INTENTS)
     assert metrics["intent_accuracy"] > 4 * chance, metrics["intent_accuracy"]
 
+    # Resuming a finished run restores its state: no more steps, identical weights.
+    logs = []
+    train(config, tmp_path / "again.pt", cache_root=cache, run_dir=tmp_path / "run", resume=True,
+          progress=False, log=logs.append)
+    assert any("resumed" in line and "step 160" in line for line in logs)
+    again, _ = load_checkpoint(tmp_path / "again.pt")
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
 
 def test_cell_labels_mark_every_visible_object_at_its_centre(train_split):
     from reference_model.train import cell_labels
@@ -128,3 +138,14 @@ def test_cell_labels_mark_every_visible_object_at_its_centre(train_split):
         for o in seen:
             cx, cy = d.obj_center[s, o]
             assert row[int(cy * 15), int(cx * 20)] == o
+
+
+def test_a_damaged_cache_file_is_regenerated(cache, capsys):
+    first = load_split(TINY, "val", cache)
+    path = cache / f"val-{TINY.digest('val')}.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # as if the disk filled up mid-write
+    again = load_split(TINY, "val", cache)
+    assert "regenerating" in capsys.readouterr().out
+    assert np.array_equal(first.images, again.images) and np.array_equal(first.utt_audio, again.utt_audio)
+    assert path.stat().st_size == len(data)

@@ -1,0 +1,56 @@
+"""``voxedge train`` and ``voxedge evaluate``: the reference model's subcommands.
+
+Registered by the ``voxedge`` entry point (``edge.cli``); torch is imported only
+when one of them runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+DEFAULT_CHECKPOINT = PACKAGE_DIR / "checkpoints" / "reference.pt"
+DEFAULT_TRAIN_CONFIG = PACKAGE_DIR / "configs" / "reference.json"
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from reference_model.train import RunConfig, train
+
+    config = RunConfig.from_file(args.config)
+    train(config, args.out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from reference_model.evaluate import evaluate_checkpoint, format_metrics
+
+    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
+    metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
+                                  out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet)
+    print(format_metrics(metrics))
+    print(f"wrote {out_dir / f'metrics-{args.split}.json'} and {out_dir / f'confusion-{args.split}.png'}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register this package's subcommands on the ``voxedge`` parser."""
+    p = sub.add_parser("train", help="train the reference multimodal model on simulated data")
+    p.add_argument("--config", default=str(DEFAULT_TRAIN_CONFIG), help="training config JSON (default: %(default)s)")
+    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
+    p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")
+    p.add_argument("--resume", action="store_true", help="continue from runs/<name>/state.pt if present")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a reference checkpoint on the held-out test split")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint (default: %(default)s)")
+    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    noise = p.add_mutually_exclusive_group()
+    noise.add_argument("--snr-db", type=float, default=10.0,
+                       help="speech-to-noise ratio of the mixed-in noise, in dB (default: %(default)s)")
+    noise.add_argument("--clean", action="store_true", help="evaluate on clean speech, no noise mixed in")
+    p.add_argument("--out", help="folder for metrics JSON and confusion plot (default: next to the checkpoint)")
+    p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_cmd_evaluate)
