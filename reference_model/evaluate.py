@@ -20,6 +20,12 @@ OBJECT_INTENT_IDS = [INTENTS.index(i) for i in OBJECT_INTENTS]
 DEFAULT_SNR_DB = 10.0
 EVAL_SEED = 1234
 BOX_WIDTH_BINS_PX = ((0, 8), (8, 12), (12, 20), (20, 40), (40, 161))
+# A command is acted on only when its probability reaches the command threshold;
+# otherwise the decision is "none". The threshold is chosen on the validation
+# split (never the test split) as the lowest one whose false-accept rate on
+# "none" audio is at most this:
+THRESHOLD_MAX_FALSE_ACCEPT = 0.005
+THRESHOLD_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
 
 
 def run_model(model, data, samples, batch_size: int = 128, progress: bool = False) -> dict[str, np.ndarray]:
@@ -49,22 +55,44 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = None, image_width: int = 160) -> dict:
+def decide(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Intent decisions: the most likely intent, or "none" when a command's probability is below ``threshold``."""
+    pred = probs.argmax(1)
+    return np.where((pred != NONE_INDEX) & (probs.max(1) < threshold), NONE_INDEX, pred)
+
+
+def choose_threshold(out: dict[str, np.ndarray], max_false_accept: float = THRESHOLD_MAX_FALSE_ACCEPT) -> float:
+    """The lowest command threshold on THRESHOLD_GRID whose false-accept rate is at most ``max_false_accept``."""
+    probs = _softmax(out["intent_logits"])
+    is_none = out["intent"] == NONE_INDEX
+    for threshold in THRESHOLD_GRID:
+        if (decide(probs[is_none], threshold) != NONE_INDEX).mean() <= max_false_accept:
+            return threshold
+    return THRESHOLD_GRID[-1]
+
+
+def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = None, image_width: int = 160,
+                    threshold: float = 0.0) -> dict:
     """Metrics from ``run_model`` output.
 
     Args:
         out: predictions and labels from ``run_model``.
         utt_kind: per sample, the audio source of "none" samples (speech, noise, silence).
         image_width: model input width in pixels, for the per-object-size breakdown.
+        threshold: command threshold (see ``decide``); 0 means the plain argmax.
     """
     from sklearn.metrics import confusion_matrix, roc_auc_score
 
     probs = _softmax(out["intent_logits"])
-    pred = probs.argmax(1)
+    argmax = probs.argmax(1)
+    pred = decide(probs, threshold)
     label = out["intent"]
     is_none = label == NONE_INDEX
     metrics: dict = {
         "n_samples": int(len(label)),
+        "command_threshold": float(threshold),
+        "argmax_intent_accuracy": float((argmax == label).mean()),
+        "argmax_false_accept_rate": float((argmax[is_none] != NONE_INDEX).mean()) if is_none.any() else None,
         "intent_accuracy": float((pred == label).mean()),
         "per_intent_accuracy": {
             INTENTS[i]: float((pred[label == i] == i).mean()) for i in range(len(INTENTS)) if (label == i).any()
@@ -164,7 +192,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
     data = load_split(data_cfg, split, cache_root, progress=progress)
     samples = evaluation_samples(data, EVAL_SEED, snr_db, data_cfg.present_fraction)
     out = run_model(model, data, samples, progress=progress)
-    metrics = compute_metrics(out, utterance_kinds(samples), image_width=data_cfg.image_width)
+    metrics = compute_metrics(out, utterance_kinds(samples), image_width=data_cfg.image_width,
+                              threshold=meta.get("command_threshold", 0.0))
     metrics.update(split=split, snr_db=snr_db, checkpoint=str(checkpoint))
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -182,6 +211,7 @@ def format_metrics(m: dict) -> str:
     """A short human-readable summary."""
     lines = [
         f"split {m.get('split', '?')} at {_snr_text(m.get('snr_db'))}, {m['n_samples']} samples",
+        f"  command threshold          {m.get('command_threshold', 0.0):.2f}   (chosen on the validation split)",
         f"  intent accuracy            {100 * m['intent_accuracy']:.2f} %   (target >= 97 %)",
     ]
     if m.get("target_in_box_rate") is not None:
@@ -193,6 +223,9 @@ def format_metrics(m: dict) -> str:
         lines.append(f"  false accept on none       {100 * m['false_accept_rate']:.2f} %   (target <= 1 %)")
     for k, v in (m.get("false_accept_by_source") or {}).items():
         lines.append(f"    from {k:<8}               {100 * v:.2f} %")
+    if m.get("argmax_false_accept_rate") is not None:
+        lines.append(f"  without threshold (argmax) intent accuracy {100 * m['argmax_intent_accuracy']:.2f} %, "
+                     f"false accept {100 * m['argmax_false_accept_rate']:.2f} %")
     if m.get("command_vs_none_roc_auc") is not None:
         lines.append(f"  command vs none ROC-AUC    {m['command_vs_none_roc_auc']:.4f}")
     if m.get("presence_accuracy") is not None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from reference_model.dataset import ABSENT, DataConfig, TrainSampler, evaluation_samples, load_split
 from reference_model.errors import CheckpointError, ConfigError
-from reference_model.evaluate import compute_metrics, run_model, utterance_kinds
+from reference_model.evaluate import THRESHOLD_MAX_FALSE_ACCEPT, choose_threshold, compute_metrics, run_model, utterance_kinds
 from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
 from sim.commands import INTENTS, OBJECT_TYPES
@@ -148,7 +148,7 @@ def _lr_at(step: int, cfg: TrainConfig) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
-    return cfg.lr * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress)))
+    return float(cfg.lr * 0.5 * (1.0 + np.cos(np.pi * min(1.0, progress))))
 
 
 def _atomic_torch_save(obj, path: Path) -> None:
@@ -249,6 +249,12 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
                                 "step": done, "history": history, "config": config.to_dict(),
                                 "elapsed_s": time.monotonic() - train_t0}, state_path)
     bar.close()
+    # The command threshold is part of the model: the runtime acts on a command
+    # only when its probability reaches it. It is chosen on the validation split.
+    threshold = choose_threshold(run_model(model, val_data, val_samples))
+    model.train()
+    log(f"command threshold {threshold:.2f} (validation false accepts <= "
+        f"{100 * THRESHOLD_MAX_FALSE_ACCEPT:.1f} %)")
 
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -258,6 +264,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         "intents": list(INTENTS),
         "objects": [" ".join(o) for o in OBJECT_TYPES],
         "steps": cfg.steps,
+        "command_threshold": threshold,
         "val_metrics": history[-1]["val"] if history else None,
         "history": [{"step": h["step"], "loss": h["loss"], "elapsed_s": h["elapsed_s"],
                      "val_intent_accuracy": h["val"]["intent_accuracy"]} for h in history],
