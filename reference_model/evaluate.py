@@ -7,6 +7,7 @@ accuracy, and whether the target point lands inside the named object's box.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -194,7 +195,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
     out = run_model(model, data, samples, progress=progress)
     metrics = compute_metrics(out, utterance_kinds(samples), image_width=data_cfg.image_width,
                               threshold=meta.get("command_threshold", 0.0))
-    metrics.update(split=split, snr_db=snr_db, checkpoint=str(checkpoint))
+    metrics.update(split=split, snr_db=snr_db, checkpoint=checkpoint.name,
+                   checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
     if out_dir is not None:
         out_dir = Path(out_dir)
         plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion-{split}.png",
