@@ -34,7 +34,7 @@ setup(
     packages=find_packages(
         include=["edge*", "convert*", "calibration*", "firmware_bridge*", "sim*", "reference_model*"]
     ),
-    package_data={"reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json"]},
+    package_data={"convert": ["configs/*.json"], "reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json"]},
     install_requires=["numpy>=1.23"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["voxedge = edge.cli:main"]},

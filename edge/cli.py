@@ -12,10 +12,15 @@ import importlib
 import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
-COMMAND_MODULES = ("reference_model.cli",)
+COMMAND_MODULES = ("reference_model.cli", "convert.cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
-USER_ERRORS = ("sim.errors:SimError", "reference_model.errors:ReferenceModelError")
+USER_ERRORS = (
+    "sim.errors:SimError",
+    "reference_model.errors:ReferenceModelError",
+    "convert.errors:ConvertError",
+    "edge.bundle:BundleError",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,27 @@
+"""``voxedge convert``: registered by the ``voxedge`` entry point; torch loads only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "reference_model" / "checkpoints" / "reference.pt"
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "reference.json"
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from convert.pipeline import convert
+
+    convert(args.checkpoint, args.out, config_path=args.config, factory=args.factory)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``convert`` on the ``voxedge`` parser."""
+    p = sub.add_parser("convert", help="export a trained model to verified ONNX in a bundle")
+    p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model checkpoint (default: %(default)s)")
+    p.add_argument("--config", default=str(DEFAULT_CONFIG),
+                   help="I/O, preprocessing and heads of the model (default: %(default)s)")
+    p.add_argument("--factory", help="model factory 'package.module:function' (default: the config's)")
+    p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically if it exists)")
+    p.set_defaults(func=_cmd_convert)

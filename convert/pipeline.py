@@ -1,0 +1,89 @@
+"""``voxedge convert``: checkpoint -> verified FP32 ONNX -> bundle (written atomically)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convert.config import REFERENCE_CONFIG, ConvertConfig
+from convert.errors import ConvertError
+from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
+from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
+
+FP32_ONNX = "model.fp32.onnx"
+GOLDEN = "golden.npz"
+REPORT_JSON = "report.json"
+GOLDEN_BATCH = 4
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def _versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import onnxslim
+    import torch
+
+    return {"torch": str(torch.__version__), "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
+            "onnxslim": onnxslim.__version__, "opset": str(ONNX_OPSET)}
+
+
+def _heads_from_checkpoint(config: ConvertConfig, meta: dict) -> ConvertConfig:
+    """Take the intent labels' check and the command threshold from a ``voxedge train`` checkpoint."""
+    heads = config.heads
+    if "intents" in meta and tuple(meta["intents"]) != heads.intent_labels:
+        raise ConvertError(f"the checkpoint's intents {meta['intents']} differ from the config's intent_labels "
+                           f"{list(heads.intent_labels)}; fix the config")
+    if "command_threshold" in meta:
+        heads = dataclasses.replace(heads, command_threshold=float(meta["command_threshold"]))
+    return dataclasses.replace(config, heads=heads)
+
+
+def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = REFERENCE_CONFIG,
+            factory: str | None = None, log=print) -> Bundle:
+    """Convert a checkpoint into a bundle at ``out``; nothing is left at ``out`` if a step fails."""
+    t0 = time.monotonic()
+    config = ConvertConfig.from_file(config_path)
+    if factory:
+        config = dataclasses.replace(config, factory=factory)
+    log(f"[1/3] loading {checkpoint} with {config.factory}")
+    model, meta = load_model(checkpoint, config.factory)
+    config = _heads_from_checkpoint(config, meta)
+    golden = golden_inputs(config.inputs, batch=GOLDEN_BATCH)
+
+    def populate(tmp: Path) -> Manifest:
+        log(f"[2/3] exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
+        export_onnx(model, config.inputs, config.outputs, tmp / FP32_ONNX, golden)
+        log("[3/3] verifying ONNX Runtime against PyTorch on golden inputs")
+        errors, reference = verify_onnx(model, tmp / FP32_ONNX, config.outputs, golden, config.tolerance)
+        np.savez(tmp / GOLDEN, **{f"input.{k}": v for k, v in golden.items()},
+                 **{f"output.{k}": v for k, v in reference.items()})
+        report = {"verification": {"fp32": [dataclasses.asdict(e) for e in errors]},
+                  "timing_s": {"total": time.monotonic() - t0}}
+        (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
+        for e in errors:
+            log(f"      {e.name:<14} max abs {e.max_abs:.2e}  max rel {e.max_rel:.2e}  cosine {e.cosine:.8f}")
+        return Manifest(
+            inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing, heads=config.heads,
+            files=(ModelFile(FP32_ONNX, "", "fp32"),),
+            provenance={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
+                        "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
+                        "created_unix_s": int(time.time())},
+            reports={"json": REPORT_JSON, "golden": GOLDEN},
+        )
+
+    bundle = write_bundle(out, populate)
+    log(f"wrote bundle {bundle.path} in {time.monotonic() - t0:.1f} s")
+    return bundle

@@ -1,0 +1,102 @@
+"""voxedge convert: the reference model to a verified FP32 ONNX bundle, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from convert.cli import DEFAULT_CHECKPOINT
+from convert.config import REFERENCE_CONFIG
+from convert.errors import ConvertError, VerificationError
+from convert.pipeline import convert
+from edge.bundle import load_bundle, sha256_file
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return convert(DEFAULT_CHECKPOINT, tmp_path_factory.mktemp("b") / "bundle", log=lambda *_: None)
+
+
+def test_reference_bundle_is_verified_and_self_describing(bundle):
+    loaded = load_bundle(bundle.path)
+    m = loaded.manifest
+    assert [i.name for i in m.inputs] == ["image", "audio"]
+    assert m.heads.intent_labels[-1] == "none" and m.heads.command_threshold == pytest.approx(0.7)
+    assert m.provenance["checkpoint_sha256"] == sha256_file(DEFAULT_CHECKPOINT)
+    assert m.provenance["versions"]["opset"] == "17"
+    report = json.loads((bundle.path / "report.json").read_text())
+    for row in report["verification"]["fp32"]:
+        assert row["max_abs"] < 1e-3 and row["cosine"] > 0.9999
+
+
+def test_onnx_has_dynamic_batch_and_reproduces_golden_outputs(bundle):
+    session = ort.InferenceSession(str(bundle.model_path("fp32")), providers=["CPUExecutionProvider"])
+    golden = np.load(bundle.path / "golden.npz")
+    feed = {"image": golden["input.image"], "audio": golden["input.audio"]}
+    out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feed)))
+    for name in ("intent_logits", "target_xy", "target_logit", "attention"):
+        np.testing.assert_allclose(out[name], golden[f"output.{name}"], atol=1e-4)
+    for batch in (1, 8):
+        rng = np.random.default_rng(batch)
+        res = session.run(None, {"image": rng.integers(0, 256, (batch, 120, 160, 3), dtype=np.uint8),
+                                 "audio": (rng.standard_normal((batch, 32000)) * 0.1).astype(np.float32)})
+        assert res[0].shape == (batch, 9) and res[3].shape == (batch, 15, 20)
+
+
+def _config(tmp_path, **changes):
+    raw = json.loads(REFERENCE_CONFIG.read_text())
+    raw.update(changes)
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def test_damaged_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(DEFAULT_CHECKPOINT.read_bytes()[:5000])
+    with pytest.raises(ConvertError, match="unreadable"):
+        convert(bad, tmp_path / "out", log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_wrong_factory(tmp_path):
+    with pytest.raises(ConvertError, match="cannot import"):
+        convert(DEFAULT_CHECKPOINT, tmp_path / "out", factory="no_such_pkg.model:build", log=lambda *_: None)
+    with pytest.raises(ConvertError, match="package.module:function"):
+        convert(DEFAULT_CHECKPOINT, tmp_path / "out", factory="reference_model.model", log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_outputs_that_do_not_match_the_config(tmp_path):
+    raw = json.loads(REFERENCE_CONFIG.read_text())
+    cfg = _config(tmp_path, outputs=raw["outputs"][:3])
+    with pytest.raises(ConvertError, match="returns 4 outputs but the config declares 3"):
+        convert(DEFAULT_CHECKPOINT, tmp_path / "out", config_path=cfg, log=lambda *_: None)
+    outputs = raw["outputs"]
+    outputs[3] = {**outputs[3], "shape": [-1, 30, 40]}
+    cfg = _config(tmp_path, outputs=outputs)
+    with pytest.raises(ConvertError, match="attention"):
+        convert(DEFAULT_CHECKPOINT, tmp_path / "out", config_path=cfg, log=lambda *_: None)
+    assert not (tmp_path / "out").exists()
+
+
+def test_verification_over_tolerance_leaves_no_bundle(tmp_path):
+    cfg = _config(tmp_path, tolerance={"max_abs": 0.0})
+    with pytest.raises(VerificationError, match="disagrees with PyTorch"):
+        convert(DEFAULT_CHECKPOINT, tmp_path / "out", config_path=cfg, log=lambda *_: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cfg.json"]
+
+
+def test_cli_reports_errors_without_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "convert", "--out", str(tmp_path / "b"),
+                             "--factory", "reference_model.model:nothing"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 2
+    assert "no callable 'nothing'" in result.stderr and "Traceback" not in result.stderr
