@@ -19,6 +19,7 @@ USER_ERRORS = (
     "sim.errors:SimError",
     "reference_model.errors:ReferenceModelError",
     "convert.errors:ConvertError",
+    "calibration.errors:CalibrationError",
     "edge.bundle:BundleError",
 )
 

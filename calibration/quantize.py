@@ -1,0 +1,93 @@
+"""INT8 post-training quantization to explicit Q/DQ ONNX with ONNX Runtime's ``quantize_static``.
+
+Q/DQ (QuantizeLinear/DequantizeLinear pairs around each quantized op) is the
+only INT8 form TensorRT 10 and 11 both accept; TensorRT also requires zero
+points of 0, hence signed int8, symmetric activations and weights, with
+per-channel weight scales. Scales come from a calibration set: quantizing
+without one is refused, never done with random or default scales. Nodes whose
+name starts with one of ``keep_float_prefixes`` (by default the audio front end:
+the DFT Conv1d, power, mel projection and log, whose dynamic range int8 cannot
+hold) stay in floating point.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from calibration.errors import CalibrationError
+
+# The log-mel front end and the per-utterance level normalisation that follows it.
+DEFAULT_KEEP_FLOAT_PREFIXES = ("/audio_encoder/frontend/", "/audio_encoder/Sub")
+QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")  # where int8 pays off; the rest stays float
+
+
+class _Reader:
+    """Adapts an iterable of input dicts to ONNX Runtime's CalibrationDataReader protocol."""
+
+    def __init__(self, batches: Iterable[dict[str, np.ndarray]], input_names: list[str]) -> None:
+        self._it: Iterator[dict[str, np.ndarray]] = iter(batches)
+        self._names = input_names
+        self.count = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._it, None)
+        if batch is None:
+            return None
+        missing = [n for n in self._names if n not in batch]
+        if missing:
+            raise CalibrationError(f"calibration batch lacks model inputs {missing}; it has {sorted(batch)}")
+        self.count += len(next(iter(batch.values())))
+        return {n: batch[n] for n in self._names}
+
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable[dict[str, np.ndarray]],
+                  keep_float_prefixes: tuple[str, ...] = DEFAULT_KEEP_FLOAT_PREFIXES,
+                  keep_float_nodes: tuple[str, ...] = ()) -> dict:
+    """Write an INT8 Q/DQ model calibrated on ``batches``; returns a summary (samples, nodes kept float).
+
+    Raises:
+        CalibrationError: no calibration samples, or batches that do not fit the model.
+    """
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    model = onnx.load(str(fp32_path))
+    input_names = [i.name for i in model.graph.input]
+    keep = sorted({n.name for n in model.graph.node if n.name.startswith(keep_float_prefixes)} | set(keep_float_nodes))
+    reader = _Reader(batches, input_names)
+    with tempfile.TemporaryDirectory() as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        # Shape inference and constant folding first, as ONNX Runtime recommends.
+        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+        staged = Path(tmp) / "int8.onnx"
+        try:
+            quantize_static(
+                str(pre), str(staged), reader,
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+                nodes_to_exclude=keep,
+                calibrate_method=CalibrationMethod.MinMax,
+                # Biases stay float: TensorRT fuses them itself and takes no int32 Q/DQ.
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+            )
+        except CalibrationError:
+            raise
+        except Exception as exc:
+            if reader.count == 0:
+                raise CalibrationError("no calibration samples were given; quantizing needs a calibration set "
+                                       "(scales are never guessed)") from exc
+            raise CalibrationError(f"ONNX Runtime quantization failed: {exc}") from exc
+        if reader.count == 0:
+            raise CalibrationError("no calibration samples were given; quantizing needs a calibration set "
+                                   "(scales are never guessed)")
+        Path(out_path).write_bytes(staged.read_bytes())
+    return {"calibration_samples": reader.count, "kept_float": keep, "method": "onnxruntime.quantize_static",
+            "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-channel", "biases": "float"}
