@@ -12,7 +12,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "reference.json"
 def _cmd_convert(args: argparse.Namespace) -> int:
     from convert.pipeline import convert
 
-    convert(args.checkpoint, args.out, config_path=args.config, factory=args.factory)
+    convert(args.checkpoint, args.out, config_path=args.config, factory=args.factory,
+            calibration=args.calibration, eval_set=args.eval)
     return 0
 
 
@@ -23,5 +24,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", default=str(DEFAULT_CONFIG),
                    help="I/O, preprocessing and heads of the model (default: %(default)s)")
     p.add_argument("--factory", help="model factory 'package.module:function' (default: the config's)")
+    p.add_argument("--calibration", help="sample set to calibrate an INT8 Q/DQ model with (see voxedge make-set)")
+    p.add_argument("--eval", help="labelled sample set for the INT8 accuracy gate (required with --calibration)")
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically if it exists)")
     p.set_defaults(func=_cmd_convert)

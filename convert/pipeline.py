@@ -16,6 +16,8 @@ from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, v
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
 
 FP32_ONNX = "model.fp32.onnx"
+INT8_ONNX = "model.int8.qdq.onnx"
+CALIBRATION_BATCH = 32
 GOLDEN = "golden.npz"
 REPORT_JSON = "report.json"
 GOLDEN_BATCH = 4
@@ -51,10 +53,44 @@ def _heads_from_checkpoint(config: ConvertConfig, meta: dict) -> ConvertConfig:
     return dataclasses.replace(config, heads=heads)
 
 
+def _int8(tmp: Path, config: ConvertConfig, manifest_probe: Manifest, calibration: Path, eval_set: Path,
+          log) -> tuple[dict, dict]:
+    """Quantize to INT8 Q/DQ with the calibration set and gate it on the evaluation set."""
+    from calibration.gate import accuracy_gate
+    from calibration.quantize import quantize_int8
+    from calibration.sampleset import read_set
+
+    calib, evaluation = read_set(calibration), read_set(eval_set)
+    for w in calib.meta.get("warnings", []):
+        log(f"      warning (calibration set): {w}")
+    pre = config.preprocessing
+    batches = calib.batches(CALIBRATION_BATCH, (pre.image_height, pre.image_width), pre.audio_window_samples,
+                            pre.audio_sample_rate_hz)
+    log(f"      calibrating INT8 Q/DQ on {len(calib)} samples of {calib.path}")
+    summary = quantize_int8(tmp / FP32_ONNX, tmp / INT8_ONNX, batches)
+    log(f"      accuracy gate on {len(evaluation)} samples of {evaluation.path} (ONNX Runtime, CPU)")
+    gate = accuracy_gate(tmp / FP32_ONNX, tmp / INT8_ONNX, evaluation, manifest_probe)
+    log(f"      {gate.describe()}")
+    if not gate.passed:
+        raise ConvertError(f"INT8 model rejected: {gate.describe()}. Use a larger or more representative "
+                           "calibration set, or convert without --calibration for an FP32-only bundle")
+    calib_info = {"id": calib.meta.get("id"), "index_sha256": calib.meta.get("index_sha256"),
+                  "n_samples": len(calib), "quantizer": summary,
+                  "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256")}}
+    return calib_info, gate.to_dict()
+
+
 def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = REFERENCE_CONFIG,
-            factory: str | None = None, log=print) -> Bundle:
-    """Convert a checkpoint into a bundle at ``out``; nothing is left at ``out`` if a step fails."""
+            factory: str | None = None, calibration: str | Path | None = None, eval_set: str | Path | None = None,
+            log=print) -> Bundle:
+    """Convert a checkpoint into a bundle at ``out``; nothing is left at ``out`` if a step fails.
+
+    With ``calibration`` (a sample set directory) an INT8 Q/DQ model is added,
+    which must pass the accuracy gate on ``eval_set`` against the FP32 model.
+    """
     t0 = time.monotonic()
+    if calibration is not None and eval_set is None:
+        raise ConvertError("INT8 needs an evaluation set for its accuracy gate: pass --eval DIR with --calibration")
     config = ConvertConfig.from_file(config_path)
     if factory:
         config = dataclasses.replace(config, factory=factory)
@@ -66,21 +102,29 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     def populate(tmp: Path) -> Manifest:
         log(f"[2/3] exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
         export_onnx(model, config.inputs, config.outputs, tmp / FP32_ONNX, golden)
-        log("[3/3] verifying ONNX Runtime against PyTorch on golden inputs")
+        log("[3/3] verifying ONNX Runtime against PyTorch on golden inputs" +
+            ("; then INT8" if calibration is not None else ""))
         errors, reference = verify_onnx(model, tmp / FP32_ONNX, config.outputs, golden, config.tolerance)
         np.savez(tmp / GOLDEN, **{f"input.{k}": v for k, v in golden.items()},
                  **{f"output.{k}": v for k, v in reference.items()})
-        report = {"verification": {"fp32": [dataclasses.asdict(e) for e in errors]},
-                  "timing_s": {"total": time.monotonic() - t0}}
+        report = {"verification": {"fp32": [dataclasses.asdict(e) for e in errors]}}
+        files = [ModelFile(FP32_ONNX, "", "fp32")]
+        calib_info = None
+        if calibration is not None:
+            probe = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
+                             heads=config.heads)
+            calib_info, report["accuracy_gate"] = _int8(tmp, config, probe, Path(calibration), Path(eval_set), log)
+            files.append(ModelFile(INT8_ONNX, "", "int8"))
+        report["timing_s"] = {"total": time.monotonic() - t0}
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         for e in errors:
             log(f"      {e.name:<14} max abs {e.max_abs:.2e}  max rel {e.max_rel:.2e}  cosine {e.cosine:.8f}")
         return Manifest(
             inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing, heads=config.heads,
-            files=(ModelFile(FP32_ONNX, "", "fp32"),),
+            files=tuple(files),
             provenance={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
                         "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
-                        "created_unix_s": int(time.time())},
+                        "calibration": calib_info, "created_unix_s": int(time.time())},
             reports={"json": REPORT_JSON, "golden": GOLDEN},
         )
 

@@ -1,0 +1,90 @@
+"""Accuracy gate: a quantized model may replace FP32 only if it decides (almost) the same.
+
+Both models run with ONNX Runtime on the CPU over a labelled evaluation set.
+Limits: intent accuracy may drop by at most 0.5 points, and the mean target-point
+error may grow by at most 1 % of the image width.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from calibration.errors import CalibrationError
+from calibration.sampleset import SampleSet
+
+MAX_ACCURACY_DROP = 0.005  # 0.5 percentage points
+MAX_TARGET_ERROR_INCREASE = 0.01  # fraction of the image width
+
+
+@dataclass(frozen=True)
+class ModelScore:
+    intent_accuracy: float
+    target_error_width_fraction: float  # mean distance to the labelled target, in image widths
+    n_intent: int
+    n_target: int
+
+
+@dataclass(frozen=True)
+class GateResult:
+    reference: ModelScore
+    candidate: ModelScore
+    accuracy_drop: float
+    target_error_increase: float
+    passed: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        verdict = "passes" if self.passed else "FAILS"
+        return (f"accuracy gate {verdict}: intent accuracy {100 * self.reference.intent_accuracy:.2f} % -> "
+                f"{100 * self.candidate.intent_accuracy:.2f} % (drop {100 * self.accuracy_drop:.2f} points, limit "
+                f"{100 * MAX_ACCURACY_DROP:.1f}); target error {100 * self.reference.target_error_width_fraction:.2f} % "
+                f"-> {100 * self.candidate.target_error_width_fraction:.2f} % of the width (increase "
+                f"{100 * self.target_error_increase:.2f}, limit {100 * MAX_TARGET_ERROR_INCREASE:.1f})")
+
+
+def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
+    """Intent accuracy and target error of an ONNX model on a labelled set, with ONNX Runtime (CPU)."""
+    import onnxruntime as ort
+
+    heads, pre = manifest.heads, manifest.preprocessing
+    labels = list(heads.intent_labels)
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    correct = n_intent = n_target = 0
+    err_sum = 0.0
+    start = 0
+    aspect = pre.image_height / pre.image_width
+    for batch in eval_set.batches(64, (pre.image_height, pre.image_width), pre.audio_window_samples,
+                                  pre.audio_sample_rate_hz):
+        out = dict(zip(names, session.run(None, batch)))
+        recs = eval_set.records[start : start + len(batch["image"])]
+        start += len(recs)
+        pred = out[heads.intent_output].argmax(1)
+        for rec, p, k in zip(recs, pred, range(len(recs))):
+            if rec.intent is not None:
+                if rec.intent not in labels:
+                    raise CalibrationError(f"sample {rec.id}: intent {rec.intent!r} is not one of the model's {labels}")
+                correct += int(labels[int(p)] == rec.intent)
+                n_intent += 1
+            if rec.target_xy is not None and heads.target_point_output:
+                d = np.asarray(out[heads.target_point_output][k], np.float64) - np.asarray(rec.target_xy)
+                err_sum += float(np.hypot(d[0], d[1] * aspect))
+                n_target += 1
+    if n_intent == 0:
+        raise CalibrationError(f"evaluation set {eval_set.path} has no labelled intents; the gate needs labels")
+    return ModelScore(correct / n_intent, err_sum / n_target if n_target else 0.0, n_intent, n_target)
+
+
+def accuracy_gate(fp32_path, candidate_path, eval_set: SampleSet, manifest) -> GateResult:
+    """Compare a candidate (e.g. INT8 Q/DQ) with the FP32 model on ``eval_set``."""
+    ref = score(fp32_path, eval_set, manifest)
+    cand = score(candidate_path, eval_set, manifest)
+    drop = ref.intent_accuracy - cand.intent_accuracy
+    increase = cand.target_error_width_fraction - ref.target_error_width_fraction
+    return GateResult(ref, cand, drop, increase,
+                      passed=drop <= MAX_ACCURACY_DROP + 1e-12 and increase <= MAX_TARGET_ERROR_INCREASE + 1e-12)

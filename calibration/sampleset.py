@@ -1,0 +1,234 @@
+"""Calibration and evaluation sets on disk: an index (JSONL) plus PNG frames and WAV utterances.
+
+Layout of a set directory::
+
+    index.jsonl      one JSON object per sample (below)
+    set.json         set id, sha256 of the index, coverage statistics, warnings
+    samples/000000.png, samples/000000.wav, ...
+
+Each index line: ``{"id", "image", "audio", "sha256": {"image", "audio"},
+"intent", "object", "target_xy", "target_box"}`` with paths relative to the
+set, ``intent`` one of the model's labels (or null when unlabelled, e.g. a
+calibration sample recorded on the robot), ``object`` like "red ball" or null,
+and normalised ``target_xy`` / ``target_box`` or null. Frames are RGB PNGs of
+the model's input size; utterances are 16-bit PCM mono WAV at 16 kHz, exactly
+the model's window long. The same format is written from ``sim`` here and, by
+the runtime, from what the robot saw and heard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+import tempfile
+import wave
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from calibration.errors import CalibrationError
+
+INDEX_NAME = "index.jsonl"
+SET_META_NAME = "set.json"
+SAMPLE_DIR = "samples"
+MIN_SAMPLES_WARNING = 256  # fewer calibration samples than this give noisy int8 scales
+CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
+MAX_CLIPPED_FRACTION = 0.001
+
+
+@dataclass(frozen=True)
+class SampleRecord:
+    """One line of ``index.jsonl``."""
+
+    id: str
+    image: str
+    audio: str
+    sha256: dict
+    intent: str | None = None
+    object: str | None = None
+    target_xy: tuple[float, float] | None = None
+    target_box: tuple[float, float, float, float] | None = None
+
+
+def _encode_wav(audio: np.ndarray, rate: int) -> bytes:
+    pcm = np.clip(np.round(np.asarray(audio, np.float64) * 32767.0), -32768, 32767).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def _decode_wav(data: bytes, where: str) -> tuple[np.ndarray, int]:
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            if w.getnchannels() != 1 or w.getsampwidth() != 2:
+                raise CalibrationError(f"{where}: expected 16-bit mono WAV, got {w.getnchannels()} channels of "
+                                       f"{8 * w.getsampwidth()} bits")
+            rate = w.getframerate()
+            pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
+    except (wave.Error, EOFError) as exc:
+        raise CalibrationError(f"{where}: not a readable WAV file ({exc})") from exc
+    return pcm.astype(np.float32) / 32767.0, rate
+
+
+def _encode_png(image: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))  # OpenCV wants BGR
+    if not ok:
+        raise CalibrationError("OpenCV could not encode a frame as PNG")
+    return buf.tobytes()
+
+
+def _decode_png(data: bytes, where: str) -> np.ndarray:
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise CalibrationError(f"{where}: not a readable PNG image")
+    return img[..., ::-1].copy()  # back to RGB
+
+
+def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: list[dict] | None = None,
+              sample_rate: int = 16000, set_id: str | None = None, intents: tuple[str, ...] | None = None) -> dict:
+    """Write a set atomically from arrays; returns its ``set.json`` contents.
+
+    Args:
+        images: uint8 [N, H, W, 3] RGB frames.
+        audio: float32 [N, samples] utterances in [-1, 1].
+        labels: per sample, optional keys intent, object, target_xy, target_box.
+        intents: the model's intent labels, to warn about intents the set lacks.
+    """
+    images, audio = np.asarray(images), np.asarray(audio)
+    if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
+        raise CalibrationError(f"images must be uint8 [N, H, W, 3], got {images.dtype} {list(images.shape)}")
+    if audio.ndim != 2 or len(audio) != len(images):
+        raise CalibrationError(f"audio must be [N, samples] with N={len(images)}, got {list(audio.shape)}")
+    if len(images) == 0:
+        raise CalibrationError("a calibration or evaluation set needs at least one sample")
+    labels = labels or [{} for _ in range(len(images))]
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
+    try:
+        (tmp / SAMPLE_DIR).mkdir()
+        lines = []
+        for i, (img, wav, lab) in enumerate(zip(images, audio, labels)):
+            png_bytes, wav_bytes = _encode_png(img), _encode_wav(wav, sample_rate)
+            rec = SampleRecord(
+                id=f"{i:06d}", image=f"{SAMPLE_DIR}/{i:06d}.png", audio=f"{SAMPLE_DIR}/{i:06d}.wav",
+                sha256={"image": hashlib.sha256(png_bytes).hexdigest(), "audio": hashlib.sha256(wav_bytes).hexdigest()},
+                **{k: (list(map(float, v)) if k.startswith("target") and v is not None else v) for k, v in lab.items()},
+            )
+            (tmp / rec.image).write_bytes(png_bytes)
+            (tmp / rec.audio).write_bytes(wav_bytes)
+            lines.append(json.dumps(rec.__dict__, sort_keys=True))
+        index = ("\n".join(lines) + "\n").encode()
+        (tmp / INDEX_NAME).write_bytes(index)
+        meta = {"id": set_id or dest.name, "index_sha256": hashlib.sha256(index).hexdigest(),
+                **coverage(labels, audio, intents)}
+        (tmp / SET_META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.chmod(tmp, 0o755)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(tmp, dest)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return meta
+
+
+def coverage(labels: list[dict], audio: np.ndarray, intents: tuple[str, ...] | None = None) -> dict:
+    """Per-intent counts and warnings: too few samples, an intent missing, clipped audio."""
+    counts: dict[str, int] = {}
+    for lab in labels:
+        key = lab.get("intent") or "unlabelled"
+        counts[key] = counts.get(key, 0) + 1
+    warnings = []
+    if len(labels) < MIN_SAMPLES_WARNING:
+        warnings.append(f"only {len(labels)} samples; int8 scales want at least {MIN_SAMPLES_WARNING}")
+    for intent in intents or ():
+        if intent not in counts:
+            warnings.append(f"no sample of intent {intent!r}")
+    clipped = np.mean(np.abs(audio) >= CLIP_LEVEL, axis=1) > MAX_CLIPPED_FRACTION
+    if clipped.any():
+        warnings.append(f"{int(clipped.sum())} utterances are clipped (more than {100 * MAX_CLIPPED_FRACTION:.1f} % "
+                        "of samples at full scale); lower the microphone gain")
+    return {"n_samples": len(labels), "per_intent": counts, "clipped_utterances": int(clipped.sum()),
+            "warnings": warnings}
+
+
+@dataclass(frozen=True)
+class SampleSet:
+    """A set read from disk (index only; samples are loaded in batches)."""
+
+    path: Path
+    records: tuple[SampleRecord, ...]
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def load(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
+        """(RGB image, audio, sample rate) of sample ``i``, checked against its sha256."""
+        rec = self.records[i]
+        out = []
+        for kind in ("image", "audio"):
+            p = self.path / getattr(rec, kind)
+            try:
+                data = p.read_bytes()
+            except OSError as exc:
+                raise CalibrationError(f"sample {rec.id}: cannot read {p} ({exc})") from exc
+            if hashlib.sha256(data).hexdigest() != rec.sha256.get(kind):
+                raise CalibrationError(f"sample {rec.id}: {p} does not match its sha256 in {INDEX_NAME}")
+            out.append(data)
+        image = _decode_png(out[0], str(self.path / rec.image))
+        audio, rate = _decode_wav(out[1], str(self.path / rec.audio))
+        return image, audio, rate
+
+    def batches(self, batch_size: int, image_hw: tuple[int, int], window_samples: int,
+                sample_rate: int = 16000) -> Iterator[dict[str, np.ndarray]]:
+        """Model-ready batches ``{"image", "audio"}``; every sample must fit the model's input."""
+        for start in range(0, len(self), batch_size):
+            images, audio = [], []
+            for i in range(start, min(start + batch_size, len(self))):
+                img, wav, rate = self.load(i)
+                rec = self.records[i]
+                if img.shape[:2] != tuple(image_hw):
+                    raise CalibrationError(f"sample {rec.id}: frame is {img.shape[1]}x{img.shape[0]}, the model "
+                                           f"takes {image_hw[1]}x{image_hw[0]}")
+                if rate != sample_rate or len(wav) != window_samples:
+                    raise CalibrationError(f"sample {rec.id}: audio is {len(wav)} samples at {rate} Hz, the model "
+                                           f"takes {window_samples} at {sample_rate} Hz")
+                images.append(img)
+                audio.append(wav)
+            yield {"image": np.stack(images), "audio": np.stack(audio)}
+
+
+def read_set(path: str | Path) -> SampleSet:
+    """Open a set directory and validate its index."""
+    path = Path(path)
+    index = path / INDEX_NAME
+    if not index.is_file():
+        raise CalibrationError(f"{path} is not a sample set (no {INDEX_NAME}); write one with calibration.sampleset")
+    records = []
+    for n, line in enumerate(index.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(SampleRecord(**json.loads(line)))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise CalibrationError(f"{index}:{n}: not a valid sample record ({exc})") from exc
+    if not records:
+        raise CalibrationError(f"{index} lists no samples; a set needs at least one")
+    meta_path = path / SET_META_NAME
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    return SampleSet(path, tuple(records), meta)

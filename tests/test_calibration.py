@@ -1,0 +1,114 @@
+"""Sample sets on disk, the INT8 accuracy gate, and convert with --calibration/--eval."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from calibration.errors import CalibrationError
+from calibration.gate import accuracy_gate
+from calibration.sampleset import read_set, write_set
+from convert.cli import DEFAULT_CHECKPOINT
+from convert.config import REFERENCE_CONFIG, ConvertConfig
+from convert.errors import ConvertError
+from convert.export import export_onnx, golden_inputs
+from convert.pipeline import convert
+from edge.bundle import Manifest, load_bundle
+from reference_model.dataset import DataConfig, SplitSize, _counts
+from reference_model.model import build_model
+from reference_model.sets import write_sim_set
+from sim.commands import INTENTS
+
+SMALL = DataConfig(seed=21, val=SplitSize(80, _counts(4, 12, 12), babble_sources=6, noise_clips=6))
+
+
+def _arrays(n=6, seed=0):
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, 120, 160, 3), dtype=np.uint8)
+    audio = (rng.standard_normal((n, 32000)) * 0.05).astype(np.float32)
+    return images, audio
+
+
+def test_set_round_trip_keeps_frames_exact_and_audio_to_16_bits(tmp_path):
+    images, audio = _arrays()
+    labels = [{"intent": "go_to", "object": "red ball", "target_xy": (0.5, 0.6), "target_box": (0.4, 0.5, 0.6, 0.7)}] * 6
+    meta = write_set(tmp_path / "s", images, audio, labels, intents=INTENTS)
+    s = read_set(tmp_path / "s")
+    assert len(s) == 6 and s.meta["index_sha256"] == meta["index_sha256"]
+    img, wav, rate = s.load(3)
+    assert np.array_equal(img, images[3]) and rate == 16000
+    assert np.abs(wav - audio[3]).max() < 1.0 / 32767 + 1e-6
+    batch = next(s.batches(4, (120, 160), 32000))
+    assert batch["image"].shape == (4, 120, 160, 3) and batch["audio"].dtype == np.float32
+    assert s.records[0].target_xy == [0.5, 0.6]
+    assert any("only 6 samples" in w for w in meta["warnings"])
+    assert any("no sample of intent 'stop'" in w for w in meta["warnings"])
+
+
+def test_set_errors(tmp_path):
+    images, audio = _arrays()
+    loud = audio.copy()
+    loud[0, :1000] = 1.0
+    meta = write_set(tmp_path / "s", images, loud)
+    assert meta["clipped_utterances"] == 1 and any("clipped" in w for w in meta["warnings"])
+    s = read_set(tmp_path / "s")
+    (tmp_path / "s" / s.records[1].image).write_bytes(b"x")
+    with pytest.raises(CalibrationError, match="does not match its sha256"):
+        s.load(1)
+    with pytest.raises(CalibrationError, match="model takes 320x240"):
+        next(s.batches(2, (240, 320), 32000))
+    with pytest.raises(CalibrationError, match="at least one sample"):
+        write_set(tmp_path / "empty", images[:0], audio[:0])
+    with pytest.raises(CalibrationError, match="uint8"):
+        write_set(tmp_path / "bad", images.astype(np.float32), audio)
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "bad").exists()
+    with pytest.raises(CalibrationError, match="not a sample set"):
+        read_set(tmp_path)
+    (tmp_path / "s" / "index.jsonl").write_text('{"id": 1, "bogus": 2}\n')
+    with pytest.raises(CalibrationError, match="index.jsonl:1"):
+        read_set(tmp_path / "s")
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("sets")
+    write_sim_set(tmp / "calib", split="val", n=48, config=SMALL, cache_root=tmp / "data", seed=1)
+    write_sim_set(tmp / "eval", split="val", n=64, config=SMALL, cache_root=tmp / "data", seed=2)
+    return tmp
+
+
+def test_convert_with_int8_passes_the_gate_and_records_provenance(sets, tmp_path):
+    bundle = convert(DEFAULT_CHECKPOINT, tmp_path / "b", calibration=sets / "calib", eval_set=sets / "eval",
+                     log=lambda *_: None)
+    loaded = load_bundle(bundle.path)
+    assert loaded.model_path("int8").name == "model.int8.qdq.onnx"
+    calib = loaded.manifest.provenance["calibration"]
+    assert calib["n_samples"] == 48 and calib["index_sha256"] == read_set(sets / "calib").meta["index_sha256"]
+    gate = json.loads((bundle.path / "report.json").read_text())["accuracy_gate"]
+    assert gate["passed"] and gate["reference"]["n_intent"] == 64
+
+
+def test_gate_rejects_a_model_that_decides_differently(sets, tmp_path):
+    config = ConvertConfig.from_file(REFERENCE_CONFIG)
+    manifest = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
+                        heads=config.heads)
+    golden = golden_inputs(config.inputs, batch=2)
+    fp32 = tmp_path / "trained.onnx"
+    from convert.export import load_model
+
+    export_onnx(load_model(DEFAULT_CHECKPOINT, config.factory)[0], config.inputs, config.outputs, fp32, golden)
+    untrained = tmp_path / "untrained.onnx"
+    export_onnx(build_model().eval(), config.inputs, config.outputs, untrained, golden)
+    same = accuracy_gate(fp32, fp32, read_set(sets / "eval"), manifest)
+    assert same.passed and same.accuracy_drop == 0
+    worse = accuracy_gate(fp32, untrained, read_set(sets / "eval"), manifest)
+    assert not worse.passed and worse.accuracy_drop > 0.3
+    assert "FAILS" in worse.describe()
+
+
+def test_int8_without_an_evaluation_set_is_refused(sets, tmp_path):
+    with pytest.raises(ConvertError, match="--eval"):
+        convert(DEFAULT_CHECKPOINT, tmp_path / "b", calibration=sets / "calib", log=lambda *_: None)
+    assert not (tmp_path / "b").exists()
