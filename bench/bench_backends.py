@@ -1,0 +1,90 @@
+"""Reference model latency per backend on this CPU, and the time of a full conversion.
+
+Side by side in one run, batch 1 and 8: PyTorch eager FP32, ONNX Runtime FP32,
+ONNX Runtime INT8 Q/DQ. Then a full ``voxedge convert`` with a 512-sample
+calibration set and a 512-sample gate set (export, verify, calibrate, gate).
+
+    .venv/bin/python bench/bench_backends.py [--out bench/results/backends.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def _median_ms(fn, repeats: int, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    import onnxruntime as ort
+    import torch
+
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+    from reference_model.model import load_checkpoint
+    from reference_model.sets import write_sim_set
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="bench/results/backends.json")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_sim_set(tmp / "calib", split="val", n=512)
+        write_sim_set(tmp / "eval", split="test", n=512)
+        t0 = time.perf_counter()
+        bundle = convert(DEFAULT_CHECKPOINT, tmp / "bundle", calibration=tmp / "calib", eval_set=tmp / "eval",
+                         log=lambda *_: None)
+        convert_s = time.perf_counter() - t0
+
+        model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
+        sessions = {p: ort.InferenceSession(str(bundle.model_path(p)), providers=["CPUExecutionProvider"])
+                    for p in ("fp32", "int8")}
+        rows = []
+        for batch in (1, 8):
+            rng = np.random.default_rng(batch)
+            image = rng.integers(0, 256, (batch, 120, 160, 3), dtype=np.uint8)
+            audio = (rng.standard_normal((batch, 32000)) * 0.1).astype(np.float32)
+            ti, ta = torch.from_numpy(image), torch.from_numpy(audio)
+
+            def eager():
+                with torch.no_grad():
+                    model(ti, ta)
+
+            row = {"batch": batch, "torch_eager_fp32_ms": _median_ms(eager, args.repeats)}
+            for p, s in sessions.items():
+                row[f"onnxruntime_{p}_ms"] = _median_ms(lambda s=s: s.run(None, {"image": image, "audio": audio}),
+                                                        args.repeats)
+            rows.append(row)
+
+    print(f"reference model latency, median of {args.repeats} runs, {torch.get_num_threads()} threads")
+    print(f"{'batch':>5} {'torch eager fp32':>17} {'ORT fp32':>9} {'ORT int8':>9} {'eager/ORT int8':>15} {'ORT fp32/int8':>14}")
+    for r in rows:
+        print(f"{r['batch']:>5} {r['torch_eager_fp32_ms']:>14.2f} ms {r['onnxruntime_fp32_ms']:>6.2f} ms "
+              f"{r['onnxruntime_int8_ms']:>6.2f} ms {r['torch_eager_fp32_ms'] / r['onnxruntime_int8_ms']:>14.2f}x "
+              f"{r['onnxruntime_fp32_ms'] / r['onnxruntime_int8_ms']:>13.2f}x")
+    print(f"full conversion (export, verify, calibrate on 512, gate on 512): {convert_s:.1f} s")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"latency": rows, "convert_s": convert_s}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
