@@ -10,14 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
+from calibration.errors import CalibrationError
+from calibration.int8 import INT8_ONNX, make_int8
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
 from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
 
 FP32_ONNX = "model.fp32.onnx"
-INT8_ONNX = "model.int8.qdq.onnx"
-CALIBRATION_BATCH = 32
 GOLDEN = "golden.npz"
 REPORT_JSON = "report.json"
 GOLDEN_BATCH = 4
@@ -53,33 +53,6 @@ def _heads_from_checkpoint(config: ConvertConfig, meta: dict) -> ConvertConfig:
     return dataclasses.replace(config, heads=heads)
 
 
-def _int8(tmp: Path, config: ConvertConfig, manifest_probe: Manifest, calibration: Path, eval_set: Path,
-          log) -> tuple[dict, dict]:
-    """Quantize to INT8 Q/DQ with the calibration set and gate it on the evaluation set."""
-    from calibration.gate import accuracy_gate
-    from calibration.quantize import quantize_int8
-    from calibration.sampleset import read_set
-
-    calib, evaluation = read_set(calibration), read_set(eval_set)
-    for w in calib.meta.get("warnings", []):
-        log(f"      warning (calibration set): {w}")
-    pre = config.preprocessing
-    batches = calib.batches(CALIBRATION_BATCH, (pre.image_height, pre.image_width), pre.audio_window_samples,
-                            pre.audio_sample_rate_hz)
-    log(f"      calibrating INT8 Q/DQ on {len(calib)} samples of {calib.path}")
-    summary = quantize_int8(tmp / FP32_ONNX, tmp / INT8_ONNX, batches)
-    log(f"      accuracy gate on {len(evaluation)} samples of {evaluation.path} (ONNX Runtime, CPU)")
-    gate = accuracy_gate(tmp / FP32_ONNX, tmp / INT8_ONNX, evaluation, manifest_probe)
-    log(f"      {gate.describe()}")
-    if not gate.passed:
-        raise ConvertError(f"INT8 model rejected: {gate.describe()}. Use a larger or more representative "
-                           "calibration set, or convert without --calibration for an FP32-only bundle")
-    calib_info = {"id": calib.meta.get("id"), "index_sha256": calib.meta.get("index_sha256"),
-                  "n_samples": len(calib), "quantizer": summary,
-                  "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256")}}
-    return calib_info, gate.to_dict()
-
-
 def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = REFERENCE_CONFIG,
             factory: str | None = None, calibration: str | Path | None = None, eval_set: str | Path | None = None,
             log=print) -> Bundle:
@@ -113,7 +86,11 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
         if calibration is not None:
             probe = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
                              heads=config.heads)
-            calib_info, report["accuracy_gate"] = _int8(tmp, config, probe, Path(calibration), Path(eval_set), log)
+            try:
+                calib_info, report["accuracy_gate"] = make_int8(tmp / FP32_ONNX, tmp / INT8_ONNX, probe,
+                                                                calibration, eval_set, log)
+            except CalibrationError as exc:
+                raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
             files.append(ModelFile(INT8_ONNX, "", "int8"))
         report["timing_s"] = {"total": time.monotonic() - t0}
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")

@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
-COMMAND_MODULES = ("reference_model.cli", "convert.cli")
+COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (

@@ -112,3 +112,20 @@ def test_int8_without_an_evaluation_set_is_refused(sets, tmp_path):
     with pytest.raises(ConvertError, match="--eval"):
         convert(DEFAULT_CHECKPOINT, tmp_path / "b", calibration=sets / "calib", log=lambda *_: None)
     assert not (tmp_path / "b").exists()
+
+
+def test_calibrate_rewrites_a_bundle_and_leaves_it_untouched_on_failure(sets, tmp_path):
+    from calibration.int8 import calibrate_bundle
+
+    path = convert(DEFAULT_CHECKPOINT, tmp_path / "b", log=lambda *_: None).path
+    bundle = calibrate_bundle(path, sets / "calib", sets / "eval", log=lambda *_: None)
+    assert bundle.manifest.file("int8").path == "model.int8.qdq.onnx"
+    assert load_bundle(path).manifest.provenance["calibration"]["n_samples"] == 48
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+
+    images, audio = _arrays(4)
+    write_set(tmp_path / "wrong_size", images[:, :60, :80], audio)  # frames smaller than the model takes
+    with pytest.raises(CalibrationError, match="model takes 160x120"):
+        calibrate_bundle(path, tmp_path / "wrong_size", sets / "eval", log=lambda *_: None)
+    assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "wrong_size"]

@@ -1,0 +1,75 @@
+"""The INT8 step shared by ``voxedge convert`` and ``voxedge calibrate``:
+calibrate a Q/DQ model from the FP32 one, then gate it against FP32."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from calibration.errors import CalibrationError
+from calibration.gate import accuracy_gate
+from calibration.quantize import quantize_int8
+from calibration.sampleset import read_set
+from edge.bundle import Bundle, Manifest, ModelFile, load_bundle, write_bundle
+
+INT8_ONNX = "model.int8.qdq.onnx"
+CALIBRATION_BATCH = 32
+
+
+def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: str | Path,
+              eval_set: str | Path, log=print) -> tuple[dict, dict]:
+    """Write ``out_path`` (INT8 Q/DQ) from ``fp32_path``; returns (calibration provenance, gate result).
+
+    Raises:
+        CalibrationError: unusable sets, or an INT8 model that fails the accuracy gate.
+    """
+    calib, evaluation = read_set(calibration), read_set(eval_set)
+    for w in calib.meta.get("warnings", []):
+        log(f"      warning (calibration set): {w}")
+    pre = manifest.preprocessing
+    batches = calib.batches(CALIBRATION_BATCH, (pre.image_height, pre.image_width), pre.audio_window_samples,
+                            pre.audio_sample_rate_hz)
+    log(f"      calibrating INT8 Q/DQ on {len(calib)} samples of {calib.path}")
+    summary = quantize_int8(fp32_path, out_path, batches)
+    log(f"      accuracy gate on {len(evaluation)} samples of {evaluation.path} (ONNX Runtime, CPU)")
+    gate = accuracy_gate(fp32_path, out_path, evaluation, manifest)
+    log(f"      {gate.describe()}")
+    if not gate.passed:
+        raise CalibrationError(f"INT8 model rejected: {gate.describe()}. Use a larger or more representative "
+                               "calibration set, or keep the FP32 model")
+    info = {"id": calib.meta.get("id"), "index_sha256": calib.meta.get("index_sha256"), "n_samples": len(calib),
+            "quantizer": summary,
+            "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256")}}
+    return info, gate.to_dict()
+
+
+def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path, log=print) -> Bundle:
+    """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot).
+
+    The bundle is rewritten atomically: if calibration or the gate fails, the old
+    bundle stays exactly as it was.
+    """
+    t0 = time.monotonic()
+    old = load_bundle(bundle_path)
+    fp32 = old.model_path("fp32")
+
+    def populate(tmp: Path) -> Manifest:
+        for f in old.manifest.files:
+            if f.path != INT8_ONNX:
+                (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(old.path / f.path, tmp / f.path)
+        info, gate = make_int8(fp32, tmp / INT8_ONNX, old.manifest, calibration, eval_set, log)
+        report_name = old.manifest.reports.get("json")
+        if report_name:
+            report = json.loads((tmp / report_name).read_text())
+            report["accuracy_gate"] = gate
+            (tmp / report_name).write_text(json.dumps(report, indent=2) + "\n")
+        files = [f for f in old.manifest.files if f.path != INT8_ONNX] + [ModelFile(INT8_ONNX, "", "int8")]
+        provenance = {**old.manifest.provenance, "calibration": info}
+        return Manifest(**{**vars(old.manifest), "files": tuple(files), "provenance": provenance})
+
+    bundle = write_bundle(old.path, populate)
+    log(f"rewrote bundle {bundle.path} with a new INT8 model in {time.monotonic() - t0:.1f} s")
+    return bundle
