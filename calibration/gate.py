@@ -25,6 +25,7 @@ class ModelScore:
     target_error_width_fraction: float  # mean distance to the labelled target, in image widths
     n_intent: int
     n_target: int
+    confusion: tuple[tuple[int, ...], ...] = ()  # [spoken][decided] counts over the intent labels
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
     labels = list(heads.intent_labels)
     session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]
+    confusion = np.zeros((len(labels), len(labels)), np.int64)
     correct = n_intent = n_target = 0
     err_sum = 0.0
     start = 0
@@ -70,6 +72,7 @@ def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
                 if rec.intent not in labels:
                     raise CalibrationError(f"sample {rec.id}: intent {rec.intent!r} is not one of the model's {labels}")
                 correct += int(labels[int(p)] == rec.intent)
+                confusion[labels.index(rec.intent), int(p)] += 1
                 n_intent += 1
             if rec.target_xy is not None and heads.target_point_output:
                 d = np.asarray(out[heads.target_point_output][k], np.float64) - np.asarray(rec.target_xy)
@@ -77,7 +80,8 @@ def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
                 n_target += 1
     if n_intent == 0:
         raise CalibrationError(f"evaluation set {eval_set.path} has no labelled intents; the gate needs labels")
-    return ModelScore(correct / n_intent, err_sum / n_target if n_target else 0.0, n_intent, n_target)
+    return ModelScore(correct / n_intent, err_sum / n_target if n_target else 0.0, n_intent, n_target,
+                      tuple(tuple(int(v) for v in row) for row in confusion))
 
 
 def accuracy_gate(fp32_path, candidate_path, eval_set: SampleSet, manifest) -> GateResult:

@@ -14,6 +14,7 @@ from calibration.errors import CalibrationError
 from calibration.int8 import INT8_ONNX, make_int8
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
+from convert.report import REPORT_PNG, write_report
 from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
 
@@ -92,6 +93,10 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
             files.append(ModelFile(INT8_ONNX, "", "int8"))
+        log("      drawing the report (error histograms, confusion matrices, latency)")
+        models = {f.precision: tmp / f.path for f in files}
+        report.update(write_report(tmp, models, golden, reference, config.heads.intent_labels,
+                                   report.get("accuracy_gate")))
         report["timing_s"] = {"total": time.monotonic() - t0}
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         for e in errors:
@@ -102,7 +107,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
             provenance={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
                         "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
                         "calibration": calib_info, "created_unix_s": int(time.time())},
-            reports={"json": REPORT_JSON, "golden": GOLDEN},
+            reports={"json": REPORT_JSON, "golden": GOLDEN, "plots": REPORT_PNG},
         )
 
     bundle = write_bundle(out, populate)

@@ -86,8 +86,13 @@ def test_convert_with_int8_passes_the_gate_and_records_provenance(sets, tmp_path
     assert loaded.model_path("int8").name == "model.int8.qdq.onnx"
     calib = loaded.manifest.provenance["calibration"]
     assert calib["n_samples"] == 48 and calib["index_sha256"] == read_set(sets / "calib").meta["index_sha256"]
-    gate = json.loads((bundle.path / "report.json").read_text())["accuracy_gate"]
+    report = json.loads((bundle.path / "report.json").read_text())
+    gate = report["accuracy_gate"]
     assert gate["passed"] and gate["reference"]["n_intent"] == 64
+    assert sum(map(sum, gate["candidate"]["confusion"])) == 64
+    assert set(report["latency_ms_batch1"]) == {"fp32", "int8"}
+    png = (bundle.path / loaded.manifest.reports["plots"]).read_bytes()
+    assert png.startswith(b"\x89PNG")
 
 
 def test_gate_rejects_a_model_that_decides_differently(sets, tmp_path):
