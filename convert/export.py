@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError, VerificationError
-from edge.bundle import TensorSpec
+from edge.bundle import TensorSpec, numpy_dtype
 
 ONNX_OPSET = 17  # TensorRT 10.3 (JetPack 6) parses opsets up to 20; 17 keeps older stacks working too
 BATCH_AXIS_NAME = "batch"
 DEFAULT_TOLERANCE = {"max_abs": 1e-3, "min_cosine": 0.9999}
 
-_NP_DTYPES = {"uint8": np.uint8, "int8": np.int8, "int32": np.int32, "int64": np.int64,
-              "float16": np.float16, "float32": np.float32, "bool": np.bool_}
 
 
 def import_factory(spec: str):
@@ -80,7 +78,7 @@ def golden_inputs(inputs: tuple[TensorSpec, ...], batch: int = 4, seed: int = 0)
     out = {}
     for spec in inputs:
         shape = tuple(batch if d == -1 else d for d in spec.shape)
-        dtype = _NP_DTYPES[spec.dtype]
+        dtype = numpy_dtype(spec.dtype).type
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             out[spec.name] = rng.integers(max(info.min, 0), min(info.max, 255) + 1, size=shape).astype(dtype)

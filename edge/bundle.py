@@ -31,6 +31,13 @@ PRECISIONS = ("fp32", "fp16", "int8")
 _HASH_CHUNK_BYTES = 1 << 20
 
 
+def numpy_dtype(name: str):
+    """The numpy dtype of a manifest dtype name."""
+    import numpy as np
+
+    return np.dtype(name)
+
+
 class BundleError(Exception):
     """A bundle is missing, malformed, or its files do not match the manifest."""
 

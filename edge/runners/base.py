@@ -12,10 +12,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
-from edge.bundle import Bundle, TensorSpec
+from edge.bundle import Bundle, TensorSpec, numpy_dtype
 
-_NP_DTYPES = {"uint8": np.uint8, "int8": np.int8, "int32": np.int32, "int64": np.int64,
-              "float16": np.float16, "float32": np.float32, "bool": np.bool_}
 
 
 class RunnerError(Exception):
@@ -73,7 +71,7 @@ class Runner(ABC):
         batch = None
         for spec in specs:
             arr = feed[spec.name]
-            if not isinstance(arr, np.ndarray) or arr.dtype != _NP_DTYPES[spec.dtype]:
+            if not isinstance(arr, np.ndarray) or arr.dtype != numpy_dtype(spec.dtype):
                 got = arr.dtype if isinstance(arr, np.ndarray) else type(arr).__name__
                 raise RunnerError(f"input {spec.name!r} must be a {spec.dtype} array, got {got}")
             if arr.ndim != len(spec.shape) or any(d != -1 and d != a for d, a in zip(spec.shape, arr.shape)):
