@@ -141,6 +141,7 @@ class Manifest:
     files: tuple[ModelFile, ...] = ()
     provenance: dict = field(default_factory=dict)
     reports: dict = field(default_factory=dict)
+    engines: tuple[dict, ...] = ()  # {"path", "key": EngineKey fields, "build_s"}; see edge.engine
     format: str = BUNDLE_FORMAT
 
     def __post_init__(self) -> None:
@@ -150,6 +151,7 @@ class Manifest:
         object.__setattr__(self, "inputs", tuple(self.inputs))
         object.__setattr__(self, "outputs", tuple(self.outputs))
         object.__setattr__(self, "files", tuple(self.files))
+        object.__setattr__(self, "engines", tuple(self.engines))
         out_names = {o.name for o in self.outputs}
         missing = [n for n in self.heads.output_names() if n not in out_names]
         if missing:
@@ -181,6 +183,7 @@ class Manifest:
                 files=tuple(ModelFile(**f) for f in data.get("files", ())),
                 provenance=dict(data.get("provenance", {})),
                 reports=dict(data.get("reports", {})),
+                engines=tuple(data.get("engines", ())),
                 format=data.get("format", ""),
             )
         except (KeyError, TypeError) as exc:

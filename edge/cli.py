@@ -12,7 +12,7 @@ import importlib
 import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
-COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli")
+COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (

@@ -1,0 +1,27 @@
+"""``voxedge build-engine``: registered by the ``voxedge`` entry point."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.engine import DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH, DEFAULT_WORKSPACE_MIB
+
+
+def _cmd_build_engine(args: argparse.Namespace) -> int:
+    from edge.engine import build_engine
+
+    build_engine(args.bundle, args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,
+                 workspace_mib=args.workspace_mib)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``build-engine`` on the ``voxedge`` parser."""
+    p = sub.add_parser("build-engine", help="compile a bundle's ONNX model into a TensorRT engine (on the robot)")
+    p.add_argument("bundle", help="bundle directory (the engine is added atomically)")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH, help="largest batch (default: %(default)s)")
+    p.add_argument("--opt-batch", type=int, default=DEFAULT_OPT_BATCH, help="batch to tune for (default: %(default)s)")
+    p.add_argument("--workspace-mib", type=int, default=DEFAULT_WORKSPACE_MIB,
+                   help="TensorRT workspace limit in MiB (default: %(default)s)")
+    p.set_defaults(func=_cmd_build_engine)
