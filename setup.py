@@ -5,9 +5,13 @@ from setuptools import find_packages, setup
 # Extras split by where the code runs: the robot installs `edge` (+ `trt` on a
 # Jetson) and never torch; the workstation installs `convert`.
 SIM = ["numpy>=1.23", "scipy>=1.10", "opencv-python-headless>=4.8"]
+# The serial link to the robot's microcontroller: COBS framing and CRC from
+# well-kept libraries rather than hand-rolled codecs.
+BRIDGE = ["pyserial>=3.5", "cobs>=1.2", "crc>=7.0"]
 EXTRAS = {
     "sim": SIM,
-    "edge": SIM + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17"],
+    "bridge": BRIDGE,
+    "edge": SIM + BRIDGE + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17"],
     "convert": SIM
     + [
         # A range that the preinstalled CPU wheel satisfies: installing torch==2.13.0
