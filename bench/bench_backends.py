@@ -31,11 +31,11 @@ def _median_ms(fn, repeats: int, warmup: int = 3) -> float:
 
 
 def main() -> None:
-    import onnxruntime as ort
     import torch
 
     from convert.cli import DEFAULT_CHECKPOINT
     from convert.pipeline import convert
+    from edge.runners.onnxruntime import make_session
     from reference_model.model import load_checkpoint
     from reference_model.sets import write_sim_set
 
@@ -54,8 +54,8 @@ def main() -> None:
         convert_s = time.perf_counter() - t0
 
         model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
-        sessions = {p: ort.InferenceSession(str(bundle.model_path(p)), providers=["CPUExecutionProvider"])
-                    for p in ("fp32", "int8")}
+        # The sessions our runners and the accuracy gate use (edge.runners.onnxruntime.make_session).
+        sessions = {p: make_session(bundle.model_path(p)) for p in ("fp32", "int8")}
         rows = []
         for batch in (1, 8):
             rng = np.random.default_rng(batch)

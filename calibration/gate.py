@@ -50,11 +50,11 @@ class GateResult:
 
 def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
     """Intent accuracy and target error of an ONNX model on a labelled set, with ONNX Runtime (CPU)."""
-    import onnxruntime as ort
+    from edge.runners.onnxruntime import make_session
 
     heads, pre = manifest.heads, manifest.preprocessing
     labels = list(heads.intent_labels)
-    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    session = make_session(model_path)
     names = [o.name for o in session.get_outputs()]
     confusion = np.zeros((len(labels), len(labels)), np.int64)
     correct = n_intent = n_target = 0

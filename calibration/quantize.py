@@ -13,8 +13,8 @@ hold) stay in floating point.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
@@ -42,6 +42,53 @@ class _Reader:
             raise CalibrationError(f"calibration batch lacks model inputs {missing}; it has {sorted(batch)}")
         self.count += len(next(iter(batch.values())))
         return {n: batch[n] for n in self._names}
+
+
+def dedicate_qdq_pairs(model) -> int:
+    """Give every consumer of a shared DequantizeLinear its own Q/DQ pair, in place; returns pairs added.
+
+    ``quantize_static`` lets one Q -> DQ feed several nodes (a residual input
+    read by a convolution and an Add). ONNX Runtime fuses DQ -> Conv -> Q into
+    QLinearConv only where each DQ has one consumer, and converts int8
+    activations to the uint8 its x86 kernels use only for single Q -> DQ pairs,
+    so shared pairs leave convolutions in float. The copies are identical
+    (same scale, zero point 0): TensorRT reads them exactly as before.
+    """
+    from onnx import helper
+
+    graph = model.graph
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    producer = {o: n for n in graph.node for o in n.output}
+    graph_outputs = {o.name for o in graph.output}
+    nodes, added = [], 0
+    for node in graph.node:
+        nodes.append(node)
+        readers = consumers.get(node.output[0], []) if node.op_type == "DequantizeLinear" else []
+        if len(readers) < 2 or node.output[0] in graph_outputs:
+            continue
+        q = producer.get(node.input[0])
+        own_q = q is not None and q.op_type == "QuantizeLinear" and len(consumers[q.output[0]]) == 1
+        for k, reader in enumerate(readers[1:], start=1):
+            source = node.input[0]
+            if own_q:
+                source = f"{q.output[0]}__{k}"
+                copy_q = helper.make_node("QuantizeLinear", list(q.input), [source], name=f"{q.name}__{k}")
+                copy_q.attribute.extend(q.attribute)
+                nodes.append(copy_q)
+            out = f"{node.output[0]}__{k}"
+            copy_dq = helper.make_node("DequantizeLinear", [source, *node.input[1:]], [out], name=f"{node.name}__{k}")
+            copy_dq.attribute.extend(node.attribute)
+            nodes.append(copy_dq)
+            for j, name in enumerate(reader.input):
+                if name == node.output[0]:
+                    reader.input[j] = out
+            added += 1
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return added
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable[dict[str, np.ndarray]],
@@ -76,7 +123,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
                 nodes_to_exclude=keep,
                 calibrate_method=CalibrationMethod.MinMax,
                 # Biases stay float: TensorRT fuses them itself and takes no int32 Q/DQ.
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                               "DedicatedQDQPair": True},
             )
         except CalibrationError:
             raise
@@ -88,6 +136,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
         if reader.count == 0:
             raise CalibrationError("no calibration samples were given; quantizing needs a calibration set "
                                    "(scales are never guessed)")
+        quantized = onnx.load(str(staged))
+        n_pairs = dedicate_qdq_pairs(quantized)
+        onnx.save(quantized, str(staged))
         Path(out_path).write_bytes(staged.read_bytes())
-    return {"calibration_samples": reader.count, "kept_float": keep, "method": "onnxruntime.quantize_static",
+    return {"calibration_samples": reader.count, "kept_float": keep, "dedicated_qdq_pairs": n_pairs, "method": "onnxruntime.quantize_static",
             "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-channel", "biases": "float"}

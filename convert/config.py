@@ -24,7 +24,7 @@ class ConvertConfig:
     tolerance: dict = field(default_factory=dict)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "ConvertConfig":
+    def from_file(cls, path: str | Path) -> ConvertConfig:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())

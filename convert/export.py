@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convert.errors import ConvertError, VerificationError
+from convert.graph import prepare_for_runtimes
 from edge.bundle import TensorSpec, numpy_dtype
 
 ONNX_OPSET = 17  # TensorRT 10.3 (JetPack 6) parses opsets up to 20; 17 keeps older stacks working too
@@ -89,7 +90,10 @@ def golden_inputs(inputs: tuple[TensorSpec, ...], batch: int = 4, seed: int = 0)
 
 def export_onnx(model, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...], path: str | Path,
                 example: dict[str, np.ndarray]) -> Path:
-    """Export ``model`` to ONNX with named inputs/outputs and a dynamic batch, simplify and check it."""
+    """Export ``model`` to ONNX with named inputs/outputs and a dynamic batch, simplify, rewrite and check it.
+
+    The rewrites (``convert.graph``) are exact: 1-D convolutions become 1 x k 2-D ones.
+    """
     import onnx
     import onnxslim
     import torch
@@ -115,7 +119,8 @@ def export_onnx(model, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec
     except Exception as exc:
         raise ConvertError(f"ONNX export failed: {exc}") from exc
     slim = onnxslim.slim(onnx.load(str(path)))
-    onnx.save(slim, str(path))
+    model, _ = prepare_for_runtimes(slim)
+    onnx.save(model, str(path))
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as exc:
@@ -151,11 +156,12 @@ def verify_onnx(model, onnx_path: str | Path, outputs: tuple[TensorSpec, ...], g
 
     Returns the per-output errors and PyTorch's outputs (the golden outputs).
     """
-    import onnxruntime as ort
     import torch
 
+    from edge.runners.onnxruntime import make_session
+
     tol = {**DEFAULT_TOLERANCE, **(tolerance or {})}
-    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    session = make_session(onnx_path)
     feed = {i.name: golden[i.name] for i in session.get_inputs()}
     got = session.run([o.name for o in outputs], feed)
     with torch.no_grad():

@@ -14,8 +14,8 @@ from calibration.errors import CalibrationError
 from calibration.int8 import INT8_ONNX, make_int8
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
-from convert.report import REPORT_PNG, write_report
 from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
+from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
 
 FP32_ONNX = "model.fp32.onnx"

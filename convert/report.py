@@ -18,9 +18,9 @@ LATENCY_RUNS = 20
 
 
 def _session(path):
-    import onnxruntime as ort
+    from edge.runners.onnxruntime import make_session
 
-    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return make_session(path)
 
 
 def latency_ms(path, feed: dict[str, np.ndarray], runs: int = LATENCY_RUNS) -> float:

@@ -20,9 +20,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 BUNDLE_FORMAT = "voxedge-bundle/1"
 MANIFEST_NAME = "manifest.json"
@@ -173,7 +173,7 @@ class Manifest:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Manifest":
+    def from_dict(cls, data: dict) -> Manifest:
         try:
             return cls(
                 inputs=tuple(TensorSpec(**t) for t in data["inputs"]),

@@ -54,7 +54,7 @@ class EngineKey:
         return f"{ENGINE_DIR}/{self.precision}-{self.digest()}.plan"
 
     @classmethod
-    def from_dict(cls, data: dict) -> "EngineKey":
+    def from_dict(cls, data: dict) -> EngineKey:
         return cls(**{**data, "batch_profile": tuple(data["batch_profile"]), "flags": tuple(data.get("flags", ()))})
 
 

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 
+from reference_model.errors import ConfigError
+from reference_model.io import atomic_write, progress_bar
 from sim import camera as sim_camera
 from sim import noise as sim_noise
 from sim import speech as sim_speech
 from sim import world as sim_world
-from reference_model.errors import ConfigError
-from reference_model.io import atomic_write, progress_bar
 from sim.commands import (
     INTENT_INDEX,
     INTENTS,
@@ -114,7 +114,7 @@ class DataConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DataConfig":
+    def from_dict(cls, data: dict) -> DataConfig:
         data = dict(data)
         data.pop("cache_version", None)  # written by earlier versions; the format version is in digest()
         try:
@@ -180,7 +180,7 @@ class SplitData:
         atomic_write(path, lambda f: np.savez(f, name=np.array(self.name), **arrays))
 
     @classmethod
-    def load(cls, path: Path) -> "SplitData":
+    def load(cls, path: Path) -> SplitData:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
         noise = {k[len("noise_"):]: data.pop(k) for k in list(data) if k.startswith("noise_")}

@@ -90,7 +90,7 @@ def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = No
     label = out["intent"]
     is_none = label == NONE_INDEX
     metrics: dict = {
-        "n_samples": int(len(label)),
+        "n_samples": len(label),
         "command_threshold": float(threshold),
         "argmax_intent_accuracy": float((argmax == label).mean()),
         "argmax_false_accept_rate": float((argmax[is_none] != NONE_INDEX).mean()) if is_none.any() else None,

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from torch import nn
 
-
 from sim.speech import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # 16 kHz; 2.0 s = 32000 samples in
 
 N_FFT = 400  # 25 ms analysis window

@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
 from reference_model.errors import CheckpointError, ConfigError
+from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
 from sim.commands import INTENTS, OBJECT_TYPES
 
 IMAGE_HEIGHT = 120
@@ -71,7 +71,7 @@ class ModelConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "ModelConfig":
+    def from_dict(cls, data: dict) -> ModelConfig:
         data = dict(data)
         for key in ("image_channels", "audio_channels"):
             if key in data:

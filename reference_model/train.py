@@ -19,7 +19,13 @@ from torch import nn
 
 from reference_model.dataset import ABSENT, DataConfig, TrainSampler, evaluation_samples, load_split
 from reference_model.errors import CheckpointError, ConfigError
-from reference_model.evaluate import THRESHOLD_MAX_FALSE_ACCEPT, choose_threshold, compute_metrics, run_model, utterance_kinds
+from reference_model.evaluate import (
+    THRESHOLD_MAX_FALSE_ACCEPT,
+    choose_threshold,
+    compute_metrics,
+    run_model,
+    utterance_kinds,
+)
 from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
 from sim.commands import INTENTS, OBJECT_TYPES
@@ -74,7 +80,7 @@ class RunConfig:
                               "set the same width and height in both sections")
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "RunConfig":
+    def from_file(cls, path: str | Path) -> RunConfig:
         path = Path(path)
         try:
             raw = json.loads(path.read_text())

@@ -113,7 +113,7 @@ class CameraModel:
         """Image row coordinate v of the horizon (H/2 when pitch is 0)."""
         return 0.5 * self.height - self.focal_px * math.tan(math.radians(self.pitch_deg))
 
-    def scaled(self, width: int) -> "CameraModel":
+    def scaled(self, width: int) -> CameraModel:
         """The same camera at another 4:3 resolution (``width`` must be a multiple of 4)."""
         if int(width) % 4:
             raise SceneError(f"width {width!r} has no integer 4:3 height; use a multiple of 4")
@@ -165,7 +165,7 @@ class Appearance:
             object.__setattr__(self, name, rgb)
 
     @classmethod
-    def plain(cls) -> "Appearance":
+    def plain(cls) -> Appearance:
         """A fixed, noise-free, jitter-free appearance."""
         return cls()
 

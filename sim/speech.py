@@ -262,7 +262,7 @@ def _espeak_executable() -> str:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def espeak_version(executable: str | None = None) -> str:
     """The ``espeak-ng --version`` line (cached per process and executable).
 

@@ -21,4 +21,4 @@ def make_runner(backend: str, bundle, precision: str = "fp32", **options) -> Run
     return getattr(importlib.import_module(module), cls)(bundle, precision, **options)
 
 
-__all__ = ["Runner", "RunnerError", "make_runner", "BACKENDS"]
+__all__ = ["BACKENDS", "Runner", "RunnerError", "make_runner"]

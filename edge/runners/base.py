@@ -15,7 +15,6 @@ import numpy as np
 from edge.bundle import Bundle, TensorSpec, numpy_dtype
 
 
-
 class RunnerError(Exception):
     """A runner was used in the wrong state, given bad inputs, or its backend failed."""
 
@@ -36,7 +35,7 @@ class Runner(ABC):
     def is_active(self) -> bool:
         return self._active
 
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         if self._active:
             raise RunnerError(f"{self.backend} runner for {self.model_path.name} is already active")
         try:
@@ -55,7 +54,7 @@ class Runner(ABC):
             finally:
                 self._active = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
     def __exit__(self, *exc) -> None:
@@ -104,5 +103,5 @@ class Runner(ABC):
     @abstractmethod
     def _infer_impl(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
-    def _deactivate_impl(self) -> None:  # noqa: B027 - optional hook
+    def _deactivate_impl(self) -> None:
         pass

@@ -8,6 +8,25 @@ from edge.runners.base import Runner, RunnerError
 
 # In order of preference; only those the installed onnxruntime offers are used.
 DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+# Our Q/DQ models give each consumer its own QuantizeLinear/DequantizeLinear pair
+# (calibration.quantize.dedicate_qdq_pairs), because ONNX Runtime fuses DQ -> Conv
+# -> Q into QLinearConv (and converts int8 activations to the uint8 its x86
+# kernels take) only where a Q feeds a single DQ. Common-subexpression
+# elimination would merge those identical pairs again and leave most
+# convolutions in float with their weights dequantized on every run; it has
+# nothing else to find in an exported, simplified graph.
+DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+
+
+def make_session(path, providers=("CPUExecutionProvider",), intra_op_threads: int = 0):
+    """An ``onnxruntime.InferenceSession`` for a bundle model, with the options every caller should use."""
+    import onnxruntime as ort  # lazy: the runtime may run TensorRT only
+
+    options = ort.SessionOptions()
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    return ort.InferenceSession(str(path), options, providers=list(providers),
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 class OnnxRuntimeRunner(Runner):
@@ -28,10 +47,7 @@ class OnnxRuntimeRunner(Runner):
         if not providers:
             raise RunnerError(f"none of the providers {list(self.requested_providers)} is available "
                               f"(this onnxruntime offers {available})")
-        options = ort.SessionOptions()
-        if self.intra_op_threads:
-            options.intra_op_num_threads = self.intra_op_threads
-        self._session = ort.InferenceSession(str(self.model_path), options, providers=providers)
+        self._session = make_session(self.model_path, providers, self.intra_op_threads)
         self._output_names = [o.name for o in self.bundle.manifest.outputs]
 
     @property

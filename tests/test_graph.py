@@ -1,0 +1,106 @@
+"""Exact ONNX rewrites (convert.graph) and the Q/DQ layout ONNX Runtime can fuse."""
+
+from __future__ import annotations
+
+import collections
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from torch import nn
+
+from calibration.quantize import dedicate_qdq_pairs, quantize_int8
+from convert.graph import conv1d_as_conv2d, prepare_for_runtimes
+from edge.runners.onnxruntime import make_session
+
+
+class _Temporal(nn.Module):
+    """1-D convolutions with stride, dilation, groups, bias and a residual, as audio encoders use."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Conv1d(8, 16, 5, stride=2, padding=2)
+        self.a2 = nn.Conv1d(16, 16, 1)  # reads a's output directly
+        self.b = nn.Conv1d(16, 16, 3, padding=2, dilation=2, groups=4, bias=False)
+        self.skip = nn.Conv1d(8, 16, 1, stride=2)
+
+    def forward(self, x):
+        y = torch.relu(self.a2(self.a(x)))
+        y = torch.relu(self.b(y) + y + self.skip(x))  # y is read by a Conv and by the Add
+        return y.amax(-1)
+
+
+def _export(tmp_path, model, shape):
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model.eval(), (torch.randn(*shape),), str(path), input_names=["x"], output_names=["y"],
+                      opset_version=17, dynamo=False, dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    return onnx.load(str(path))
+
+
+def _run(model, feed):
+    import onnxruntime as ort
+
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+
+
+def test_conv1d_rewrite_is_exact_and_leaves_no_squeeze_between_convolutions(tmp_path):
+    torch.manual_seed(0)
+    model = _export(tmp_path, _Temporal(), (2, 8, 40))
+    rewritten, counts = prepare_for_runtimes(onnx.load_from_string(model.SerializeToString()))
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert counts["conv1d_as_conv2d"] == 4 and counts["squeezes_sunk"] >= 2
+    inits = {i.name: i for i in rewritten.graph.initializer}
+    convs = [n for n in rewritten.graph.node if n.op_type == "Conv"]
+    assert all(len(inits[n.input[1]].dims) == 4 for n in convs)
+    producer = {o: n for n in rewritten.graph.node for o in n.output}
+    # the second convolution reads the first one's (Relu'd) 4-D output directly
+    b = next(n for n in convs if "/b/" in n.name)
+    assert producer[b.input[0]].op_type == "Relu"
+    ops = collections.Counter(n.op_type for n in rewritten.graph.node)
+    assert ops["Squeeze"] == 1 and ops["Unsqueeze"] == 1  # once in, once out
+    x = np.random.default_rng(0).standard_normal((3, 8, 40)).astype(np.float32)
+    np.testing.assert_allclose(_run(rewritten, {"x": x}), _run(model, {"x": x}), atol=1e-5)
+
+
+def test_models_without_1d_convolutions_are_untouched(tmp_path):
+    model = _export(tmp_path, nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU()), (1, 3, 8, 8))
+    before = model.SerializeToString()
+    rewritten, count = conv1d_as_conv2d(model)
+    assert count == 0 and rewritten.SerializeToString() == before
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("g")
+    torch.manual_seed(1)
+    model, _ = prepare_for_runtimes(_export(tmp, _Temporal(), (2, 8, 40)))
+    fp32 = tmp / "fp32.onnx"
+    onnx.save(model, str(fp32))
+    rng = np.random.default_rng(1)
+    batches = [{"x": rng.standard_normal((4, 8, 40)).astype(np.float32)} for _ in range(4)]
+    out = tmp / "int8.onnx"
+    summary = quantize_int8(fp32, out, batches, keep_float_prefixes=())
+    return fp32, out, summary
+
+
+def test_every_dequantize_feeds_one_node_so_onnxruntime_fuses_every_convolution(quantized, tmp_path):
+    fp32, int8, summary = quantized
+    model = onnx.load(str(int8))
+    consumers = collections.Counter(i for n in model.graph.node for i in n.input)
+    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dqs and all(consumers[n.output[0]] == 1 for n in dqs)
+    assert summary["dedicated_qdq_pairs"] >= 1  # the residual y is read by conv b and by the Add
+    assert dedicate_qdq_pairs(model) == 0  # idempotent
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"],
+                         disabled_optimizers=["CommonSubexpressionElimination"])
+    optimized = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+    assert optimized["QLinearConv"] == 4 and optimized["Conv"] == 0
+    x = np.random.default_rng(2).standard_normal((2, 8, 40)).astype(np.float32)
+    a, b = make_session(fp32).run(None, {"x": x})[0], make_session(int8).run(None, {"x": x})[0]
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
