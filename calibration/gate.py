@@ -7,7 +7,7 @@ error may grow by at most 1 % of the image width.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,16 @@ from calibration.sampleset import SampleSet
 MAX_ACCURACY_DROP = 0.005  # 0.5 percentage points
 MAX_TARGET_ERROR_INCREASE = 0.01  # fraction of the image width
 
+
+@dataclass(frozen=True)
+class GateLimits:
+    """How much worse than FP32 a quantized model may be."""
+
+    max_accuracy_drop: float = MAX_ACCURACY_DROP
+    max_target_error_increase: float = MAX_TARGET_ERROR_INCREASE
+
+
+DEFAULT_LIMITS = GateLimits()
 
 @dataclass(frozen=True)
 class ModelScore:
@@ -35,6 +45,7 @@ class GateResult:
     accuracy_drop: float
     target_error_increase: float
     passed: bool
+    limits: GateLimits = field(default_factory=GateLimits)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -43,9 +54,9 @@ class GateResult:
         verdict = "passes" if self.passed else "FAILS"
         return (f"accuracy gate {verdict}: intent accuracy {100 * self.reference.intent_accuracy:.2f} % -> "
                 f"{100 * self.candidate.intent_accuracy:.2f} % (drop {100 * self.accuracy_drop:.2f} points, limit "
-                f"{100 * MAX_ACCURACY_DROP:.1f}); target error {100 * self.reference.target_error_width_fraction:.2f} % "
+                f"{100 * self.limits.max_accuracy_drop:.2f}); target error {100 * self.reference.target_error_width_fraction:.2f} % "
                 f"-> {100 * self.candidate.target_error_width_fraction:.2f} % of the width (increase "
-                f"{100 * self.target_error_increase:.2f}, limit {100 * MAX_TARGET_ERROR_INCREASE:.1f})")
+                f"{100 * self.target_error_increase:.2f}, limit {100 * self.limits.max_target_error_increase:.2f})")
 
 
 def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
@@ -84,11 +95,17 @@ def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
                       tuple(tuple(int(v) for v in row) for row in confusion))
 
 
-def accuracy_gate(fp32_path, candidate_path, eval_set: SampleSet, manifest) -> GateResult:
-    """Compare a candidate (e.g. INT8 Q/DQ) with the FP32 model on ``eval_set``."""
-    ref = score(fp32_path, eval_set, manifest)
+def accuracy_gate(fp32_path, candidate_path, eval_set: SampleSet, manifest, limits: GateLimits | None = None,
+                  reference: ModelScore | None = None) -> GateResult:
+    """Compare a candidate (e.g. INT8 Q/DQ) with the FP32 model on ``eval_set``.
+
+    ``reference`` is the FP32 score when already known (the precision search
+    gates several candidates against the same FP32 model).
+    """
+    limits = limits or DEFAULT_LIMITS
+    ref = reference or score(fp32_path, eval_set, manifest)
     cand = score(candidate_path, eval_set, manifest)
     drop = ref.intent_accuracy - cand.intent_accuracy
     increase = cand.target_error_width_fraction - ref.target_error_width_fraction
-    return GateResult(ref, cand, drop, increase,
-                      passed=drop <= MAX_ACCURACY_DROP + 1e-12 and increase <= MAX_TARGET_ERROR_INCREASE + 1e-12)
+    passed = drop <= limits.max_accuracy_drop + 1e-12 and increase <= limits.max_target_error_increase + 1e-12
+    return GateResult(ref, cand, drop, increase, passed=passed, limits=limits)

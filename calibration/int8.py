@@ -9,8 +9,9 @@ import time
 from pathlib import Path
 
 from calibration.errors import CalibrationError
-from calibration.gate import accuracy_gate
-from calibration.quantize import quantize_int8
+from calibration.gate import DEFAULT_LIMITS, GateLimits, accuracy_gate
+from calibration.mixed import search_mixed_precision
+from calibration.quantize import QuantSettings, quantize_int8
 from calibration.sampleset import read_set
 from edge.bundle import Bundle, Manifest, ModelFile, load_bundle, write_bundle
 
@@ -19,30 +20,47 @@ CALIBRATION_BATCH = 32
 
 
 def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: str | Path,
-              eval_set: str | Path, log=print) -> tuple[dict, dict]:
+              eval_set: str | Path, log=print, settings: QuantSettings | None = None,
+              limits: GateLimits = DEFAULT_LIMITS, search: bool = True) -> tuple[dict, dict]:
     """Write ``out_path`` (INT8 Q/DQ) from ``fp32_path``; returns (calibration provenance, gate result).
 
+    If the INT8 model fails the accuracy gate and ``search`` is on, the most
+    sensitive layers are kept in floating point until it passes
+    (``calibration.mixed``); the layers kept are reported.
+
     Raises:
-        CalibrationError: unusable sets, or an INT8 model that fails the accuracy gate.
+        CalibrationError: unusable sets, or no model that passes the accuracy gate.
     """
+    settings = settings or QuantSettings()
     calib, evaluation = read_set(calibration), read_set(eval_set)
     for w in calib.meta.get("warnings", []):
         log(f"      warning (calibration set): {w}")
     pre = manifest.preprocessing
-    batches = calib.batches(CALIBRATION_BATCH, (pre.image_height, pre.image_width), pre.audio_window_samples,
-                            pre.audio_sample_rate_hz)
+
+    def batches():
+        return calib.batches(CALIBRATION_BATCH, (pre.image_height, pre.image_width), pre.audio_window_samples,
+                             pre.audio_sample_rate_hz)
+
     log(f"      calibrating INT8 Q/DQ on {len(calib)} samples of {calib.path}")
-    summary = quantize_int8(fp32_path, out_path, batches)
+    quant_kwargs = settings.quantize_kwargs()
+    summary = quantize_int8(fp32_path, out_path, batches(), **quant_kwargs)
     log(f"      accuracy gate on {len(evaluation)} samples of {evaluation.path} (ONNX Runtime, CPU)")
-    gate = accuracy_gate(fp32_path, out_path, evaluation, manifest)
+    gate = accuracy_gate(fp32_path, out_path, evaluation, manifest, limits)
     log(f"      {gate.describe()}")
+    kept_for_accuracy: tuple[str, ...] = ()
     if not gate.passed:
-        raise CalibrationError(f"INT8 model rejected: {gate.describe()}. Use a larger or more representative "
-                               "calibration set, or keep the FP32 model")
+        if not search:
+            raise CalibrationError(f"INT8 model rejected: {gate.describe()}. Use a larger or more representative "
+                                   "calibration set, or keep the FP32 model")
+        log("      searching for a mixed-precision model that passes")
+        found = search_mixed_precision(fp32_path, out_path, batches, evaluation, manifest, quant_kwargs, gate,
+                                       summary, limits, log)
+        gate, summary, kept_for_accuracy = found.gate, found.summary, found.kept_float_for_accuracy
+        log(f"      kept in floating point for accuracy: {', '.join(kept_for_accuracy)}")
     info = {"id": calib.meta.get("id"), "index_sha256": calib.meta.get("index_sha256"), "n_samples": len(calib),
-            "quantizer": summary,
+            "quantizer": summary, "settings": settings.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy),
             "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256")}}
-    return info, gate.to_dict()
+    return info, {**gate.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy)}
 
 
 def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path, log=print) -> Bundle:
@@ -60,7 +78,9 @@ def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set:
             if f.path != INT8_ONNX:
                 (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(old.path / f.path, tmp / f.path)
-        info, gate = make_int8(fp32, tmp / INT8_ONNX, old.manifest, calibration, eval_set, log)
+        previous = (old.manifest.provenance.get("calibration") or {}).get("settings")
+        settings = QuantSettings.from_dict(previous) if previous else None
+        info, gate = make_int8(fp32, tmp / INT8_ONNX, old.manifest, calibration, eval_set, log, settings)
         report_name = old.manifest.reports.get("json")
         if report_name:
             report = json.loads((tmp / report_name).read_text())

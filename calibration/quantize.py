@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +24,35 @@ from calibration.errors import CalibrationError
 # The log-mel front end and the per-utterance level normalisation that follows it.
 DEFAULT_KEEP_FLOAT_PREFIXES = ("/audio_encoder/frontend/", "/audio_encoder/Sub")
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")  # where int8 pays off; the rest stays float
+
+
+@dataclass(frozen=True)
+class QuantSettings:
+    """What to keep in floating point; from the conversion config's ``quantization`` table, kept in the manifest."""
+
+    keep_float_prefixes: tuple[str, ...] = DEFAULT_KEEP_FLOAT_PREFIXES
+    keep_output_layers_float: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.keep_float_prefixes, str) or not all(isinstance(p, str) for p in self.keep_float_prefixes):
+            raise CalibrationError(f"keep_float must be a list of node-name prefixes, got {self.keep_float_prefixes!r}")
+        object.__setattr__(self, "keep_float_prefixes", tuple(self.keep_float_prefixes))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> QuantSettings:
+        unknown = set(data) - {"keep_float_prefixes", "keep_output_layers_float"}
+        if unknown:
+            raise CalibrationError(f"quantization settings: unknown keys {sorted(unknown)}; known are "
+                                   "keep_float_prefixes, keep_output_layers_float")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return {"keep_float_prefixes": list(self.keep_float_prefixes),
+                "keep_output_layers_float": self.keep_output_layers_float}
+
+    def quantize_kwargs(self) -> dict:
+        return {"keep_float_prefixes": self.keep_float_prefixes,
+                "keep_output_layers_float": self.keep_output_layers_float}
 
 
 class _Reader:
@@ -42,6 +72,30 @@ class _Reader:
             raise CalibrationError(f"calibration batch lacks model inputs {missing}; it has {sorted(batch)}")
         self.count += len(next(iter(batch.values())))
         return {n: batch[n] for n in self._names}
+
+
+def output_layers(model) -> list[str]:
+    """Names of the quantizable layers (Conv, Gemm, MatMul) whose results reach a model output
+    without passing through another quantizable layer: the model's heads."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found, seen = [], set()
+    stack = [o.name for o in model.graph.output]
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or node.name in seen:
+            continue
+        seen.add(node.name)
+        if node.op_type in QUANTIZED_OP_TYPES:
+            found.append(node.name)
+        elif node.op_type not in ("Shape", "Size"):  # a tensor's shape carries none of its values
+            stack.extend(node.input)
+    return sorted(found)
+
+
+def quantizable_nodes(model, summary: dict) -> list[str]:
+    """The quantizable layers of ``model`` that a quantization with ``summary`` left in int8."""
+    kept = set(summary.get("kept_float", ()))
+    return [n.name for n in model.graph.node if n.op_type in QUANTIZED_OP_TYPES and n.name not in kept]
 
 
 def dedicate_qdq_pairs(model) -> int:
@@ -93,8 +147,12 @@ def dedicate_qdq_pairs(model) -> int:
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable[dict[str, np.ndarray]],
                   keep_float_prefixes: tuple[str, ...] = DEFAULT_KEEP_FLOAT_PREFIXES,
-                  keep_float_nodes: tuple[str, ...] = ()) -> dict:
+                  keep_float_nodes: tuple[str, ...] = (), keep_output_layers_float: bool = True) -> dict:
     """Write an INT8 Q/DQ model calibrated on ``batches``; returns a summary (samples, nodes kept float).
+
+    Nodes kept in floating point: those named by ``keep_float_prefixes`` and
+    ``keep_float_nodes``, and with ``keep_output_layers_float`` the layers that
+    produce the model's outputs (the heads: tiny, and where rounding shows most).
 
     Raises:
         CalibrationError: no calibration samples, or batches that do not fit the model.
@@ -105,7 +163,10 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
 
     model = onnx.load(str(fp32_path))
     input_names = [i.name for i in model.graph.input]
-    keep = sorted({n.name for n in model.graph.node if n.name.startswith(keep_float_prefixes)} | set(keep_float_nodes))
+    keep = {n.name for n in model.graph.node if n.name.startswith(tuple(keep_float_prefixes))} | set(keep_float_nodes)
+    if keep_output_layers_float:
+        keep |= set(output_layers(model))
+    keep = sorted(keep)
     reader = _Reader(batches, input_names)
     with tempfile.TemporaryDirectory() as tmp:
         pre = Path(tmp) / "pre.onnx"

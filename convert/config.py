@@ -22,6 +22,7 @@ class ConvertConfig:
     preprocessing: Preprocessing
     heads: Heads
     tolerance: dict = field(default_factory=dict)
+    quantization: dict = field(default_factory=dict)  # calibration.quantize.QuantSettings fields
 
     @classmethod
     def from_file(cls, path: str | Path) -> ConvertConfig:
@@ -34,7 +35,7 @@ class ConvertConfig:
             raise ConvertError(f"conversion config {path} is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict):
             raise ConvertError(f"conversion config {path} must be a JSON object")
-        unknown = set(raw) - {"factory", "inputs", "outputs", "preprocessing", "heads", "tolerance"}
+        unknown = set(raw) - {"factory", "inputs", "outputs", "preprocessing", "heads", "tolerance", "quantization"}
         if unknown:
             raise ConvertError(f"conversion config {path} has unknown keys {sorted(unknown)}")
         try:
@@ -45,8 +46,19 @@ class ConvertConfig:
                 preprocessing=Preprocessing(**raw["preprocessing"]),
                 heads=Heads(**raw["heads"]),
                 tolerance=dict(raw.get("tolerance", {})),
+                quantization=dict(raw.get("quantization", {})),
             )
         except KeyError as exc:
             raise ConvertError(f"conversion config {path} lacks {exc}") from exc
         except (TypeError, BundleError) as exc:
             raise ConvertError(f"conversion config {path}: {exc}") from exc
+
+    def quant_settings(self):
+        """The INT8 settings (what stays in floating point) this config asks for."""
+        from calibration.errors import CalibrationError
+        from calibration.quantize import QuantSettings
+
+        try:
+            return QuantSettings.from_dict(self.quantization)
+        except (CalibrationError, TypeError) as exc:
+            raise ConvertError(f"conversion config, quantization: {exc}") from exc

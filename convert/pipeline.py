@@ -26,7 +26,7 @@ GOLDEN_BATCH = 4
 
 def _git_commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -72,6 +72,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     model, meta = load_model(checkpoint, config.factory)
     config = _heads_from_checkpoint(config, meta)
     golden = golden_inputs(config.inputs, batch=GOLDEN_BATCH)
+    settings = config.quant_settings()
 
     def populate(tmp: Path) -> Manifest:
         log(f"[2/3] exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
@@ -89,7 +90,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
                              heads=config.heads)
             try:
                 calib_info, report["accuracy_gate"] = make_int8(tmp / FP32_ONNX, tmp / INT8_ONNX, probe,
-                                                                calibration, eval_set, log)
+                                                                calibration, eval_set, log, settings)
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
             files.append(ModelFile(INT8_ONNX, "", "int8"))

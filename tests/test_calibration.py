@@ -134,3 +134,39 @@ def test_calibrate_rewrites_a_bundle_and_leaves_it_untouched_on_failure(sets, tm
         calibrate_bundle(path, tmp_path / "wrong_size", sets / "eval", log=lambda *_: None)
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "wrong_size"]
+
+
+def test_failing_gate_keeps_the_most_sensitive_layers_float_until_it_passes(sets, tmp_path):
+    import onnx
+
+    from calibration.gate import GateLimits
+    from calibration.int8 import make_int8
+    from calibration.quantize import QuantSettings, output_layers
+
+    config = ConvertConfig.from_file(REFERENCE_CONFIG)
+    manifest = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
+                        heads=config.heads)
+    fp32 = convert(DEFAULT_CHECKPOINT, tmp_path / "b", log=lambda *_: None).model_path("fp32")
+    # The heads are the layers that produce outputs; the reference config keeps them float.
+    heads = output_layers(onnx.load(str(fp32)))
+    assert "/intent_head/intent_head.2/Gemm" in heads and "/offset/Conv" in heads
+    assert not any(n.startswith("/image_encoder/") for n in heads)
+    # A limit plain INT8 cannot meet: the target point may not move at all.
+    strict = GateLimits(max_accuracy_drop=0.0, max_target_error_increase=0.0)
+    settings = QuantSettings(keep_output_layers_float=False)
+    lines = []
+    info, gate = make_int8(fp32, tmp_path / "int8.onnx", manifest, sets / "calib", sets / "eval", lines.append,
+                           settings, strict)
+    assert gate["passed"] and gate["target_error_increase"] <= 0.0
+    kept = gate["kept_float_for_accuracy"]
+    assert kept and info["kept_float_for_accuracy"] == kept
+    assert set(kept) <= set(info["quantizer"]["kept_float"])
+    assert any("most sensitive layers" in line for line in lines)
+    # Without the search the same limits are a clear failure.
+    with pytest.raises(CalibrationError, match="INT8 model rejected"):
+        make_int8(fp32, tmp_path / "int8b.onnx", manifest, sets / "calib", sets / "eval", lines.append, settings,
+                  strict, search=False)
+    # Limits nothing can meet: the search says so.
+    with pytest.raises(CalibrationError, match="no mixed-precision model passes"):
+        make_int8(fp32, tmp_path / "int8c.onnx", manifest, sets / "calib", sets / "eval", lines.append, settings,
+                  GateLimits(max_accuracy_drop=-1.0), search=True)

@@ -80,7 +80,7 @@ def quantized(tmp_path_factory):
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((4, 8, 40)).astype(np.float32)} for _ in range(4)]
     out = tmp / "int8.onnx"
-    summary = quantize_int8(fp32, out, batches, keep_float_prefixes=())
+    summary = quantize_int8(fp32, out, batches, keep_float_prefixes=(), keep_output_layers_float=False)
     return fp32, out, summary
 
 
