@@ -25,6 +25,9 @@ EXTRAS = {
         "scikit-learn>=1.4",
     ],
     "trt": ["tensorrt>=10.3", "pycuda>=2024.1"],
+    # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces
+    # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
+    "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
 }
 

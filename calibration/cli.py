@@ -8,7 +8,8 @@ import argparse
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.int8 import calibrate_bundle
 
-    calibrate_bundle(args.bundle, args.calibration, args.eval)
+    calibrate_bundle(args.bundle, args.calibration, args.eval, quantizer=args.quantizer,
+                     search=not args.no_precision_search)
     return 0
 
 
@@ -18,4 +19,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle directory (rewritten atomically)")
     p.add_argument("--calibration", required=True, help="sample set to calibrate with (e.g. recorded on the robot)")
     p.add_argument("--eval", required=True, help="labelled sample set for the accuracy gate")
+    p.add_argument("--quantizer", choices=("onnxruntime", "modelopt"),
+                   help="INT8 quantizer (default: the one the bundle was made with)")
+    p.add_argument("--no-precision-search", action="store_true",
+                   help="fail when INT8 misses the accuracy gate instead of keeping sensitive layers in float")
     p.set_defaults(func=_cmd_calibrate)

@@ -3,6 +3,7 @@ calibrate a Q/DQ model from the FP32 one, then gate it against FP32."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -63,7 +64,8 @@ def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: 
     return info, {**gate.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy)}
 
 
-def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path, log=print) -> Bundle:
+def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path, log=print,
+                     quantizer: str | None = None, search: bool = True) -> Bundle:
     """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot).
 
     The bundle is rewritten atomically: if calibration or the gate fails, the old
@@ -79,8 +81,11 @@ def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set:
                 (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(old.path / f.path, tmp / f.path)
         previous = (old.manifest.provenance.get("calibration") or {}).get("settings")
-        settings = QuantSettings.from_dict(previous) if previous else None
-        info, gate = make_int8(fp32, tmp / INT8_ONNX, old.manifest, calibration, eval_set, log, settings)
+        settings = QuantSettings.from_dict(previous) if previous else QuantSettings()
+        if quantizer:
+            settings = dataclasses.replace(settings, quantizer=quantizer)
+        info, gate = make_int8(fp32, tmp / INT8_ONNX, old.manifest, calibration, eval_set, log, settings,
+                               search=search)
         report_name = old.manifest.reports.get("json")
         if report_name:
             report = json.loads((tmp / report_name).read_text())

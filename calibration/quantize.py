@@ -24,6 +24,9 @@ from calibration.errors import CalibrationError
 # The log-mel front end and the per-utterance level normalisation that follows it.
 DEFAULT_KEEP_FLOAT_PREFIXES = ("/audio_encoder/frontend/", "/audio_encoder/Sub")
 QUANTIZED_OP_TYPES = ("Conv", "Gemm", "MatMul")  # where int8 pays off; the rest stays float
+QUANTIZERS = ("onnxruntime", "modelopt")
+NO_SAMPLES = "no calibration samples were given; quantizing needs a calibration set (scales are never guessed)"
+MODELOPT_CALIBRATION_BATCH = 16  # per calibration step; ModelOpt would otherwise calibrate at batch 1
 
 
 @dataclass(frozen=True)
@@ -32,27 +35,30 @@ class QuantSettings:
 
     keep_float_prefixes: tuple[str, ...] = DEFAULT_KEEP_FLOAT_PREFIXES
     keep_output_layers_float: bool = True
+    quantizer: str = "onnxruntime"  # or "modelopt"
 
     def __post_init__(self) -> None:
+        if self.quantizer not in QUANTIZERS:
+            raise CalibrationError(f"unknown quantizer {self.quantizer!r}; choose one of {list(QUANTIZERS)}")
         if isinstance(self.keep_float_prefixes, str) or not all(isinstance(p, str) for p in self.keep_float_prefixes):
             raise CalibrationError(f"keep_float must be a list of node-name prefixes, got {self.keep_float_prefixes!r}")
         object.__setattr__(self, "keep_float_prefixes", tuple(self.keep_float_prefixes))
 
     @classmethod
     def from_dict(cls, data: dict) -> QuantSettings:
-        unknown = set(data) - {"keep_float_prefixes", "keep_output_layers_float"}
+        unknown = set(data) - {"keep_float_prefixes", "keep_output_layers_float", "quantizer"}
         if unknown:
             raise CalibrationError(f"quantization settings: unknown keys {sorted(unknown)}; known are "
-                                   "keep_float_prefixes, keep_output_layers_float")
+                                   "keep_float_prefixes, keep_output_layers_float, quantizer")
         return cls(**data)
 
     def to_dict(self) -> dict:
         return {"keep_float_prefixes": list(self.keep_float_prefixes),
-                "keep_output_layers_float": self.keep_output_layers_float}
+                "keep_output_layers_float": self.keep_output_layers_float, "quantizer": self.quantizer}
 
     def quantize_kwargs(self) -> dict:
         return {"keep_float_prefixes": self.keep_float_prefixes,
-                "keep_output_layers_float": self.keep_output_layers_float}
+                "keep_output_layers_float": self.keep_output_layers_float, "quantizer": self.quantizer}
 
 
 class _Reader:
@@ -147,20 +153,24 @@ def dedicate_qdq_pairs(model) -> int:
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable[dict[str, np.ndarray]],
                   keep_float_prefixes: tuple[str, ...] = DEFAULT_KEEP_FLOAT_PREFIXES,
-                  keep_float_nodes: tuple[str, ...] = (), keep_output_layers_float: bool = True) -> dict:
+                  keep_float_nodes: tuple[str, ...] = (), keep_output_layers_float: bool = True,
+                  quantizer: str = "onnxruntime") -> dict:
     """Write an INT8 Q/DQ model calibrated on ``batches``; returns a summary (samples, nodes kept float).
 
     Nodes kept in floating point: those named by ``keep_float_prefixes`` and
     ``keep_float_nodes``, and with ``keep_output_layers_float`` the layers that
     produce the model's outputs (the heads: tiny, and where rounding shows most).
+    ``quantizer`` is ONNX Runtime's ``quantize_static`` (the default) or NVIDIA
+    ModelOpt's ONNX PTQ (the ``modelopt`` extra), which places Q/DQ by
+    TensorRT's own fusion rules.
 
     Raises:
-        CalibrationError: no calibration samples, or batches that do not fit the model.
+        CalibrationError: no calibration samples, batches that do not fit the model, or an unknown quantizer.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    if quantizer not in QUANTIZERS:
+        raise CalibrationError(f"unknown quantizer {quantizer!r}; choose one of {list(QUANTIZERS)}")
     model = onnx.load(str(fp32_path))
     input_names = [i.name for i in model.graph.input]
     keep = {n.name for n in model.graph.node if n.name.startswith(tuple(keep_float_prefixes))} | set(keep_float_nodes)
@@ -169,37 +179,81 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
     keep = sorted(keep)
     reader = _Reader(batches, input_names)
     with tempfile.TemporaryDirectory() as tmp:
-        pre = Path(tmp) / "pre.onnx"
-        # Shape inference and constant folding first, as ONNX Runtime recommends.
-        quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
         staged = Path(tmp) / "int8.onnx"
-        try:
-            quantize_static(
-                str(pre), str(staged), reader,
-                quant_format=QuantFormat.QDQ,
-                activation_type=QuantType.QInt8,
-                weight_type=QuantType.QInt8,
-                per_channel=True,
-                op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-                nodes_to_exclude=keep,
-                calibrate_method=CalibrationMethod.MinMax,
-                # Biases stay float: TensorRT fuses them itself and takes no int32 Q/DQ.
-                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                               "DedicatedQDQPair": True},
-            )
-        except CalibrationError:
-            raise
-        except Exception as exc:
-            if reader.count == 0:
-                raise CalibrationError("no calibration samples were given; quantizing needs a calibration set "
-                                       "(scales are never guessed)") from exc
-            raise CalibrationError(f"ONNX Runtime quantization failed: {exc}") from exc
-        if reader.count == 0:
-            raise CalibrationError("no calibration samples were given; quantizing needs a calibration set "
-                                   "(scales are never guessed)")
+        if quantizer == "onnxruntime":
+            details = _quantize_onnxruntime(Path(fp32_path), staged, reader, keep, Path(tmp))
+        else:
+            details = _quantize_modelopt(Path(fp32_path), staged, reader, keep)
         quantized = onnx.load(str(staged))
         n_pairs = dedicate_qdq_pairs(quantized)
         onnx.save(quantized, str(staged))
         Path(out_path).write_bytes(staged.read_bytes())
-    return {"calibration_samples": reader.count, "kept_float": keep, "dedicated_qdq_pairs": n_pairs, "method": "onnxruntime.quantize_static",
-            "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-channel", "biases": "float"}
+    return {"calibration_samples": reader.count, "kept_float": keep, "dedicated_qdq_pairs": n_pairs,
+            "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-channel",
+            "biases": "float", **details}
+
+
+def _quantize_onnxruntime(fp32_path: Path, staged: Path, reader: _Reader, keep: list[str], tmp: Path) -> dict:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = tmp / "pre.onnx"
+    # Shape inference and constant folding first, as ONNX Runtime recommends.
+    quant_pre_process(str(fp32_path), str(pre), skip_symbolic_shape=True)
+    try:
+        quantize_static(
+            str(pre), str(staged), reader,
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+            nodes_to_exclude=keep,
+            calibrate_method=CalibrationMethod.MinMax,
+            # Biases stay float: TensorRT fuses them itself and takes no int32 Q/DQ.
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                           "DedicatedQDQPair": True},
+        )
+    except CalibrationError:
+        raise
+    except Exception as exc:
+        if reader.count == 0:
+            raise CalibrationError(NO_SAMPLES) from exc
+        raise CalibrationError(f"ONNX Runtime quantization failed: {exc}") from exc
+    if reader.count == 0:
+        raise CalibrationError(NO_SAMPLES)
+    import onnxruntime
+
+    return {"method": "onnxruntime.quantize_static (MinMax)", "quantizer_version": onnxruntime.__version__}
+
+
+def _quantize_modelopt(fp32_path: Path, staged: Path, reader: _Reader, keep: list[str]) -> dict:
+    """NVIDIA ModelOpt ONNX PTQ, calibrated on the CPU execution provider (no GPU needed)."""
+    import re
+
+    try:
+        import modelopt
+        from modelopt.onnx.quantization import quantize
+    except ImportError as exc:
+        raise CalibrationError("the modelopt quantizer needs NVIDIA ModelOpt: pip install 'voxedge[modelopt]' "
+                               "(it brings onnxruntime-gpu and cupy; use a separate environment), or use "
+                               "--quantizer onnxruntime") from exc
+    # ModelOpt takes the whole calibration set as arrays; 512 samples are ~100 MB.
+    parts: dict[str, list[np.ndarray]] = {}
+    while (batch := reader.get_next()) is not None:
+        for name, value in batch.items():
+            parts.setdefault(name, []).append(value)
+    if reader.count == 0:
+        raise CalibrationError(NO_SAMPLES)
+    data = {name: np.concatenate(values) for name, values in parts.items()}
+    step = min(MODELOPT_CALIBRATION_BATCH, reader.count)
+    shapes = ",".join(f"{n}:{'x'.join(str(d) for d in (step, *v.shape[1:]))}" for n, v in data.items())
+    try:
+        quantize(onnx_path=str(fp32_path), quantize_mode="int8", calibration_data=data,
+                 calibration_method="entropy", calibration_eps=["cpu"], calibration_shapes=shapes,
+                 # anchored regexes (ModelOpt uses re.match): exactly these nodes
+                 nodes_to_exclude=[re.escape(n) + "$" for n in keep],
+                 high_precision_dtype="fp32", output_path=str(staged))
+    except Exception as exc:
+        raise CalibrationError(f"ModelOpt quantization failed: {exc}") from exc
+    return {"method": "modelopt.onnx.quantization (entropy)", "quantizer_version": modelopt.__version__}

@@ -13,7 +13,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     from convert.pipeline import convert
 
     convert(args.checkpoint, args.out, config_path=args.config, factory=args.factory,
-            calibration=args.calibration, eval_set=args.eval)
+            calibration=args.calibration, eval_set=args.eval, fp16=args.fp16, quantizer=args.quantizer,
+            search=not args.no_precision_search)
     return 0
 
 
@@ -26,5 +27,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--factory", help="model factory 'package.module:function' (default: the config's)")
     p.add_argument("--calibration", help="sample set to calibrate an INT8 Q/DQ model with (see voxedge make-set)")
     p.add_argument("--eval", help="labelled sample set for the INT8 accuracy gate (required with --calibration)")
+    p.add_argument("--fp16", action="store_true",
+                   help="add an FP16 model (for ONNX Runtime's CUDA/TensorRT providers), checked against PyTorch")
+    p.add_argument("--quantizer", choices=("onnxruntime", "modelopt"),
+                   help="INT8 quantizer (default: the config's, else onnxruntime); modelopt needs voxedge[modelopt]")
+    p.add_argument("--no-precision-search", action="store_true",
+                   help="fail when INT8 misses the accuracy gate instead of keeping sensitive layers in float")
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically if it exists)")
     p.set_defaults(func=_cmd_convert)

@@ -33,6 +33,27 @@ def _namer(model):
     return fresh
 
 
+def toposort(graph) -> None:
+    """Order ``graph.node`` so every node comes after the producers of its inputs (in place, stable)."""
+    available = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in available for i in node.input):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):
+            missing = sorted({i for n in rest for i in n.input} - available)
+            raise ValueError(f"graph has a cycle or reads undefined tensors {missing[:5]}")
+        pending = rest
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
 def conv1d_as_conv2d(model):
     """Rewrite every 1-D Conv with a constant weight into its 2-D 1 x k equivalent; returns (model, count)."""
     import onnx

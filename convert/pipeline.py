@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
+from calibration.gate import accuracy_gate
 from calibration.int8 import INT8_ONNX, make_int8
+from calibration.sampleset import read_set
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
 from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
+from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
 from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
 
@@ -56,11 +59,14 @@ def _heads_from_checkpoint(config: ConvertConfig, meta: dict) -> ConvertConfig:
 
 def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = REFERENCE_CONFIG,
             factory: str | None = None, calibration: str | Path | None = None, eval_set: str | Path | None = None,
-            log=print) -> Bundle:
+            log=print, fp16: bool = False, quantizer: str | None = None, search: bool = True) -> Bundle:
     """Convert a checkpoint into a bundle at ``out``; nothing is left at ``out`` if a step fails.
 
     With ``calibration`` (a sample set directory) an INT8 Q/DQ model is added,
-    which must pass the accuracy gate on ``eval_set`` against the FP32 model.
+    which must pass the accuracy gate on ``eval_set`` against the FP32 model
+    (keeping its most sensitive layers in float if ``search`` allows); with
+    ``fp16`` an FP16 model is added, checked against PyTorch (and gated when
+    ``eval_set`` is given). ``quantizer`` overrides the config's.
     """
     t0 = time.monotonic()
     if calibration is not None and eval_set is None:
@@ -73,6 +79,8 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     config = _heads_from_checkpoint(config, meta)
     golden = golden_inputs(config.inputs, batch=GOLDEN_BATCH)
     settings = config.quant_settings()
+    if quantizer:
+        settings = dataclasses.replace(settings, quantizer=quantizer)
 
     def populate(tmp: Path) -> Manifest:
         log(f"[2/3] exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
@@ -84,13 +92,28 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
                  **{f"output.{k}": v for k, v in reference.items()})
         report = {"verification": {"fp32": [dataclasses.asdict(e) for e in errors]}}
         files = [ModelFile(FP32_ONNX, "", "fp32")]
+        if fp16:
+            log(f"      FP16 variant ({FP16_ONNX}; kept in FP32: {', '.join(settings.keep_float_prefixes) or 'nothing'})")
+            report["fp16"] = make_fp16(tmp / FP32_ONNX, tmp / FP16_ONNX, settings.keep_float_prefixes)
+            report["verification"]["fp16"] = [dataclasses.asdict(e)
+                                              for e in verify_fp16(tmp / FP16_ONNX, golden, reference)]
+            files.append(ModelFile(FP16_ONNX, "", "fp16"))
+            if eval_set is not None:
+                gate = accuracy_gate(tmp / FP32_ONNX, tmp / FP16_ONNX, read_set(eval_set), Manifest(
+                    inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
+                    heads=config.heads))
+                log(f"      FP16 {gate.describe()}")
+                if not gate.passed:
+                    raise ConvertError(f"FP16 model rejected: {gate.describe()}; convert without --fp16")
+                report["fp16_accuracy_gate"] = gate.to_dict()
         calib_info = None
         if calibration is not None:
             probe = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
                              heads=config.heads)
             try:
                 calib_info, report["accuracy_gate"] = make_int8(tmp / FP32_ONNX, tmp / INT8_ONNX, probe,
-                                                                calibration, eval_set, log, settings)
+                                                                calibration, eval_set, log, settings,
+                                                                search=search)
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
             files.append(ModelFile(INT8_ONNX, "", "int8"))

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
-    return convert(DEFAULT_CHECKPOINT, tmp_path_factory.mktemp("b") / "bundle", log=lambda *_: None)
+    return convert(DEFAULT_CHECKPOINT, tmp_path_factory.mktemp("b") / "bundle", log=lambda *_: None, fp16=True)
 
 
 def test_reference_bundle_is_verified_and_self_describing(bundle):
@@ -35,6 +35,26 @@ def test_reference_bundle_is_verified_and_self_describing(bundle):
     report = json.loads((bundle.path / "report.json").read_text())
     for row in report["verification"]["fp32"]:
         assert row["max_abs"] < 1e-3 and row["cosine"] > 0.9999
+
+
+def test_fp16_variant_keeps_the_front_end_and_io_in_fp32_and_matches_pytorch(bundle):
+    import onnx
+
+    m = load_bundle(bundle.path).manifest
+    assert m.file("fp16").path == "model.fp16.onnx"
+    model = onnx.load(str(bundle.model_path("fp16")))
+    f16 = onnx.TensorProto.FLOAT16
+    assert sum(i.data_type == f16 for i in model.graph.initializer) > 20  # the weights are half precision
+    assert all(t.type.tensor_type.elem_type != f16 for t in (*model.graph.input, *model.graph.output))
+    report = json.loads((bundle.path / "report.json").read_text())
+    assert "/audio_encoder/frontend/Conv" in report["fp16"]["kept_fp32"]
+    for row in report["verification"]["fp16"]:
+        assert row["cosine"] > 0.999
+    assert set(report["latency_ms_batch1"]) == {"fp32", "fp16"}
+    golden = np.load(bundle.path / "golden.npz")
+    out = ort.InferenceSession(str(bundle.model_path("fp16")), providers=["CPUExecutionProvider"]).run(
+        ["intent_logits"], {"image": golden["input.image"], "audio": golden["input.audio"]})[0]
+    assert (out.argmax(1) == golden["output.intent_logits"].argmax(1)).all()
 
 
 def test_onnx_has_dynamic_batch_and_reproduces_golden_outputs(bundle):

@@ -69,3 +69,28 @@ def test_calibration_batches_must_fit_the_model(setup):
     with pytest.raises(CalibrationError, match="lacks model inputs"):
         quantize_int8(fp32, tmp / "bad.onnx", [{"image": np.zeros((1, 120, 160, 3), np.uint8)}])
     assert not (tmp / "bad.onnx").exists()
+
+
+def test_modelopt_quantizer_without_modelopt_says_how_to_install_it(setup):
+    tmp, fp32, batches = setup
+    try:
+        import modelopt.onnx.quantization  # noqa: F401
+    except ImportError:
+        with pytest.raises(CalibrationError, match=r"pip install 'voxedge\[modelopt\]'"):
+            quantize_int8(fp32, tmp / "mo.onnx", batches[:2], quantizer="modelopt")
+        assert not (tmp / "mo.onnx").exists()
+        return
+    # Where ModelOpt is installed (its own venv: it brings onnxruntime-gpu), quantize for real.
+    summary = quantize_int8(fp32, tmp / "mo.onnx", batches[:4], quantizer="modelopt")
+    assert summary["method"].startswith("modelopt") and summary["calibration_samples"] == 64
+    model = onnx.load(str(tmp / "mo.onnx"))
+    inits = {i.name: i for i in model.graph.initializer}
+    zero_points = [numpy_helper.to_array(inits[n.input[2]]) for n in model.graph.node
+                   if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(z.dtype == np.int8 and not z.any() for z in zero_points)
+
+
+def test_unknown_quantizer_is_refused(setup):
+    tmp, fp32, batches = setup
+    with pytest.raises(CalibrationError, match="unknown quantizer 'tflite'"):
+        quantize_int8(fp32, tmp / "x.onnx", batches[:1], quantizer="tflite")
