@@ -90,6 +90,11 @@ def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set:
         if report_name:
             report = json.loads((tmp / report_name).read_text())
             report["accuracy_gate"] = gate
+            import onnx
+
+            from edge.trt_check import tensorrt_warnings
+
+            report.setdefault("tensorrt_check", {})["int8"] = tensorrt_warnings(onnx.load(str(tmp / INT8_ONNX)))
             (tmp / report_name).write_text(json.dumps(report, indent=2) + "\n")
         files = [f for f in old.manifest.files if f.path != INT8_ONNX] + [ModelFile(INT8_ONNX, "", "int8")]
         provenance = {**old.manifest.provenance, "calibration": info}

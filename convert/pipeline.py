@@ -20,6 +20,7 @@ from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, v
 from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
 from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
+from edge.trt_check import tensorrt_warnings
 
 FP32_ONNX = "model.fp32.onnx"
 GOLDEN = "golden.npz"
@@ -68,6 +69,8 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     ``fp16`` an FP16 model is added, checked against PyTorch (and gated when
     ``eval_set`` is given). ``quantizer`` overrides the config's.
     """
+    import onnx
+
     t0 = time.monotonic()
     if calibration is not None and eval_set is None:
         raise ConvertError("INT8 needs an evaluation set for its accuracy gate: pass --eval DIR with --calibration")
@@ -117,8 +120,12 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
             files.append(ModelFile(INT8_ONNX, "", "int8"))
-        log("      drawing the report (error histograms, confusion matrices, latency)")
         models = {f.precision: tmp / f.path for f in files}
+        report["tensorrt_check"] = {p: tensorrt_warnings(onnx.load(str(path))) for p, path in models.items()}
+        for p, warnings in report["tensorrt_check"].items():
+            for w in warnings:
+                log(f"      warning: the {p} model will not build on the robot as it is: {w}")
+        log("      drawing the report (error histograms, confusion matrices, latency)")
         report.update(write_report(tmp, models, golden, reference, config.heads.intent_labels,
                                    report.get("accuracy_gate")))
         report["timing_s"] = {"total": time.monotonic() - t0}

@@ -120,3 +120,29 @@ def test_cli_reports_errors_without_traceback(tmp_path):
                              "--factory", "reference_model.model:nothing"], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "no callable 'nothing'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tensorrt_check_names_what_the_robot_parser_would_refuse(bundle):
+    from onnx import TensorProto, helper
+
+    from edge.trt_check import tensorrt_warnings
+
+    report = json.loads((bundle.path / "report.json").read_text())
+    assert report["tensorrt_check"] == {"fp32": [], "fp16": []}  # the reference model builds as it is
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
+    graph = helper.make_graph(
+        [helper.make_node("Unique", ["x"], ["u"], name="dedupe"),
+         helper.make_node("Einsum", ["x", "x"], ["d"], name="diag", equation="i,i->i"),
+         helper.make_node("Einsum", ["x"], ["e"], name="ell", equation="...->..."),
+         helper.make_node("Inverse", ["x"], ["inv"], name="contrib", domain="com.microsoft"),
+         helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"], name="asym")],
+        "g", [x], [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ("u", "d", "e", "inv", "q")],
+        [helper.make_tensor("s", TensorProto.FLOAT, [], [0.1]), helper.make_tensor("zp", TensorProto.INT8, [], [3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    warnings = "\n".join(tensorrt_warnings(model))
+    assert "opset 21 is outside what TensorRT 10.3 parses" in warnings
+    assert "node dedupe (Unique): TensorRT's ONNX parser has no Unique operator" in warnings
+    assert "node ell (Einsum): TensorRT's Einsum takes no ellipsis" in warnings
+    assert "node contrib (Inverse): operator domain 'com.microsoft' needs a TensorRT plugin" in warnings
+    assert "node asym (QuantizeLinear): zero point must be 0" in warnings
+    assert "node diag" not in warnings  # i,i->i repeats an index across operands, not within one: fine

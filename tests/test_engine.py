@@ -87,3 +87,47 @@ def test_build_reference_fp16_engine(tmp_path):
     assert plan.is_file() and plan.stat().st_size > 100_000
     assert find_engine(bundle, device_key(bundle, "fp16", (1, 1, 4), ("FP16",))) == plan
     assert list((tmp_path / "b" / "engines").glob("timing-*.cache"))
+
+
+def test_tensorrt_runner_without_tensorrt_points_to_the_onnxruntime_runner(tmp_path):
+    if __import__("importlib").util.find_spec("tensorrt") is not None:
+        pytest.skip("TensorRT is installed here")
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+    from edge.runners import RunnerError, make_runner
+
+    bundle = convert(DEFAULT_CHECKPOINT, tmp_path / "b", log=lambda *_: None)
+    runner = make_runner("tensorrt", bundle, "fp16")
+    assert runner.model_path.name == "model.fp32.onnx"  # fp16 engines are built from the FP32 model
+    with pytest.raises(RunnerError, match="needs tensorrt and pycuda.*use the onnxruntime runner"):
+        runner.activate()
+    assert not runner.is_active
+
+
+@pytest.mark.requires_tensorrt
+@pytest.mark.requires_cuda
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_tensorrt_runner_agrees_with_onnxruntime(tmp_path, precision):
+    import numpy as np
+
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+    from edge.engine import build_engine
+    from edge.runners import make_runner
+    from reference_model.sets import write_sim_set
+
+    write_sim_set(tmp_path / "calib", split="val", n=64)
+    write_sim_set(tmp_path / "eval", split="test", n=64)
+    convert(DEFAULT_CHECKPOINT, tmp_path / "b", calibration=tmp_path / "calib", eval_set=tmp_path / "eval",
+            log=lambda *_: None)
+    build_engine(tmp_path / "b", precision, max_batch=4, log=lambda *_: None)
+    bundle = load_bundle(tmp_path / "b")
+    golden = np.load(bundle.path / "golden.npz")
+    feed = {"image": golden["input.image"], "audio": golden["input.audio"]}
+    with make_runner("tensorrt", bundle, precision, max_batch=4) as trt_runner:
+        got = trt_runner.infer(feed)
+        one = trt_runner.infer({k: v[:1] for k, v in feed.items()})  # a smaller batch on the same buffers
+    assert list(got) == ["intent_logits", "target_xy", "target_logit", "attention"]
+    assert (got["intent_logits"].argmax(1) == golden["output.intent_logits"].argmax(1)).all()
+    assert np.abs(got["target_xy"] - golden["output.target_xy"]).max() < 0.05
+    np.testing.assert_allclose(one["target_xy"], got["target_xy"][:1], atol=1e-3)

@@ -1,4 +1,4 @@
-"""Inference runners behind one contract (``Runner``): ONNX Runtime now, TensorRT on the robot.
+"""Inference runners behind one contract (``Runner``): ONNX Runtime anywhere, TensorRT on the robot.
 
 Backends import their heavy packages lazily, in ``activate``; ``make_runner``
 picks one by name.
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from edge.runners.base import Runner, RunnerError
 
-BACKENDS = {"onnxruntime": "edge.runners.onnxruntime:OnnxRuntimeRunner"}
+BACKENDS = {"onnxruntime": "edge.runners.onnxruntime:OnnxRuntimeRunner",
+            "tensorrt": "edge.runners.tensorrt:TensorRtRunner"}
 
 
 def make_runner(backend: str, bundle, precision: str = "fp32", **options) -> Runner:
