@@ -1,0 +1,1166 @@
+"""Host side of the serial link to the robot's microcontroller.
+
+``Link`` owns the serial port in one I/O thread ("bridge-io"): it opens the port
+exclusively, does the handshake, streams setpoints, sends and retries controls,
+decodes telemetry, and reconnects after a cable pull. Callers on other threads
+only touch bounded slots and get immutable snapshots back::
+
+    with Link("/dev/robot") as link:
+        link.arm().result(timeout=1.0).raise_for_status()
+        while driving:
+            link.send_setpoint(0.2, 0.0)          # every 50 ms; latest-only, never retransmitted
+            pose = link.telemetry                 # frozen snapshot with .age_s
+        link.estop()                              # jumps the queue, repeated until acknowledged
+
+Traffic classes
+    Setpoints are latest-only: a newer one replaces an unsent older one, and none
+    is ever resent. Each carries the host time it was issued and a TTL; the MCU
+    drops stale, out-of-order and duplicated ones. Controls (arm, disarm, clear
+    failsafe, gripper, config) are queued (at most ``CONTROL_QUEUE_MAX``), sent one
+    at a time and retried with the same id and first-send timestamp until
+    acknowledged; the MCU executes an id at most once and re-acks duplicates.
+    After ``CONTROL_ATTEMPTS`` sends without an ack, the control is reported
+    failed (its TTL, equal to the retry window, keeps a late copy from executing).
+    E-stop overtakes everything, is repeated until acknowledged, survives reconnects,
+    and nothing else is sent before it is acknowledged.
+
+Reconnects
+    While the port path is missing it is polled every ``PORT_POLL_MS`` (a replugged
+    adapter is back within a fraction of a second); opening or handshaking failures
+    back off from 0.5 s to 5 s. A connection with no valid frame for
+    ``LINK_SILENCE_TIMEOUT_MS`` is dropped and reopened. Pending controls fail when
+    the link drops (never replayed on a new connection) and the MCU disarms on every
+    handshake: after a reconnect the robot stays disarmed until ``arm()``.
+
+Clocks
+    Host timestamps are ``time.monotonic()`` in ms modulo 2**32. How the MCU turns
+    them into ages is documented in ``firmware/core/vx_core.h``: it tracks the
+    lower envelope of (MCU receive time - host timestamp), so a setpoint's age is
+    its delay beyond the fastest recent frame, never over-estimated.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import math
+import os
+import secrets
+import select
+import statistics
+import threading
+import time
+from collections import OrderedDict, deque
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+import serial
+
+from firmware_bridge import messages as M
+from firmware_bridge.codec import FrameReader, encode_frame
+from firmware_bridge.errors import (
+    BridgeError,
+    BridgeTimeoutError,
+    ControlFailedError,
+    ControlRefusedError,
+    HandshakeError,
+    InvalidValueError,
+    LinkStateError,
+    NotConnectedError,
+    PortBusyError,
+    PortError,
+    PortNotFoundError,
+    PortPermissionError,
+)
+from firmware_bridge.spec import (
+    CONST,
+    COUNTER_NAMES,
+    SCHEMA_HASH,
+    Capability,
+    EchoResult,
+    Gripper,
+    HeaderFlag,
+    LinkFlag,
+    MsgType,
+    Op,
+    Reason,
+    Result,
+    State,
+)
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+log = logging.getLogger(__name__)
+
+BAUD_RATE = int(CONST["BAUD_RATE"])
+TTL_DEFAULT_S = CONST["TTL_DEFAULT_MS"] / 1000.0
+TTL_MAX_S = CONST["TTL_MAX_MS"] / 1000.0
+MAX_LINEAR_M_S = float(CONST["MAX_LINEAR_M_S"])
+MAX_ANGULAR_RAD_S = float(CONST["MAX_ANGULAR_RAD_S"])
+ACK_TIMEOUT_S = CONST["CONTROL_ACK_TIMEOUT_MS"] / 1000.0
+CONTROL_ATTEMPTS = int(CONST["CONTROL_ATTEMPTS"])
+HANDSHAKE_RETRY_S = CONST["HANDSHAKE_RETRY_MS"] / 1000.0
+HANDSHAKE_TIMEOUT_S = CONST["HANDSHAKE_TIMEOUT_MS"] / 1000.0
+LINK_SILENCE_TIMEOUT_S = CONST["LINK_SILENCE_TIMEOUT_MS"] / 1000.0
+BACKOFF_MIN_S = CONST["RECONNECT_BACKOFF_MIN_MS"] / 1000.0
+BACKOFF_MAX_S = CONST["RECONNECT_BACKOFF_MAX_MS"] / 1000.0
+PORT_POLL_S = CONST["PORT_POLL_MS"] / 1000.0
+TELEMETRY_PERIOD_MIN_S = CONST["TELEMETRY_PERIOD_MIN_MS"] / 1000.0
+TELEMETRY_PERIOD_MAX_S = CONST["TELEMETRY_PERIOD_MAX_MS"] / 1000.0
+
+CONTROL_QUEUE_MAX = 8  # controls waiting behind the one in flight; more fail at once ("queue full")
+WRITE_TIMEOUT_S = 0.5  # a write blocked this long means the port is wedged: reconnect
+IO_TICK_S = 0.05  # the I/O thread wakes at least this often
+JOIN_TIMEOUT_S = 3.0  # bounded join of the I/O thread
+RTT_SAMPLES = 256  # round-trip times kept for the percentiles
+ECHO_PENDING_MAX = 64  # echo requests remembered while waiting for their answer
+RX_REORDER_WINDOW = 64  # an MCU frame this many sequence numbers behind the last is a counter restart
+_U32 = 0xFFFFFFFF
+
+
+def host_ms() -> int:
+    """The host timestamp carried in frames: ``time.monotonic()`` in ms modulo 2**32."""
+    return int(time.monotonic() * 1000.0) & _U32
+
+
+def _s32(value: int) -> int:
+    """Interpret a 32-bit difference as signed (serial-number arithmetic)."""
+    value &= _U32
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+# ---------------------------------------------------------------------------- public snapshots
+
+
+class Outcome(str, Enum):
+    """What became of a control."""
+
+    DELIVERED = "delivered"  # the MCU acknowledged it with Result.OK
+    REFUSED = "refused"  # the MCU acknowledged it with a refusal (see ControlResult.result)
+    FAILED = "failed"  # no acknowledgement: not delivered, or delivered and the ack lost
+
+
+@dataclass(frozen=True)
+class ControlResult:
+    """Outcome of one control message (the value of the future returned by ``arm()`` etc.)."""
+
+    op: Op
+    control_id: int
+    outcome: Outcome
+    result: Result | None  # the MCU's result code, None when it never answered
+    attempts: int  # frames sent with this id
+    detail: str  # human explanation, says what to do when it did not work
+    rtt_s: float | None = None  # send of the acknowledged attempt -> ack
+
+    @property
+    def delivered(self) -> bool:
+        """True when the MCU answered (whether it executed or refused the control)."""
+        return self.outcome is not Outcome.FAILED
+
+    @property
+    def ok(self) -> bool:
+        """True when the MCU executed the control."""
+        return self.outcome is Outcome.DELIVERED
+
+    def raise_for_status(self) -> ControlResult:
+        """Return self when the control was executed; otherwise raise.
+
+        Raises:
+            ControlRefusedError: the MCU refused it (e.g. arming on a schema mismatch).
+            ControlFailedError: no acknowledgement after all retries, or the link dropped.
+        """
+        if self.outcome is Outcome.REFUSED:
+            raise ControlRefusedError(self.detail)
+        if self.outcome is Outcome.FAILED:
+            raise ControlFailedError(self.detail)
+        return self
+
+
+@dataclass(frozen=True)
+class McuCounters:
+    """Link counters kept by the MCU (cumulative since it booted)."""
+
+    frames_ok: int
+    crc_errors: int
+    malformed: int
+    oversize: int
+    stale_dropped: int
+    out_of_order: int
+    duplicates: int
+    seq_gaps: int
+    watchdog_trips: int
+    setpoints_applied: int
+    rejected: int
+    controls_executed: int
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One telemetry report from the MCU, as received (immutable)."""
+
+    x_m: float
+    y_m: float
+    theta_rad: float
+    wheel_left_m_s: float  # measured (encoders)
+    wheel_right_m_s: float
+    motor_left_m_s: float  # commanded by the firmware after clamps and ramps
+    motor_right_m_s: float
+    battery_v: float
+    state: State
+    reason: Reason
+    gripper: Gripper
+    session: bool  # the MCU has a handshake on this connection
+    schema_ok: bool
+    last_setpoint_seq: int  # header seq of the last setpoint the MCU applied
+    counters: McuCounters
+    mcu_time_ms: int
+    seq: int
+    received_at: float  # host time.monotonic() when it arrived
+
+    @property
+    def age_s(self) -> float:
+        """Seconds since this report arrived."""
+        return time.monotonic() - self.received_at
+
+    @property
+    def armed(self) -> bool:
+        """True when the firmware is armed."""
+        return self.state is State.ARMED
+
+    @property
+    def motors_stopped(self) -> bool:
+        """True when the firmware commands zero speed on both wheels."""
+        return self.motor_left_m_s == 0.0 and self.motor_right_m_s == 0.0
+
+
+@dataclass(frozen=True)
+class HandshakeInfo:
+    """What the firmware announced when the current connection was set up."""
+
+    build_id: str
+    schema_hash: int  # the firmware's
+    host_schema_hash: int  # ours
+    capabilities: frozenset[Capability]
+    state: State  # at the handshake (never ARMED: a handshake disarms)
+    max_linear_m_s: float
+    max_angular_rad_s: float
+    port: str  # the device the port path resolved to
+    rtt_s: float  # first HELLO sent -> HELLO_ACK
+    completed_at: float  # time.monotonic()
+
+    @property
+    def schema_match(self) -> bool:
+        """True when host and firmware were built from the same protocol table (arming is allowed)."""
+        return self.schema_hash == self.host_schema_hash
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """Host-side link statistics (cumulative over the Link's life), plus the MCU's latest counters.
+
+    ``as_dict()`` gives flat name -> number pairs, ready to be exported as metrics.
+    """
+
+    connected: bool
+    connects: int  # successful handshakes (the first one included)
+    reconnects: int  # successful handshakes after a lost connection or an MCU reset
+    connect_failures: int
+    link_losses: int
+    frames_sent: int
+    frames_received: int  # valid frames
+    crc_errors: int  # received frames with a bad CRC
+    malformed: int
+    oversize: int
+    seq_gaps: int  # MCU frames missing by sequence number
+    stale_rx: int  # MCU frames duplicated or out of order (ignored)
+    setpoints_sent: int
+    setpoints_superseded: int  # replaced by a newer one before the I/O thread sent them
+    setpoints_dropped: int  # offered while the link was down
+    setpoints_clamped: int
+    controls_sent: int  # first sends
+    retries: int  # further sends of the same control id
+    controls_delivered: int
+    controls_refused: int
+    controls_failed: int
+    estops_sent: int
+    rtt_last_s: float | None
+    rtt_p50_s: float | None
+    rtt_p99_s: float | None
+    rtt_samples: int
+    mcu: McuCounters | None  # from the latest telemetry
+
+    @property
+    def watchdog_trips(self) -> int:
+        """Failsafe trips reported by the MCU (0 before the first telemetry)."""
+        return self.mcu.watchdog_trips if self.mcu else 0
+
+    def as_dict(self) -> dict[str, float | int | bool | None]:
+        """Flat dict (MCU counters prefixed ``mcu_``), e.g. for Prometheus gauges/counters."""
+        out = {k: v for k, v in asdict(self).items() if k != "mcu"}
+        for name, value in (asdict(self.mcu).items() if self.mcu else ()):
+            out[f"mcu_{name}"] = value
+        out["watchdog_trips"] = self.watchdog_trips
+        return out
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+class _Phase(Enum):
+    CLOSED = 0
+    HANDSHAKING = 1
+    CONNECTED = 2
+
+
+class _LinkLost(Exception):
+    """Internal: the current connection is unusable (the I/O thread reconnects)."""
+
+
+@dataclass
+class _PendingControl:
+    op: Op
+    control_id: int
+    future: Future
+    enqueued_at: float
+    args: tuple[float, float, int] = (0.0, 0.0, 0)
+    ttl_ms: int = 0
+    issued_ms: int | None = None  # header timestamp: the first send, kept by every retry
+    attempts: int = 0
+    next_at: float = 0.0
+    last_sent_at: float = 0.0
+
+
+@dataclass
+class _Counters:
+    connects: int = 0
+    reconnects: int = 0
+    connect_failures: int = 0
+    link_losses: int = 0
+    frames_sent: int = 0
+    seq_gaps: int = 0
+    stale_rx: int = 0
+    setpoints_sent: int = 0
+    setpoints_superseded: int = 0
+    setpoints_dropped: int = 0
+    setpoints_clamped: int = 0
+    controls_sent: int = 0
+    retries: int = 0
+    controls_delivered: int = 0
+    controls_refused: int = 0
+    controls_failed: int = 0
+    estops_sent: int = 0
+    rtts: deque = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
+
+
+def _open_error(port: str, exc: Exception) -> PortError:
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code == errno.ENOENT:
+        return PortNotFoundError(
+            f"serial port {port!r} does not exist: check the cable and `ls -l /dev/serial/by-id/`, install the "
+            "udev rule in firmware_bridge/deploy/ for a stable /dev/robot, or try `voxedge bridge --sim`")
+    if code in (errno.EACCES, errno.EPERM):
+        return PortPermissionError(
+            f"no permission to open {port!r}: add your user to the dialout group "
+            "(`sudo usermod -aG dialout $USER`, then log in again) or install the udev rule in firmware_bridge/deploy/")
+    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY) or "exclusively lock" in text:
+        return PortBusyError(
+            f"{port!r} is in use by another process (the link opens it exclusively): stop the other program "
+            f"(`fuser -v {port}`); ModemManager and brltty grab USB serial adapters, see firmware_bridge/deploy/README.md")
+    return PortError(f"cannot open serial port {port!r}: {text}")
+
+
+def _check_finite(name: str, value: float, unit: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InvalidValueError(f"{name}={value!r} is not a number: pass a value in {unit}") from exc
+    if not math.isfinite(v):
+        raise InvalidValueError(f"{name}={value!r} is not a finite number: pass a value in {unit}")
+    return v
+
+
+class Link:
+    """The serial link to the MCU; see the module docstring.
+
+    Args:
+        port: serial device path; prefer a stable one (``/dev/robot`` from the udev rule,
+            ``/dev/serial/by-id/...``), since reconnects reopen the same path.
+        baudrate: UART speed (the firmware uses ``BAUD_RATE``).
+        connect_timeout_s: how long :meth:`connect` waits for the first handshake.
+        ack_timeout_s: wait for an ack before resending a control.
+        control_attempts: sends of a control before it is reported failed.
+        echo_every: ask the MCU to echo every Nth setpoint (round-trip statistics); 0 turns it off.
+        schema_hash: the protocol schema hash announced in HELLO (tests override it).
+    """
+
+    def __init__(self, port: str, *, baudrate: int = BAUD_RATE, connect_timeout_s: float = HANDSHAKE_TIMEOUT_S + 1.0,
+                 ack_timeout_s: float = ACK_TIMEOUT_S, control_attempts: int = CONTROL_ATTEMPTS,
+                 echo_every: int = 10, schema_hash: int = SCHEMA_HASH) -> None:
+        if not isinstance(port, (str, os.PathLike)) or not str(port):
+            raise InvalidValueError(f"port={port!r}: pass a serial device path such as '/dev/robot'")
+        if int(baudrate) <= 0:
+            raise InvalidValueError(f"baudrate={baudrate!r} must be positive, e.g. {BAUD_RATE}")
+        if not 0.0 < ack_timeout_s <= 5.0:
+            raise InvalidValueError(f"ack_timeout_s={ack_timeout_s!r}: use a value in (0, 5] seconds")
+        if not 1 <= int(control_attempts) <= 50:
+            raise InvalidValueError(f"control_attempts={control_attempts!r}: use 1 to 50")
+        if control_attempts * ack_timeout_s * 1000 > CONST["TTL_MAX_MS"]:
+            raise InvalidValueError(
+                f"control_attempts * ack_timeout_s = {control_attempts * ack_timeout_s:.3f} s exceeds the firmware's "
+                f"TTL limit of {TTL_MAX_S} s: use fewer attempts or a shorter timeout")
+        if int(echo_every) < 0:
+            raise InvalidValueError(f"echo_every={echo_every!r} must be >= 0 (0 disables echo requests)")
+        self._port = os.fspath(port)
+        self._baudrate = int(baudrate)
+        self._connect_timeout_s = float(connect_timeout_s)
+        self._ack_timeout_s = float(ack_timeout_s)
+        self._attempts = int(control_attempts)
+        self._echo_every = int(echo_every)
+        self._schema_hash = int(schema_hash) & _U32
+        self._nonce = secrets.randbits(32)  # new per Link: the MCU forgets the control ids of older sessions
+
+        self._lock = threading.Lock()
+        self._telemetry_cond = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._first_done = threading.Event()
+        self._first_error: BaseException | None = None
+        self._wake_r: int | None = None
+        self._wake_w: int | None = None
+
+        # shared with callers (under _lock)
+        self._phase = _Phase.CLOSED
+        self._setpoint: tuple[float, float, int, int] | None = None
+        self._queue: deque[_PendingControl] = deque()
+        self._estop: _PendingControl | None = None
+        self._telemetry: Telemetry | None = None
+        self._handshake: HandshakeInfo | None = None
+        self._n = _Counters()
+        self._reader = FrameReader()
+        self._next_control_id = 1
+
+        # owned by the I/O thread
+        self._ser: serial.Serial | None = None
+        self._tx_seq = 1
+        self._rx_seq: int | None = None
+        self._inflight: _PendingControl | None = None
+        self._hello_seqs: dict[int, float] = {}
+        self._hs_started = 0.0
+        self._next_hello = 0.0
+        self._last_rx = 0.0
+        self._echo_sent: OrderedDict[int, float] = OrderedDict()
+        self._setpoint_count = 0
+        self._ever_connected = False
+        self._backoff_s = BACKOFF_MIN_S
+        self._next_attempt = 0.0
+        self._path_absent = False
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> str:
+        """The serial port path given to the constructor."""
+        return self._port
+
+    @property
+    def is_connected(self) -> bool:
+        """True while a handshaken connection is up (False while reconnecting)."""
+        with self._lock:
+            return self._phase is _Phase.CONNECTED
+
+    def connect(self) -> Link:
+        """Start the I/O thread, open the port and complete the first handshake.
+
+        Later cable pulls are handled in the background (see the module docstring).
+
+        Raises:
+            LinkStateError: already connected.
+            PortError: the port is missing, not permitted or busy.
+            HandshakeError: the MCU did not answer in time.
+        """
+        if self._thread is not None and self._thread.is_alive():
+            raise LinkStateError(f"link to {self._port!r} is already connected: call disconnect() first")
+        self._stop.clear()
+        self._first_done.clear()
+        self._ever_connected = False  # connect() reports the first attempt's failure to its caller
+        self._backoff_s = BACKOFF_MIN_S
+        self._next_attempt = 0.0
+        self._path_absent = False
+        self._first_error = None
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._thread = threading.Thread(target=self._run, name="bridge-io", daemon=True)
+        self._thread.start()
+        if not self._first_done.wait(self._connect_timeout_s):
+            self._shutdown()
+            raise HandshakeError(f"no handshake with the MCU on {self._port!r} within {self._connect_timeout_s:.1f} s: "
+                                 "check that the firmware is flashed and running, and the baud rate "
+                                 f"({self._baudrate})")
+        if self._first_error is not None:
+            err = self._first_error
+            self._shutdown()
+            raise err
+        info = self.handshake
+        if info is not None and not info.schema_match:
+            log.warning("firmware %s has protocol schema 0x%08X, host has 0x%08X: arming is refused until the "
+                        "firmware is rebuilt from this checkout", info.build_id, info.schema_hash, info.host_schema_hash)
+        return self
+
+    def disconnect(self, *, disarm: bool = True) -> None:
+        """Disarm (best effort, when armed), stop the I/O thread and close the port. Idempotent."""
+        if self._thread is None:
+            return
+        if disarm and self.is_connected:
+            telemetry = self.telemetry
+            if telemetry is not None and telemetry.armed:
+                try:
+                    self.disarm().result(timeout=self._ack_timeout_s * self._attempts + 0.5)
+                except (BridgeError, TimeoutError) as exc:
+                    log.warning("disarm before disconnecting failed: %s", exc)
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        self._stop.set()
+        self._wake()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.error("bridge I/O thread did not stop within %.1f s", JOIN_TIMEOUT_S)
+        self._thread = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self._wake_r = self._wake_w = None
+
+    def __enter__(self) -> Self:
+        return self.connect()
+
+    def __exit__(self, *exc) -> None:
+        self.disconnect()
+
+    def __repr__(self) -> str:
+        return f"Link({self._port!r}, connected={self.is_connected})"
+
+    # ------------------------------------------------------------------ motion
+
+    def send_setpoint(self, linear_m_s: float, angular_rad_s: float, ttl_s: float = TTL_DEFAULT_S) -> bool:
+        """Offer the latest motion setpoint (non-blocking; replaces an unsent older one; never retransmitted).
+
+        Values are clamped to the hard limits (``MAX_LINEAR_M_S``, ``MAX_ANGULAR_RAD_S``);
+        the firmware clamps again. Call it at the stream rate (20 Hz), zeros when idle.
+
+        Returns:
+            True when queued for sending, False when the link is down (reconnecting).
+
+        Raises:
+            InvalidValueError: a value is not finite, or ``ttl_s`` is not in (0, TTL_MAX_S].
+            NotConnectedError: ``connect()`` was never called (or ``disconnect()`` was).
+        """
+        v = _check_finite("linear_m_s", linear_m_s, "m/s")
+        w = _check_finite("angular_rad_s", angular_rad_s, "rad/s")
+        ttl = _check_finite("ttl_s", ttl_s, "s")
+        if not 0.001 <= ttl <= TTL_MAX_S:
+            raise InvalidValueError(f"ttl_s={ttl_s!r}: use a time-to-live in [0.001, {TTL_MAX_S}] s "
+                                    f"(default {TTL_DEFAULT_S} s)")
+        issued = host_ms()
+        self._require_started()
+        cv = min(max(v, -MAX_LINEAR_M_S), MAX_LINEAR_M_S)
+        cw = min(max(w, -MAX_ANGULAR_RAD_S), MAX_ANGULAR_RAD_S)
+        with self._lock:
+            if cv != v or cw != w:
+                self._n.setpoints_clamped += 1
+            if self._phase is not _Phase.CONNECTED:
+                self._n.setpoints_dropped += 1
+                return False
+            if self._setpoint is not None:
+                self._n.setpoints_superseded += 1
+            self._setpoint = (cv, cw, round(ttl * 1000), issued)
+        self._wake()
+        return True
+
+    # ------------------------------------------------------------------ controls
+
+    def arm(self) -> Future[ControlResult]:
+        """Ask the MCU to arm (refused on a schema mismatch, while e-stopped, or without a handshake)."""
+        info = self.handshake
+        if info is not None and not info.schema_match:
+            return self._resolved(Op.ARM, Outcome.REFUSED, Result.REFUSED_SCHEMA,
+                                  f"arming refused: firmware {info.build_id!r} has protocol schema "
+                                  f"0x{info.schema_hash:08X}, this host 0x{info.host_schema_hash:08X}; flash firmware "
+                                  "built from this checkout (python -m firmware_bridge.spec --write regenerates the "
+                                  "header)")
+        return self._submit(Op.ARM)
+
+    def disarm(self) -> Future[ControlResult]:
+        """Ask the MCU to disarm (motors ramp to zero)."""
+        return self._submit(Op.DISARM)
+
+    def clear_failsafe(self) -> Future[ControlResult]:
+        """Leave FAILSAFE or ESTOP for DISARMED (arming is a separate, explicit step)."""
+        return self._submit(Op.CLEAR_FAILSAFE)
+
+    def gripper(self, open: bool) -> Future[ControlResult]:
+        """Open (True) or close (False) the gripper."""
+        return self._submit(Op.GRIPPER_OPEN if open else Op.GRIPPER_CLOSE)
+
+    def configure(self, *, max_linear_m_s: float = MAX_LINEAR_M_S, max_angular_rad_s: float = MAX_ANGULAR_RAD_S,
+                  telemetry_period_s: float = CONST["TELEMETRY_PERIOD_MS"] / 1000.0) -> Future[ControlResult]:
+        """Lower the firmware's speed/turn clamps and set the telemetry period.
+
+        Raises:
+            InvalidValueError: a limit is not in (0, hard limit] or the period not in [0.01, 1] s.
+        """
+        v = _check_finite("max_linear_m_s", max_linear_m_s, "m/s")
+        w = _check_finite("max_angular_rad_s", max_angular_rad_s, "rad/s")
+        p = _check_finite("telemetry_period_s", telemetry_period_s, "s")
+        if not 0.0 < v <= MAX_LINEAR_M_S:
+            raise InvalidValueError(f"max_linear_m_s={max_linear_m_s!r}: use a value in (0, {MAX_LINEAR_M_S}] m/s")
+        if not 0.0 < w <= MAX_ANGULAR_RAD_S:
+            raise InvalidValueError(
+                f"max_angular_rad_s={max_angular_rad_s!r}: use a value in (0, {MAX_ANGULAR_RAD_S}] rad/s")
+        if not TELEMETRY_PERIOD_MIN_S <= p <= TELEMETRY_PERIOD_MAX_S:
+            raise InvalidValueError(f"telemetry_period_s={telemetry_period_s!r}: use a value in "
+                                    f"[{TELEMETRY_PERIOD_MIN_S}, {TELEMETRY_PERIOD_MAX_S}] s")
+        return self._submit(Op.CONFIG, (v, w, round(p * 1000)))
+
+    def estop(self) -> Future[ControlResult]:
+        """Emergency stop: sent before anything else, repeated until acknowledged (also across reconnects).
+
+        Returns the pending e-stop's future if one is already in progress.
+
+        Raises:
+            NotConnectedError: ``connect()`` was never called (or ``disconnect()`` was).
+        """
+        self._require_started()
+        with self._lock:
+            if self._estop is None:
+                self._estop = _PendingControl(Op.ESTOP, self._new_id(), Future(), time.monotonic())
+            fut = self._estop.future
+        self._wake()
+        return fut
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The latest telemetry snapshot (None before the first one); see ``Telemetry.age_s``."""
+        with self._lock:
+            return self._telemetry
+
+    @property
+    def handshake(self) -> HandshakeInfo | None:
+        """What the firmware announced at the latest handshake (None before the first)."""
+        with self._lock:
+            return self._handshake
+
+    @property
+    def stats(self) -> LinkStats:
+        """A snapshot of the link statistics."""
+        with self._lock:
+            n = self._n
+            rc = self._reader.counters
+            rtts = sorted(n.rtts)
+            telemetry = self._telemetry
+            return LinkStats(
+                connected=self._phase is _Phase.CONNECTED, connects=n.connects, reconnects=n.reconnects,
+                connect_failures=n.connect_failures, link_losses=n.link_losses, frames_sent=n.frames_sent,
+                frames_received=rc.frames_ok, crc_errors=rc.crc_errors, malformed=rc.malformed,
+                oversize=rc.oversize, seq_gaps=n.seq_gaps, stale_rx=n.stale_rx, setpoints_sent=n.setpoints_sent,
+                setpoints_superseded=n.setpoints_superseded, setpoints_dropped=n.setpoints_dropped,
+                setpoints_clamped=n.setpoints_clamped, controls_sent=n.controls_sent, retries=n.retries,
+                controls_delivered=n.controls_delivered, controls_refused=n.controls_refused,
+                controls_failed=n.controls_failed, estops_sent=n.estops_sent,
+                rtt_last_s=n.rtts[-1] if n.rtts else None,
+                rtt_p50_s=statistics.median(rtts) if rtts else None,
+                rtt_p99_s=rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] if rtts else None,
+                rtt_samples=len(rtts), mcu=telemetry.counters if telemetry else None)
+
+    def wait_for_telemetry(self, predicate=None, timeout_s: float = 1.0) -> Telemetry:
+        """Block until a telemetry report newer than the current one (and satisfying ``predicate``) arrives.
+
+        Raises:
+            BridgeTimeoutError: none arrived within ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._telemetry_cond:
+            start = self._telemetry
+            while True:
+                t = self._telemetry
+                if t is not None and t is not start and (predicate is None or predicate(t)):
+                    return t
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise BridgeTimeoutError(
+                        f"no matching telemetry from {self._port!r} within {timeout_s:.2f} s "
+                        f"(latest: {'none' if t is None else f'state={t.state.name}, age={t.age_s:.2f} s'})")
+                self._telemetry_cond.wait(left)
+
+    # ------------------------------------------------------------------ caller-side helpers
+
+    def _require_started(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            raise NotConnectedError(f"link to {self._port!r} is not started: call connect() first")
+
+    def _new_id(self) -> int:
+        cid = self._next_control_id
+        self._next_control_id = (cid + 1) & _U32 or 1
+        return cid
+
+    def _resolved(self, op: Op, outcome: Outcome, result: Result | None, detail: str) -> Future:
+        fut: Future = Future()
+        with self._lock:
+            if outcome is Outcome.REFUSED:
+                self._n.controls_refused += 1
+            elif outcome is Outcome.FAILED:
+                self._n.controls_failed += 1
+        fut.set_result(ControlResult(op, 0, outcome, result, 0, detail))
+        return fut
+
+    def _submit(self, op: Op, args: tuple[float, float, int] = (0.0, 0.0, 0)) -> Future:
+        self._require_started()
+        with self._lock:
+            if self._phase is not _Phase.CONNECTED:
+                phase = self._phase.name.lower()
+                fut = None
+            elif len(self._queue) >= CONTROL_QUEUE_MAX:
+                phase = "queue full"
+                fut = None
+            else:
+                pending = _PendingControl(op, self._new_id(), Future(), time.monotonic(), args,
+                                          ttl_ms=round(self._attempts * self._ack_timeout_s * 1000))
+                self._queue.append(pending)
+                fut = pending.future
+        if fut is None:
+            detail = (f"{op.name} not sent: the link to {self._port!r} is {phase}; retry once link.is_connected"
+                      if phase != "queue full" else
+                      f"{op.name} not sent: {CONTROL_QUEUE_MAX} controls already waiting; wait for their results")
+            return self._resolved(op, Outcome.FAILED, None, detail)
+        self._wake()
+        return fut
+
+    def _wake(self) -> None:
+        fd = self._wake_w
+        if fd is not None:
+            try:
+                os.write(fd, b"\x01")
+            except (BlockingIOError, OSError):
+                pass  # already has a pending wake-up (or shutting down)
+
+    # ------------------------------------------------------------------ I/O thread
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if self._ser is None:
+                    self._try_open()
+                    continue
+                try:
+                    self._service()
+                except _LinkLost as exc:
+                    self._drop(str(exc))
+                except (serial.SerialException, OSError) as exc:
+                    self._drop(f"port error: {exc}")
+        except BaseException as exc:  # report, never die silently
+            log.exception("bridge I/O thread crashed")
+            if not self._first_done.is_set():
+                self._first_error = BridgeError(f"bridge I/O thread crashed: {exc!r}")
+                self._first_done.set()
+        finally:
+            self._close_port()
+            self._fail_all("the link was disconnected", include_estop=True)
+            with self._lock:
+                self._phase = _Phase.CLOSED
+
+    def _report_first(self, error: BaseException | None) -> None:
+        if not self._first_done.is_set():
+            self._first_error = error
+            self._first_done.set()
+
+    def _try_open(self) -> None:
+        now = time.monotonic()
+        if not os.path.exists(self._port):
+            if not self._ever_connected:
+                self._report_first(_open_error(self._port, OSError(errno.ENOENT, "no such file")))
+                self._stop.set()
+                return
+            self._path_absent = True
+            self._stop.wait(PORT_POLL_S)
+            return
+        if self._path_absent:
+            # The device node came back (cable replugged): try at once, with a fresh backoff.
+            self._path_absent = False
+            self._backoff_s = BACKOFF_MIN_S
+            self._next_attempt = now
+        if now < self._next_attempt:
+            self._stop.wait(min(self._next_attempt - now, PORT_POLL_S))
+            return
+        try:
+            ser = serial.Serial(self._port, self._baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S, exclusive=True)
+        except (serial.SerialException, OSError, ValueError) as exc:
+            self._attempt_failed(_open_error(self._port, exc))
+            return
+        try:
+            ser.reset_input_buffer()  # bytes the MCU sent while nobody listened are stale
+        except (serial.SerialException, OSError) as exc:
+            ser.close()
+            self._attempt_failed(_open_error(self._port, exc))
+            return
+        self._ser = ser
+        self._reader.reset()
+        self._rx_seq = None
+        self._hello_seqs.clear()
+        self._echo_sent.clear()
+        self._hs_started = time.monotonic()
+        self._next_hello = self._hs_started
+        self._last_rx = self._hs_started
+        with self._lock:
+            self._phase = _Phase.HANDSHAKING
+
+    def _attempt_failed(self, error: BridgeError) -> None:
+        with self._lock:
+            self._n.connect_failures += 1
+        if not self._ever_connected:
+            self._report_first(error)
+            self._stop.set()
+            return
+        log.info("reconnect to %s failed (%s); next try in %.1f s", self._port, error, self._backoff_s)
+        self._next_attempt = time.monotonic() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2.0, BACKOFF_MAX_S)
+
+    def _close_port(self) -> None:
+        ser, self._ser = self._ser, None
+        if ser is not None:
+            try:
+                ser.close()
+            except (serial.SerialException, OSError):
+                pass
+
+    def _drop(self, reason: str) -> None:
+        was_connected = self._phase is _Phase.CONNECTED
+        self._close_port()
+        self._inflight_fail(f"link lost before an ack ({reason}); it may or may not have executed")
+        self._fail_all(f"link lost ({reason}) before it was sent", include_estop=False)
+        with self._lock:
+            self._phase = _Phase.CLOSED
+            self._setpoint = None
+            if was_connected:
+                self._n.link_losses += 1
+        if not self._ever_connected:
+            self._report_first(HandshakeError(f"handshake with the MCU on {self._port!r} failed: {reason}"))
+            self._stop.set()
+            return
+        log.warning("link to %s lost: %s; reconnecting", self._port, reason)
+        if was_connected:
+            self._next_attempt = time.monotonic()  # first retry at once; the backoff applies to failures
+        else:
+            self._attempt_failed(HandshakeError(reason))
+
+    def _fail_all(self, detail: str, *, include_estop: bool) -> None:
+        with self._lock:
+            pending = list(self._queue)
+            self._queue.clear()
+            if include_estop and self._estop is not None:
+                pending.append(self._estop)
+                self._estop = None
+        if self._inflight is not None and include_estop:
+            pending.append(self._inflight)
+            self._inflight = None
+        for p in pending:
+            self._finish(p, Outcome.FAILED, None, f"{p.op.name} {detail}")
+
+    def _inflight_fail(self, detail: str) -> None:
+        if self._inflight is not None:
+            p, self._inflight = self._inflight, None
+            self._finish(p, Outcome.FAILED, None, f"{p.op.name} (id {p.control_id}): {detail}")
+
+    def _finish(self, p: _PendingControl, outcome: Outcome, result: Result | None, detail: str,
+                rtt_s: float | None = None) -> None:
+        if p.future.done():
+            return
+        with self._lock:
+            if outcome is Outcome.DELIVERED:
+                self._n.controls_delivered += 1
+            elif outcome is Outcome.REFUSED:
+                self._n.controls_refused += 1
+            else:
+                self._n.controls_failed += 1
+        p.future.set_result(ControlResult(p.op, p.control_id, outcome, result, p.attempts, detail, rtt_s))
+
+    def _write(self, msg_type: int, payload: bytes, *, timestamp_ms: int, flags: int = 0) -> int:
+        assert self._ser is not None
+        seq = self._tx_seq
+        self._tx_seq = (seq + 1) & _U32
+        data = encode_frame(msg_type, payload, seq=seq, timestamp_ms=timestamp_ms, flags=flags)
+        try:
+            self._ser.write(data)
+        except serial.SerialTimeoutException as exc:
+            raise _LinkLost(f"write blocked for {WRITE_TIMEOUT_S} s") from exc
+        with self._lock:
+            self._n.frames_sent += 1
+        return seq
+
+    def _service(self) -> None:
+        assert self._ser is not None and self._wake_r is not None
+        timeout = self._next_deadline() - time.monotonic()
+        ready, _, _ = select.select([self._ser.fileno(), self._wake_r], [], [], min(max(timeout, 0.0), IO_TICK_S))
+        if self._wake_r in ready:
+            try:
+                while os.read(self._wake_r, 256):
+                    pass
+            except BlockingIOError:
+                pass
+        if self._ser.fileno() in ready:
+            data = self._ser.read(4096)
+            if data:
+                with self._lock:
+                    frames = self._reader.feed(data)
+                now = time.monotonic()
+                for frame in frames:
+                    self._on_frame(frame, now)
+        if self._ser is None:
+            return
+        now = time.monotonic()
+        if now - self._last_rx > LINK_SILENCE_TIMEOUT_S:
+            raise _LinkLost(f"no valid frame from the MCU for {LINK_SILENCE_TIMEOUT_S:.1f} s")
+        self._send_estop(now)
+        if self._phase is _Phase.HANDSHAKING:
+            if now - self._hs_started > HANDSHAKE_TIMEOUT_S:
+                raise _LinkLost(f"no HELLO_ACK within {HANDSHAKE_TIMEOUT_S:.1f} s (is the firmware running at "
+                                f"{self._baudrate} baud?)")
+            if now >= self._next_hello:
+                seq = self._write(MsgType.HELLO, M.pack(M.Hello(self._schema_hash, self._nonce)),
+                                  timestamp_ms=host_ms())
+                self._hello_seqs[seq] = now
+                self._next_hello = now + HANDSHAKE_RETRY_S
+            return
+        self._send_setpoint()
+        self._send_control(time.monotonic())
+
+    def _next_deadline(self) -> float:
+        now = time.monotonic()
+        deadline = now + IO_TICK_S
+        if self._phase is _Phase.HANDSHAKING:
+            deadline = min(deadline, self._next_hello)
+        if self._estop is not None:
+            deadline = min(deadline, self._estop.next_at)
+        if self._inflight is not None:
+            deadline = min(deadline, self._inflight.next_at)
+        if self._setpoint is not None or (self._inflight is None and self._queue):
+            deadline = now
+        return deadline
+
+    def _send_estop(self, now: float) -> None:
+        e = self._estop
+        if e is None or now < e.next_at:
+            return
+        if e.issued_ms is None:
+            e.issued_ms = host_ms()
+        self._write(MsgType.CONTROL, M.pack(M.Control(e.control_id, Op.ESTOP, 0)), timestamp_ms=e.issued_ms)
+        e.attempts += 1
+        e.last_sent_at = now
+        e.next_at = now + self._ack_timeout_s
+        with self._lock:
+            self._n.estops_sent += 1
+
+    def _send_setpoint(self) -> None:
+        with self._lock:
+            sp, self._setpoint = self._setpoint, None
+        if sp is None:
+            return
+        v, w, ttl_ms, issued = sp
+        self._setpoint_count += 1
+        echo = self._echo_every > 0 and self._setpoint_count % self._echo_every == 0
+        seq = self._write(MsgType.SETPOINT, M.pack(M.Setpoint(v, w, ttl_ms)), timestamp_ms=issued,
+                          flags=HeaderFlag.ECHO_REQUEST if echo else 0)
+        if echo:
+            self._echo_sent[seq] = time.monotonic()
+            while len(self._echo_sent) > ECHO_PENDING_MAX:
+                self._echo_sent.popitem(last=False)
+        with self._lock:
+            self._n.setpoints_sent += 1
+
+    def _send_control(self, now: float) -> None:
+        if self._estop is not None:
+            return  # nothing overtakes an unacknowledged e-stop
+        if self._inflight is None:
+            with self._lock:
+                nxt = self._queue.popleft() if self._queue else None
+            if nxt is None:
+                return
+            window = nxt.ttl_ms / 1000.0
+            if now - nxt.enqueued_at > window:
+                self._finish(nxt, Outcome.FAILED, None, f"{nxt.op.name} waited {now - nxt.enqueued_at:.2f} s in the "
+                             f"queue (limit {window:.2f} s) and was not sent; try again")
+                return
+            self._inflight = nxt
+            nxt.next_at = now
+        p = self._inflight
+        if now < p.next_at:
+            return
+        if p.attempts >= self._attempts:
+            self._inflight = None
+            self._finish(p, Outcome.FAILED, None,
+                         f"{p.op.name} (id {p.control_id}) not acknowledged after {p.attempts} attempts "
+                         f"{self._ack_timeout_s * 1000:.0f} ms apart; check the link (stats) and try again")
+            return
+        if p.issued_ms is None:
+            p.issued_ms = host_ms()
+        a0, a1, a2 = p.args
+        self._write(MsgType.CONTROL, M.pack(M.Control(p.control_id, p.op, p.ttl_ms, a0, a1, a2)),
+                    timestamp_ms=p.issued_ms)
+        p.attempts += 1
+        p.last_sent_at = now
+        p.next_at = now + self._ack_timeout_s
+        with self._lock:
+            if p.attempts == 1:
+                self._n.controls_sent += 1
+            else:
+                self._n.retries += 1
+
+    # ------------------------------------------------------------------ received frames
+
+    def _on_frame(self, frame, now: float) -> None:
+        try:
+            msg = M.unpack(frame.msg_type, frame.payload)
+        except BridgeError:
+            return  # decode_frame already checked type and size; unreachable in practice
+        self._last_rx = now
+        if isinstance(msg, M.HelloAck):
+            self._on_hello_ack(msg, frame, now)
+            return
+        if self._rx_seq is not None:
+            d = _s32(frame.seq - self._rx_seq)
+            if -RX_REORDER_WINDOW < d <= 0:
+                with self._lock:
+                    self._n.stale_rx += 1
+                return  # a duplicated or reordered MCU frame: never act on it twice or go back in time
+            if d > 1:
+                with self._lock:
+                    self._n.seq_gaps += d - 1
+        self._rx_seq = frame.seq
+        if isinstance(msg, M.Ack):
+            self._on_ack(msg, now)
+        elif isinstance(msg, M.SetpointEcho):
+            sent = self._echo_sent.pop(msg.echo_seq, None)
+            if sent is not None:
+                with self._lock:
+                    self._n.rtts.append(now - sent)
+        elif isinstance(msg, M.TelemetryMsg):
+            self._on_telemetry(msg, frame, now)
+
+    def _on_hello_ack(self, msg: M.HelloAck, frame, now: float) -> None:
+        sent = self._hello_seqs.get(msg.echo_seq)
+        if self._phase is not _Phase.HANDSHAKING or sent is None:
+            return
+        first_sent = min(self._hello_seqs.values())
+        self._rx_seq = frame.seq
+        self._hello_seqs.clear()
+        try:
+            caps = frozenset(c for c in Capability if msg.capabilities & c)
+            state = State(msg.state)
+        except ValueError:
+            state = State.DISARMED
+        info = HandshakeInfo(build_id=msg.build_id, schema_hash=msg.schema_hash, host_schema_hash=self._schema_hash,
+                             capabilities=caps, state=state, max_linear_m_s=msg.max_linear_m_s,
+                             max_angular_rad_s=msg.max_angular_rad_s, port=os.path.realpath(self._port),
+                             rtt_s=now - first_sent, completed_at=now)
+        with self._lock:
+            self._handshake = info
+            self._phase = _Phase.CONNECTED
+            self._n.connects += 1
+            if self._ever_connected:
+                self._n.reconnects += 1
+        self._backoff_s = BACKOFF_MIN_S
+        if self._ever_connected:
+            log.info("link to %s re-established (firmware %s); the robot stays disarmed until arm()",
+                     self._port, info.build_id)
+        self._ever_connected = True
+        self._report_first(None)
+
+    def _on_ack(self, msg: M.Ack, now: float) -> None:
+        for p in (self._estop, self._inflight):
+            if p is None or p.control_id != msg.control_id:
+                continue
+            try:
+                result = Result(msg.result)
+            except ValueError:
+                result = None
+            # Karn: only an ack to a control sent once gives an unambiguous round trip.
+            rtt = now - p.last_sent_at if p.attempts == 1 else None
+            if rtt is not None:
+                with self._lock:
+                    self._n.rtts.append(rtt)
+            if result is Result.OK:
+                outcome, detail = Outcome.DELIVERED, f"{p.op.name} executed"
+            else:
+                outcome = Outcome.REFUSED
+                name = result.name if result is not None else f"code {msg.result}"
+                detail = f"{p.op.name} refused by the MCU: {name}; {_REFUSAL_ADVICE.get(result, 'see the firmware docs')}"
+            if msg.duplicate:
+                detail += " (acknowledged on a retry)"
+            if p is self._estop:
+                with self._lock:
+                    self._estop = None
+            else:
+                self._inflight = None
+            self._finish(p, outcome, result, detail, rtt)
+            return
+
+    def _on_telemetry(self, msg: M.TelemetryMsg, frame, now: float) -> None:
+        try:
+            state, reason, gripper = State(msg.state), Reason(msg.reason), Gripper(msg.gripper)
+        except ValueError:
+            return  # a newer firmware's enum value: keep the previous snapshot
+        counters = McuCounters(**{name: getattr(msg, name) for name in (*COUNTER_NAMES, "controls_executed")})
+        t = Telemetry(x_m=msg.x_m, y_m=msg.y_m, theta_rad=msg.theta_rad, wheel_left_m_s=msg.wheel_left_m_s,
+                      wheel_right_m_s=msg.wheel_right_m_s, motor_left_m_s=msg.motor_left_m_s,
+                      motor_right_m_s=msg.motor_right_m_s, battery_v=msg.battery_mv / 1000.0, state=state,
+                      reason=reason, gripper=gripper, session=bool(msg.link_flags & LinkFlag.SESSION),
+                      schema_ok=bool(msg.link_flags & LinkFlag.SCHEMA_OK), last_setpoint_seq=msg.last_setpoint_seq,
+                      counters=counters, mcu_time_ms=frame.timestamp_ms, seq=frame.seq, received_at=now)
+        with self._telemetry_cond:
+            self._telemetry = t
+            self._telemetry_cond.notify_all()
+        if self._phase is _Phase.CONNECTED and not t.session:
+            # The MCU lost our session (it was reset): handshake again on the same port.
+            log.warning("MCU on %s reports no session (reset?): handshaking again", self._port)
+            self._inflight_fail("the MCU was reset before acknowledging it")
+            self._fail_all("not sent: the MCU was reset", include_estop=False)
+            with self._lock:
+                self._phase = _Phase.HANDSHAKING
+                self._setpoint = None
+                self._n.link_losses += 1
+            self._hs_started = now
+            self._next_hello = now
+            self._rx_seq = None
+
+
+_REFUSAL_ADVICE = {
+    Result.REFUSED_NO_SESSION: "the MCU has no handshake on this connection; reconnect",
+    Result.REFUSED_SCHEMA: "host and firmware protocol tables differ; flash firmware built from this checkout",
+    Result.REFUSED_ESTOP: "the e-stop is latched; call clear_failsafe() first",
+    Result.BAD_ARGS: "an argument is outside the firmware's limits",
+    Result.UNKNOWN_OP: "the firmware does not know this operation; update it",
+    Result.EXPIRED: "it arrived after its TTL (link delay); try again",
+}
+
+__all__ = [
+    "ControlResult",
+    "EchoResult",
+    "HandshakeInfo",
+    "Link",
+    "LinkStats",
+    "McuCounters",
+    "Outcome",
+    "Telemetry",
+    "host_ms",
+]
