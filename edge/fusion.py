@@ -1,0 +1,275 @@
+"""Fusion: an utterance and the camera frame from its speech interval -> the model -> a Decision.
+
+One inference worker thread owns the runner (and with TensorRT, the CUDA
+context). It takes the newest utterance from a one-item slot (an utterance
+that arrives while another is being decided replaces the waiting one, and is
+counted), matches it with the frame captured at the end of the speech (by
+timestamp, from the camera's history; not whatever frame is newest when
+inference runs), cuts the model's audio window around the speech from the
+microphone ring, runs the model and publishes a Decision.
+
+While the policy drives to an object it asks the worker to *track*: re-run
+the model on fresh frames with the same audio window, at ``TRACK_HZ`` or
+faster, so the target point follows the object as the robot moves. A new
+utterance always goes first.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.listening import Utterance
+from edge.slots import LatestSlot
+
+TRACK_HZ = 8.0  # servoing updates per second while driving to an object (>= 5 Hz required)
+DEFAULT_MAX_FRAME_AGE_S = 0.5  # a frame older than this is not "the view now" for tracking
+MIN_FRAME_MATCH_S = 0.25  # the frame used for an utterance must lie within this of the speech's end
+
+
+class FusionError(Exception):
+    """The pipeline cannot decide: no frame from the speech interval, bad model outputs."""
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the model decided for one utterance (or one tracking update), with the timings of each stage."""
+
+    id: int
+    kind: str  # "utterance" or "track"
+    utterance_id: int
+    intent: str  # the label acted on ("none" below the command threshold)
+    confidence: float  # softmax probability of the most likely intent
+    accepted: bool  # a command to act on: not "none", at or above the command threshold
+    probabilities: dict[str, float]
+    target_xy: tuple[float, float] | None  # normalised image coordinates (x right, y down)
+    presence: float | None  # probability the named object is in view
+    attention: np.ndarray | None = field(repr=False)  # [h, w]
+    t_speech_start: float = 0.0
+    t_speech_end: float = 0.0
+    t_frame: float = 0.0
+    frame_seq: int = -1
+    t_decided: float = 0.0
+    latency_ms: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> dict:
+        """JSON-ready fields (no arrays)."""
+        return {"id": self.id, "kind": self.kind, "utterance_id": self.utterance_id, "intent": self.intent,
+                "confidence": self.confidence, "accepted": self.accepted, "target_xy": self.target_xy,
+                "presence": self.presence, "frame_seq": self.frame_seq, "latency_ms": self.latency_ms}
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())
+    return e / e.sum()
+
+
+def prepare_image(image: np.ndarray, pre) -> np.ndarray:
+    """A camera frame (H x W x 3 uint8 RGB) as the model takes it: size, colour order, layout, batch of 1."""
+    import cv2
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise FusionError(f"camera frames must be H x W x 3 uint8 RGB, got {image.shape} {image.dtype}")
+    if image.shape[:2] != (pre.image_height, pre.image_width):
+        # INTER_AREA: the right filter for shrinking (the usual case: 640x480 -> 160x120)
+        image = cv2.resize(image, (pre.image_width, pre.image_height), interpolation=cv2.INTER_AREA)
+    if pre.color_order == "BGR":
+        image = image[:, :, ::-1]
+    if pre.image_layout == "NCHW":
+        image = image.transpose(2, 0, 1)
+    return np.ascontiguousarray(image)[None]
+
+
+def audio_window(ring, utterance: Utterance, window_samples: int) -> np.ndarray:
+    """The model's audio window cut from the microphone ring around the utterance.
+
+    Real audio, not zero padding: the model was trained on speech inside a
+    window of background noise. The speech is centred where the ring allows; a
+    window that would reach past the newest sample slides back, one that would
+    reach before the oldest kept sample is zero-filled there. Speech longer
+    than the window keeps its start (commands carry their meaning up front).
+    """
+    n = utterance.end_index - utterance.start_index
+    if n >= window_samples:
+        start = utterance.start_index
+    else:
+        start = utterance.start_index - (window_samples - n) // 2  # centred
+        start = min(start, ring.end_index - window_samples)  # no audio from the future
+        start = max(start, utterance.end_index - window_samples)  # but the whole utterance stays inside
+    out = np.zeros(window_samples, np.float32)
+    lo, hi = max(start, 0), min(start + window_samples, ring.end_index)
+    if hi > lo:
+        try:
+            out[lo - start : hi - start] = ring.read(lo, hi)
+        except Exception as exc:  # the ring's own error says which samples are gone
+            raise FusionError(f"the audio around the utterance is no longer in the microphone ring: {exc}") from exc
+    return out
+
+
+class InferenceWorker:
+    """The thread that owns the runner: utterances -> Decisions, plus tracking updates for servoing."""
+
+    def __init__(self, runner, frames, ring, on_decision: Callable[[Decision], object],
+                 max_frame_age_s: float = DEFAULT_MAX_FRAME_AGE_S, track_hz: float = TRACK_HZ,
+                 on_error: Callable[[str], object] | None = None) -> None:
+        self.runner = runner
+        self.manifest = runner.bundle.manifest
+        self.frames = frames
+        self.ring = ring
+        self.utterances: LatestSlot[Utterance] = LatestSlot()
+        self._on_decision = on_decision
+        self._on_error = on_error or (lambda message: None)
+        self.max_frame_age_s = max_frame_age_s
+        self.track_period_s = 1.0 / track_hz
+        self._ids = itertools.count(1)
+        self._utterance_ids = itertools.count(1)
+        self._lock = threading.Lock()
+        self._tracking: tuple[int, np.ndarray] | None = None  # (utterance id, audio window)
+        self._windows: dict[int, np.ndarray] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.busy_since: float | None = None  # monotonic start of the inference now running
+        self.errors = 0
+        self.decisions = 0
+        self.last_error: str | None = None
+
+    # -- control from other threads ------------------------------------------------
+    def submit(self, utterance: Utterance) -> None:
+        """Hand over a new utterance (from the listener thread); replaces one still waiting."""
+        self.utterances.put(utterance)
+
+    def track(self, utterance_id: int) -> None:
+        """Re-run the model on fresh frames with this utterance's audio until ``stop_tracking``."""
+        with self._lock:
+            window = self._windows.get(utterance_id)
+            if window is None:
+                raise FusionError(f"utterance {utterance_id} is not known to the inference worker")
+            self._tracking = (utterance_id, window)
+
+    def stop_tracking(self) -> None:
+        with self._lock:
+            self._tracking = None
+
+    @property
+    def tracking(self) -> int | None:
+        with self._lock:
+            return self._tracking[0] if self._tracking else None
+
+    def stalled_for(self, now: float | None = None) -> float:
+        """Seconds the current inference has been running (0 when idle)."""
+        since = self.busy_since
+        return 0.0 if since is None else (now if now is not None else time.monotonic()) - since
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise FusionError("inference worker already started")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="voxedge-inference", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        self.utterances.put(None)  # wake the worker
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                raise FusionError(f"inference worker did not stop within {timeout_s} s")
+            self._thread = None
+
+    # -- the worker thread ---------------------------------------------------------
+    def _run(self) -> None:
+        next_track = 0.0
+        while not self._stop.is_set():
+            timeout = max(0.0, next_track - time.monotonic()) if self.tracking else 0.1
+            utterance = self.utterances.take(timeout_s=timeout)
+            if self._stop.is_set():
+                break
+            try:
+                if utterance is not None:
+                    self._decide_utterance(utterance)
+                elif self.tracking is not None and time.monotonic() >= next_track:
+                    next_track = time.monotonic() + self.track_period_s
+                    self._decide_track()
+            except Exception as exc:  # one bad frame or utterance must not kill the worker: report it
+                self.errors += 1
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self._on_error(self.last_error)
+
+    def decide_utterance(self, utterance: Utterance) -> Decision:
+        """Decide one utterance now, in the caller's thread (the worker thread, or a test)."""
+        t0 = time.monotonic()
+        try:
+            frame = self.frames.at(utterance.t_end)
+        except Exception as exc:
+            raise FusionError(f"no camera frame from the speech interval (ended at {utterance.t_end:.3f}): "
+                              f"{exc}") from exc
+        if abs(frame.t - utterance.t_end) > MIN_FRAME_MATCH_S:
+            raise FusionError(f"the nearest camera frame is {abs(frame.t - utterance.t_end):.2f} s from the end of "
+                              "the speech; the camera is not delivering frames (check it in the panel)")
+        t1 = time.monotonic()
+        window = audio_window(self.ring, utterance, self.manifest.preprocessing.audio_window_samples)
+        uid = next(self._utterance_ids)
+        with self._lock:
+            self._windows = {k: v for k, v in self._windows.items() if self._tracking and k == self._tracking[0]}
+            self._windows[uid] = window
+        return self._infer("utterance", uid, frame, window, utterance, {"frame_match": t1 - t0}, t0)
+
+    def _decide_utterance(self, utterance: Utterance) -> None:
+        decision = self.decide_utterance(utterance)
+        self.decisions += 1
+        self._on_decision(decision)
+
+    def _decide_track(self) -> None:
+        with self._lock:
+            if self._tracking is None:
+                return
+            uid, window = self._tracking
+        t0 = time.monotonic()
+        frame = self.frames.latest(max_age_s=self.max_frame_age_s)
+        decision = self._infer("track", uid, frame, window, None, {"frame_match": time.monotonic() - t0}, t0)
+        self._on_decision(decision)
+
+    def _infer(self, kind: str, uid: int, frame, window: np.ndarray, utterance: Utterance | None,
+               timings: dict[str, float], t0: float) -> Decision:
+        pre, heads = self.manifest.preprocessing, self.manifest.heads
+        t1 = time.monotonic()
+        feed = {self.manifest.inputs[0].name: prepare_image(frame.image, pre),
+                self.manifest.inputs[1].name: window[None]}
+        t2 = time.monotonic()
+        self.busy_since = t2
+        try:
+            out = self.runner.infer(feed)
+        finally:
+            self.busy_since = None
+        t3 = time.monotonic()
+        probs = _softmax(np.asarray(out[heads.intent_output][0], np.float64))
+        labels = heads.intent_labels
+        best = int(probs.argmax())
+        intent = labels[best]
+        accepted = intent != "none" and probs[best] >= heads.command_threshold
+        if intent != "none" and not accepted:
+            intent = "none"
+        target = None
+        if heads.target_point_output:
+            xy = np.asarray(out[heads.target_point_output][0], np.float64)
+            target = (float(xy[0]), float(xy[1]))
+        presence = None
+        if heads.presence_output:
+            presence = float(1.0 / (1.0 + np.exp(-float(np.asarray(out[heads.presence_output]).ravel()[0]))))
+        attention = np.asarray(out[heads.attention_output][0]) if heads.attention_output else None
+        now = time.monotonic()
+        latency = {**timings, "preprocess": t2 - t1, "inference": t3 - t2, "total": now - t0}
+        if utterance is not None:
+            latency["speech_end_to_decision"] = now - utterance.t_end
+        return Decision(
+            id=next(self._ids), kind=kind, utterance_id=uid, intent=intent, confidence=float(probs[best]),
+            accepted=bool(accepted), probabilities={label: float(p) for label, p in zip(labels, probs)},
+            target_xy=target, presence=presence, attention=attention,
+            t_speech_start=utterance.t_start if utterance else 0.0, t_speech_end=utterance.t_end if utterance else 0.0,
+            t_frame=frame.t, frame_seq=frame.seq, t_decided=now,
+            latency_ms={k: 1e3 * v for k, v in latency.items()})
