@@ -125,7 +125,7 @@ def test_go_to_servo_reaches_within_0_3_m_on_the_true_camera_projection(target, 
     geometry = CameraGeometry(hfov_deg=camera.hfov_deg, aspect=camera.width / camera.height,
                               mount_height_m=camera.mount_height_m, pitch_deg=camera.pitch_deg)
     tracker = _Tracker()
-    p = Policy(tracker=tracker)
+    p = Policy(geometry=geometry, tracker=tracker)
     pose, t = start, 0.0
 
     def view():
