@@ -32,38 +32,11 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
+from edge.samples import INDEX_NAME, SAMPLE_DIR, SET_META_NAME, SampleRecord, encode_png, encode_wav
 
-INDEX_NAME = "index.jsonl"
-SET_META_NAME = "set.json"
-SAMPLE_DIR = "samples"
 MIN_SAMPLES_WARNING = 256  # fewer calibration samples than this give noisy int8 scales
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 MAX_CLIPPED_FRACTION = 0.001
-
-
-@dataclass(frozen=True)
-class SampleRecord:
-    """One line of ``index.jsonl``."""
-
-    id: str
-    image: str
-    audio: str
-    sha256: dict
-    intent: str | None = None
-    object: str | None = None
-    target_xy: tuple[float, float] | None = None
-    target_box: tuple[float, float, float, float] | None = None
-
-
-def _encode_wav(audio: np.ndarray, rate: int) -> bytes:
-    pcm = np.clip(np.round(np.asarray(audio, np.float64) * 32767.0), -32768, 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
 
 
 def _decode_wav(data: bytes, where: str) -> tuple[np.ndarray, int]:
@@ -77,15 +50,6 @@ def _decode_wav(data: bytes, where: str) -> tuple[np.ndarray, int]:
     except (wave.Error, EOFError) as exc:
         raise CalibrationError(f"{where}: not a readable WAV file ({exc})") from exc
     return pcm.astype(np.float32) / 32767.0, rate
-
-
-def _encode_png(image: np.ndarray) -> bytes:
-    import cv2
-
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(image[..., ::-1]))  # OpenCV wants BGR
-    if not ok:
-        raise CalibrationError("OpenCV could not encode a frame as PNG")
-    return buf.tobytes()
 
 
 def _decode_png(data: bytes, where: str) -> np.ndarray:
@@ -122,7 +86,7 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
         (tmp / SAMPLE_DIR).mkdir()
         lines = []
         for i, (img, wav, lab) in enumerate(zip(images, audio, labels)):
-            png_bytes, wav_bytes = _encode_png(img), _encode_wav(wav, sample_rate)
+            png_bytes, wav_bytes = encode_png(img), encode_wav(wav, sample_rate)
             rec = SampleRecord(
                 id=f"{i:06d}", image=f"{SAMPLE_DIR}/{i:06d}.png", audio=f"{SAMPLE_DIR}/{i:06d}.wav",
                 sha256={"image": hashlib.sha256(png_bytes).hexdigest(), "audio": hashlib.sha256(wav_bytes).hexdigest()},
