@@ -17,8 +17,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``calibrate`` on the ``voxedge`` parser."""
     p = sub.add_parser("calibrate", help="re-quantize a bundle's INT8 model with a new calibration set")
     p.add_argument("bundle", help="bundle directory (rewritten atomically)")
-    p.add_argument("--calibration", required=True, help="sample set to calibrate with (e.g. recorded on the robot)")
-    p.add_argument("--eval", required=True, help="labelled sample set for the accuracy gate")
+    p.add_argument("--calibration", "--data", dest="calibration", required=True,
+                   help="sample set to calibrate with, e.g. the robot's audit log (voxedge serve --audit-log DIR)")
+    p.add_argument("--eval", help="labelled sample set for the accuracy gate (default: gate on agreement with the "
+                                  "FP32 model over the calibration samples)")
     p.add_argument("--quantizer", choices=("onnxruntime", "modelopt"),
                    help="INT8 quantizer (default: the one the bundle was made with)")
     p.add_argument("--no-precision-search", action="store_true",

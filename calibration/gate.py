@@ -15,6 +15,7 @@ import numpy as np
 from calibration.errors import CalibrationError
 from calibration.sampleset import SampleSet
 
+OBJECT_INTENTS = ("go_to", "pick_up")  # intents whose target point is meaningful
 MAX_ACCURACY_DROP = 0.005  # 0.5 percentage points
 MAX_TARGET_ERROR_INCREASE = 0.01  # fraction of the image width
 
@@ -93,6 +94,34 @@ def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
         raise CalibrationError(f"evaluation set {eval_set.path} has no labelled intents; the gate needs labels")
     return ModelScore(correct / n_intent, err_sum / n_target if n_target else 0.0, n_intent, n_target,
                       tuple(tuple(int(v) for v in row) for row in confusion))
+
+
+def pseudo_labelled(eval_set: SampleSet, fp32_path, manifest) -> SampleSet:
+    """``eval_set`` with the FP32 model's own decisions as labels (for unlabelled sets, e.g. a robot's audit log).
+
+    Gating against these measures how far the quantized model strays from FP32:
+    FP32 scores 100 % by construction, the candidate scores its agreement.
+    """
+    import dataclasses
+
+    from edge.runners.onnxruntime import make_session
+
+    heads, pre = manifest.heads, manifest.preprocessing
+    session = make_session(fp32_path)
+    names = [o.name for o in session.get_outputs()]
+    records, start = [], 0
+    for batch in eval_set.batches(64, (pre.image_height, pre.image_width), pre.audio_window_samples,
+                                  pre.audio_sample_rate_hz):
+        out = dict(zip(names, session.run(None, batch)))
+        for k, rec in enumerate(eval_set.records[start : start + len(batch["image"])]):
+            intent = heads.intent_labels[int(out[heads.intent_output][k].argmax())]
+            target = None
+            if heads.target_point_output and intent in OBJECT_INTENTS:
+                target = tuple(float(v) for v in out[heads.target_point_output][k])
+            records.append(dataclasses.replace(rec, intent=intent, target_xy=target))
+        start += len(batch["image"])
+    return dataclasses.replace(eval_set, records=tuple(records),
+                               meta={**eval_set.meta, "labels": f"pseudo: FP32 decisions of {Path(fp32_path).name}"})
 
 
 def accuracy_gate(fp32_path, candidate_path, eval_set: SampleSet, manifest, limits: GateLimits | None = None,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from calibration.errors import CalibrationError
-from calibration.gate import DEFAULT_LIMITS, GateLimits, accuracy_gate
+from calibration.gate import DEFAULT_LIMITS, GateLimits, accuracy_gate, pseudo_labelled
 from calibration.mixed import search_mixed_precision
 from calibration.quantize import QuantSettings, quantize_int8
 from calibration.sampleset import read_set
@@ -21,7 +21,7 @@ CALIBRATION_BATCH = 32
 
 
 def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: str | Path,
-              eval_set: str | Path, log=print, settings: QuantSettings | None = None,
+              eval_set: str | Path | None, log=print, settings: QuantSettings | None = None,
               limits: GateLimits = DEFAULT_LIMITS, search: bool = True) -> tuple[dict, dict]:
     """Write ``out_path`` (INT8 Q/DQ) from ``fp32_path``; returns (calibration provenance, gate result).
 
@@ -33,7 +33,12 @@ def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: 
         CalibrationError: unusable sets, or no model that passes the accuracy gate.
     """
     settings = settings or QuantSettings()
-    calib, evaluation = read_set(calibration), read_set(eval_set)
+    calib = read_set(calibration)
+    if eval_set is None:  # an unlabelled set (e.g. the robot's audit log): gate on agreement with FP32
+        evaluation = pseudo_labelled(calib, fp32_path, manifest)
+        log(f"      no evaluation set: gating on agreement with the FP32 model over {len(calib)} samples")
+    else:
+        evaluation = read_set(eval_set)
     for w in calib.meta.get("warnings", []):
         log(f"      warning (calibration set): {w}")
     pre = manifest.preprocessing
@@ -60,11 +65,12 @@ def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: 
         log(f"      kept in floating point for accuracy: {', '.join(kept_for_accuracy)}")
     info = {"id": calib.meta.get("id"), "index_sha256": calib.meta.get("index_sha256"), "n_samples": len(calib),
             "quantizer": summary, "settings": settings.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy),
-            "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256")}}
+            "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256"),
+                         "labels": evaluation.meta.get("labels", "labelled")}}
     return info, {**gate.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy)}
 
 
-def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path, log=print,
+def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path | None = None, log=print,
                      quantizer: str | None = None, search: bool = True) -> Bundle:
     """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot).
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -170,3 +172,30 @@ def test_failing_gate_keeps_the_most_sensitive_layers_float_until_it_passes(sets
     with pytest.raises(CalibrationError, match="no mixed-precision model passes"):
         make_int8(fp32, tmp_path / "int8c.onnx", manifest, sets / "calib", sets / "eval", lines.append, settings,
                   GateLimits(max_accuracy_drop=-1.0), search=True)
+
+
+def test_calibrate_with_the_robots_audit_log_gates_on_agreement_with_fp32(sets, tmp_path):
+    from calibration.int8 import calibrate_bundle
+    from edge.audit import AuditLog
+
+    labelled = read_set(sets / "calib")
+    log = AuditLog(tmp_path / "audit", max_samples=100).start()
+    for i in range(len(labelled)):
+        image, audio, _ = labelled.load(i)
+        while not log.record(image, audio, {"intent": "go_to", "confidence": 0.9}):
+            log.stop()
+            log.start()
+    log.stop()
+    path = convert(DEFAULT_CHECKPOINT, tmp_path / "b", log=lambda *_: None).path
+    lines = []
+    bundle = calibrate_bundle(path, tmp_path / "audit", log=lines.append)
+    calib = bundle.manifest.provenance["calibration"]
+    assert calib["n_samples"] == len(labelled) and calib["eval_set"]["labels"].startswith("pseudo: FP32")
+    assert any("agreement with the FP32 model" in line for line in lines)
+    gate = json.loads((path / "report.json").read_text())["accuracy_gate"]
+    assert gate["passed"] and gate["reference"]["intent_accuracy"] == 1.0
+    assert gate["candidate"]["intent_accuracy"] >= 0.995 - 1e-9
+    result = subprocess.run(
+        [sys.executable, "-m", "edge.cli", "calibrate", str(path), "--data", str(tmp_path / "audit"),
+         "--no-precision-search"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
