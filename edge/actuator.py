@@ -18,12 +18,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from concurrent.futures import CancelledError
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from edge.fusion import Decision
 from edge.policy import ZERO, Activity, Outcome, Policy, Setpoint
 from edge.slots import LatestSlot
+from firmware_bridge.errors import BridgeError
 
 TICK_HZ = 20.0
 TICK_S = 1.0 / TICK_HZ
@@ -72,7 +74,7 @@ class Actuator:
         self._manual: tuple[float, float, float] | None = None  # (v, w, refreshed at)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._ticks = self._overruns = self._stalls = 0
+        self._ticks = self._overruns = self._stalls = self._unsent = 0
         self._last = (ZERO, "idle")
         self._pending_motion: tuple[int, float] | None = None  # (utterance id, end of speech) awaiting first motion
         self._first_motion: float | None = None
@@ -88,8 +90,8 @@ class Actuator:
         self.estop_event.set()
         try:
             self.link.estop()
-        except Exception:  # not connected: the loop keeps sending zeros, the MCU stops without a heartbeat
-            pass
+        except BridgeError as exc:  # not connected: the loop sends zeros, the MCU stops without a heartbeat
+            self._results.append({"control": "estop", "outcome": "failed", "detail": str(exc)})
 
     def request(self, action: str, *args) -> None:
         """Queue a control for the next tick: arm, disarm, clear_failsafe, gripper(open: bool)."""
@@ -192,8 +194,8 @@ class Actuator:
     def _send(self, sp: Setpoint) -> None:
         try:
             self.link.send_setpoint(sp.linear_m_s, sp.angular_rad_s, sp.ttl_s)
-        except Exception:  # link not started: nothing to send to; the MCU's own watchdog holds the robot
-            pass
+        except BridgeError:  # link not started: nothing to send to; the MCU's own watchdog holds the robot
+            self._unsent += 1
 
     def _run_controls(self) -> None:
         while True:
@@ -206,7 +208,7 @@ class Actuator:
     def _control(self, action: str, args: tuple) -> None:
         try:
             future = getattr(self.link, action)(*args)
-        except Exception as exc:
+        except BridgeError as exc:
             self._results.append({"control": action, "outcome": "failed", "detail": str(exc)})
             return
 
@@ -214,7 +216,7 @@ class Actuator:
             try:
                 r = f.result()
                 self._results.append({"control": action, "outcome": str(r.outcome.value), "detail": r.detail})
-            except Exception as exc:
+            except (BridgeError, CancelledError) as exc:
                 self._results.append({"control": action, "outcome": "failed", "detail": str(exc)})
 
         future.add_done_callback(done)
