@@ -12,7 +12,8 @@ import importlib
 import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
-COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli")
+COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli",
+                   "firmware_bridge.cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (
@@ -21,6 +22,7 @@ USER_ERRORS = (
     "convert.errors:ConvertError",
     "calibration.errors:CalibrationError",
     "edge.bundle:BundleError",
+    "firmware_bridge.errors:BridgeError",
 )
 
 
