@@ -83,7 +83,32 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"latency": rows, "convert_s": convert_s}, indent=2) + "\n")
-    print(f"wrote {out}")
+    _plot(rows, convert_s, out.with_suffix(".png"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+def _plot(rows: list[dict], convert_s: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [("torch_eager_fp32_ms", "PyTorch eager FP32"), ("onnxruntime_fp32_ms", "ONNX Runtime FP32"),
+             ("onnxruntime_int8_ms", "ONNX Runtime INT8 Q/DQ")]
+    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4))
+    for ax, r in zip(axes, rows):
+        values = [r[k] for k, _ in names]
+        bars = ax.bar([label.replace(" ", "\n", 2) for _, label in names], values,
+                      color=["#bbbbbb", "#4477aa", "#228833"])
+        for b, v in zip(bars, values):
+            ax.text(b.get_x() + b.get_width() / 2, v, f"{v:.2f} ms\n{values[0] / v:.2f}x", ha="center", va="bottom")
+        ax.set_title(f"batch {r['batch']}")
+        ax.set_ylabel("ms per call (median)")
+        ax.set_ylim(0, max(values) * 1.3)
+    fig.suptitle(f"reference model on this CPU; full conversion {convert_s:.1f} s")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
