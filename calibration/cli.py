@@ -13,6 +13,17 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_import_set(args: argparse.Namespace) -> int:
+    from calibration.importer import import_files
+
+    w, _, h = args.size.partition("x")
+    meta = import_files(args.src, args.out, (int(w), int(h)), args.window)
+    print(f"wrote {args.out}: {meta['n_samples']} samples, per intent {meta['per_intent']}")
+    for warning in meta["warnings"]:
+        print(f"warning: {warning}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``calibrate`` on the ``voxedge`` parser."""
     p = sub.add_parser("calibrate", help="re-quantize a bundle's INT8 model with a new calibration set")
@@ -26,3 +37,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-precision-search", action="store_true",
                    help="fail when INT8 misses the accuracy gate instead of keeping sensitive layers in float")
     p.set_defaults(func=_cmd_calibrate)
+
+    p = sub.add_parser("import-set", help="make a sample set from your own picture + WAV pairs")
+    p.add_argument("src", help="directory of NAME.png/.jpg + NAME.wav pairs (and optional labels.jsonl)")
+    p.add_argument("--out", required=True, help="set directory to write")
+    p.add_argument("--size", default="160x120", help="model input WIDTHxHEIGHT (default: %(default)s)")
+    p.add_argument("--window", type=int, default=32000, help="audio window in samples at 16 kHz (default: 32000)")
+    p.set_defaults(func=_cmd_import_set)

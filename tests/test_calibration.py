@@ -199,3 +199,37 @@ def test_calibrate_with_the_robots_audit_log_gates_on_agreement_with_fp32(sets, 
         [sys.executable, "-m", "edge.cli", "calibrate", str(path), "--data", str(tmp_path / "audit"),
          "--no-precision-search"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_import_set_from_a_users_pictures_and_recordings(tmp_path):
+    import wave
+
+    import cv2
+
+    src = tmp_path / "mine"
+    src.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(3):
+        cv2.imwrite(str(src / f"s{i}.jpg"), rng.integers(0, 256, (480, 640, 3), dtype=np.uint8))
+        t = np.arange(44100) / 44100.0  # 1 s of a 440 Hz tone, stereo, 44.1 kHz
+        tone = (0.5 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2")
+        with wave.open(str(src / f"s{i}.wav"), "wb") as w:
+            w.setnchannels(2)
+            w.setsampwidth(2)
+            w.setframerate(44100)
+            w.writeframes(np.repeat(tone, 2).tobytes())
+    (src / "labels.jsonl").write_text('{"name": "s1", "intent": "go_to", "object": "red ball", "target_xy": [0.4, 0.6]}\n')
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "import-set", str(src), "--out", str(tmp_path / "set")],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    s = read_set(tmp_path / "set")
+    img, wav, rate = s.load(1)
+    assert img.shape == (120, 160, 3) and rate == 16000 and wav.shape == (32000,)
+    spectrum = np.abs(np.fft.rfft(wav))
+    assert abs(np.argmax(spectrum) * 16000 / 32000 - 440) < 2  # the tone survived resampling
+    assert np.abs(wav[:7000]).max() < 1e-3 and np.abs(wav[9000:23000]).max() > 0.4  # centred in the window
+    assert s.records[1].intent == "go_to" and s.records[0].intent is None
+    (src / "s0.wav").unlink()
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "import-set", str(src), "--out", str(tmp_path / "x")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "s0.jpg needs s0.wav" in result.stderr and not (tmp_path / "x").exists()

@@ -1,0 +1,104 @@
+"""A sample set from a user's own files: pairs of a picture and a recording with the same name.
+
+``DIR/kitchen_01.jpg`` + ``DIR/kitchen_01.wav`` become one sample: the picture
+resized to the model's input (INTER_AREA), the recording converted to 16 kHz
+mono and centred in the model's audio window (longer recordings keep their
+start). Optional labels come from ``DIR/labels.jsonl``, one object per line:
+``{"name": "kitchen_01", "intent": "go_to", "object": "red ball",
+"target_xy": [0.4, 0.6]}``.
+"""
+
+from __future__ import annotations
+
+import json
+import wave
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+from calibration.errors import CalibrationError
+from calibration.sampleset import write_set
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+LABEL_KEYS = {"name", "intent", "object", "target_xy", "target_box"}
+
+
+def read_wav(path: Path, rate: int) -> np.ndarray:
+    """A WAV file (8/16/32-bit PCM, any channels and rate) as float32 mono at ``rate``."""
+    from scipy.signal import resample_poly
+
+    try:
+        with wave.open(str(path), "rb") as w:
+            channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError, OSError) as exc:
+        raise CalibrationError(f"{path}: not a readable PCM WAV file ({exc}); convert it with e.g. "
+                               "`sox in.mp3 -b 16 out.wav`") from exc
+    if width == 1:
+        pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width in (2, 4):
+        pcm = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
+    else:
+        raise CalibrationError(f"{path}: {8 * width}-bit WAV is not supported; use 8, 16 or 32-bit PCM")
+    audio = pcm.reshape(-1, channels).mean(axis=1)
+    if src_rate != rate:
+        ratio = Fraction(rate, src_rate).limit_denominator(1000)
+        audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
+    return np.clip(audio, -1.0, 1.0).astype(np.float32)
+
+
+def _window(audio: np.ndarray, n: int) -> np.ndarray:
+    out = np.zeros(n, np.float32)
+    if audio.size >= n:
+        return audio[:n].copy()
+    start = (n - audio.size) // 2
+    out[start : start + audio.size] = audio
+    return out
+
+
+def import_files(src: str | Path, dest: str | Path, image_size: tuple[int, int] = (160, 120),
+                 window_samples: int = 32000, rate: int = 16000, intents: tuple[str, ...] | None = None) -> dict:
+    """Write the set at ``dest`` from the picture + recording pairs in ``src``; returns its ``set.json``."""
+    import cv2
+
+    src = Path(src)
+    if not src.is_dir():
+        raise CalibrationError(f"{src} is not a directory of picture + WAV pairs")
+    labels_by_name: dict[str, dict] = {}
+    labels_path = src / "labels.jsonl"
+    if labels_path.is_file():
+        for n, line in enumerate(labels_path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CalibrationError(f"{labels_path}:{n}: not JSON ({exc})") from exc
+            if not isinstance(entry, dict) or "name" not in entry or set(entry) - LABEL_KEYS:
+                raise CalibrationError(f"{labels_path}:{n}: expected an object with 'name' and any of "
+                                       f"{sorted(LABEL_KEYS - {'name'})}, got {line.strip()[:80]}")
+            if intents and entry.get("intent") is not None and entry["intent"] not in intents:
+                raise CalibrationError(f"{labels_path}:{n}: intent {entry['intent']!r} is not one of {list(intents)}")
+            labels_by_name[entry.pop("name")] = entry
+    pictures = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    pairs = [(p, p.with_suffix(".wav")) for p in pictures if p.with_suffix(".wav").is_file()]
+    lonely = [p.name for p in pictures if not p.with_suffix(".wav").is_file()]
+    if lonely:
+        raise CalibrationError(f"{len(lonely)} pictures in {src} have no recording of the same name "
+                               f"(e.g. {lonely[0]} needs {Path(lonely[0]).with_suffix('.wav').name})")
+    if not pairs:
+        raise CalibrationError(f"{src} holds no picture + WAV pairs (pictures: {', '.join(IMAGE_SUFFIXES)})")
+    unknown = sorted(set(labels_by_name) - {p.stem for p, _ in pairs})
+    if unknown:
+        raise CalibrationError(f"labels.jsonl names samples that are not in {src}: {unknown[:5]}")
+    images, audio, labels = [], [], []
+    w, h = image_size
+    for picture, recording in pairs:
+        bgr = cv2.imread(str(picture), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise CalibrationError(f"{picture}: not a readable image")
+        images.append(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
+        audio.append(_window(read_wav(recording, rate), window_samples))
+        labels.append(labels_by_name.get(picture.stem, {}))
+    return write_set(dest, np.stack(images), np.stack(audio), labels, sample_rate=rate, intents=intents)
