@@ -929,7 +929,7 @@ class Link:
         if self._ser is None:
             return
         now = time.monotonic()
-        if now - self._last_rx > LINK_SILENCE_TIMEOUT_S:
+        if self._phase is _Phase.CONNECTED and now - self._last_rx > LINK_SILENCE_TIMEOUT_S:
             raise _LinkLost(f"no valid frame from the MCU for {LINK_SILENCE_TIMEOUT_S:.1f} s")
         self._send_estop(now)
         if self._phase is _Phase.HANDSHAKING:

@@ -13,6 +13,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import serial
@@ -21,6 +22,9 @@ from firmware_bridge import codec
 from firmware_bridge import messages as M
 from firmware_bridge.simulator import build_harness, find_compiler
 from firmware_bridge.spec import SCHEMA_HASH, HeaderFlag, MsgType
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 VECTORS_PATH = Path(__file__).resolve().parents[1] / "firmware_bridge" / "protocol_vectors.json"
 
@@ -240,3 +244,40 @@ def read_motor_log(path: Path) -> list[MotorSample]:
             continue
         out.append(MotorSample(*(float(p) for p in parts[:8]), int(parts[8])))
     return out
+
+
+class SetpointStream:
+    """A 20 Hz setpoint stream on its own thread, like the actuator loop's heartbeat (zeros when idle)."""
+
+    def __init__(self, link, linear: float = 0.0, angular: float = 0.0, ttl_s: float = 0.2,
+                 period_s: float = 0.05) -> None:
+        import threading
+
+        self.link = link
+        self.value = (linear, angular, ttl_s)
+        self.period_s = period_s
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="test-setpoints", daemon=True)
+
+    def set(self, linear: float, angular: float = 0.0, ttl_s: float | None = None) -> None:
+        """Change the streamed setpoint."""
+        self.value = (linear, angular, self.value[2] if ttl_s is None else ttl_s)
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            v, w, ttl = self.value
+            if self.link.send_setpoint(v, w, ttl_s=ttl):
+                self.sent += 1
+            next_at += self.period_s
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        assert not self._thread.is_alive()
