@@ -289,7 +289,8 @@ class LinkStats:
     rtt_last_s: float | None
     rtt_p50_s: float | None
     rtt_p99_s: float | None
-    rtt_samples: int
+    rtt_samples: int  # in the window the percentiles use (the last RTT_SAMPLES)
+    rtt_count: int  # round trips measured since the Link was made
     mcu: McuCounters | None  # from the latest telemetry
 
     @property
@@ -352,7 +353,12 @@ class _Counters:
     controls_refused: int = 0
     controls_failed: int = 0
     estops_sent: int = 0
+    rtt_count: int = 0
     rtts: deque = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
+
+    def add_rtt(self, seconds: float) -> None:
+        self.rtts.append(seconds)
+        self.rtt_count += 1
 
 
 def _open_error(port: str, exc: Exception) -> PortError:
@@ -682,7 +688,7 @@ class Link:
                 rtt_last_s=n.rtts[-1] if n.rtts else None,
                 rtt_p50_s=statistics.median(rtts) if rtts else None,
                 rtt_p99_s=rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] if rtts else None,
-                rtt_samples=len(rtts), mcu=telemetry.counters if telemetry else None)
+                rtt_samples=len(rtts), rtt_count=n.rtt_count, mcu=telemetry.counters if telemetry else None)
 
     def wait_for_telemetry(self, predicate=None, timeout_s: float = 1.0) -> Telemetry:
         """Block until a telemetry report newer than the current one (and satisfying ``predicate``) arrives.
@@ -1053,7 +1059,7 @@ class Link:
             sent = self._echo_sent.pop(msg.echo_seq, None)
             if sent is not None:
                 with self._lock:
-                    self._n.rtts.append(now - sent)
+                    self._n.add_rtt(now - sent)
         elif isinstance(msg, M.TelemetryMsg):
             self._on_telemetry(msg, frame, now)
 
@@ -1098,7 +1104,7 @@ class Link:
             rtt = now - p.last_sent_at if p.attempts == 1 else None
             if rtt is not None:
                 with self._lock:
-                    self._n.rtts.append(rtt)
+                    self._n.add_rtt(rtt)
             if result is Result.OK:
                 outcome, detail = Outcome.DELIVERED, f"{p.op.name} executed"
             else:
