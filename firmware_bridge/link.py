@@ -623,7 +623,7 @@ class Link:
         """Lower the firmware's speed/turn clamps and set the telemetry period.
 
         Raises:
-            InvalidValueError: a limit is not in (0, hard limit] or the period not in [0.01, 1] s.
+            InvalidValueError: a limit is not in (0, hard limit] or the period not in [0.02, 1] s.
         """
         v = _check_finite("max_linear_m_s", max_linear_m_s, "m/s")
         w = _check_finite("max_angular_rad_s", max_angular_rad_s, "rad/s")

@@ -420,10 +420,11 @@ def test_telemetry_period_is_configurable(core):
     core.telemetry()
     core.advance(1000)
     assert len(core.telemetry()) == 20
-    core.ok(Op.CONFIG, args=(0.5, 3.0, 10))
+    assert core.control(Op.CONFIG, args=(0.5, 3.0, 10))[0].result == Result.BAD_ARGS
+    core.ok(Op.CONFIG, args=(0.5, 3.0, 20))
     core.telemetry()
     core.advance(1000)
-    assert len(core.telemetry()) == 100
+    assert len(core.telemetry()) == 50
 
 
 def test_bad_frames_are_counted_and_change_nothing(core):

@@ -10,7 +10,7 @@
 /* The pack/unpack helpers copy floats bit for bit: IEEE-754 binary32 is assumed. */
 typedef char vx_float_is_32_bits[(sizeof(float) == 4) ? 1 : -1];
 
-#define VX_SCHEMA_HASH 0x4EACA3E5u
+#define VX_SCHEMA_HASH 0xC10686D3u
 
 /* ---- constants (unit: meaning) */
 #define VX_PROTOCOL_VERSION 1u /* -: wire format version carried in every header */
@@ -31,7 +31,7 @@ typedef char vx_float_is_32_bits[(sizeof(float) == 4) ? 1 : -1];
 #define VX_CONTROL_ACK_TIMEOUT_MS 100u /* ms: host waits this long for an ack before retrying a control */
 #define VX_CONTROL_ATTEMPTS 5u /* attempts: sends of one control (same id) before it is reported failed */
 #define VX_TELEMETRY_PERIOD_MS 50u /* ms: default telemetry period (20 Hz) */
-#define VX_TELEMETRY_PERIOD_MIN_MS 10u /* ms: fastest configurable telemetry period (100 Hz) */
+#define VX_TELEMETRY_PERIOD_MIN_MS 20u /* ms: fastest configurable telemetry period (50 Hz: 45 % of a 115200-baud UART) */
 #define VX_TELEMETRY_PERIOD_MAX_MS 1000u /* ms: slowest configurable telemetry period (1 Hz) */
 #define VX_HANDSHAKE_RETRY_MS 200u /* ms: host resends HELLO this often until HELLO_ACK arrives */
 #define VX_HANDSHAKE_TIMEOUT_MS 2000u /* ms: host gives up on one connection attempt after this */

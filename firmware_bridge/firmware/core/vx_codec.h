@@ -11,6 +11,10 @@
 
 #include "protocol_gen.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* CRC-32/ISO-HDLC (zlib): reflected polynomial 0xEDB88320, init and final xor 0xFFFFFFFF. */
 uint32_t vx_crc32(const uint8_t *data, size_t len);
 
@@ -58,5 +62,9 @@ void vx_deframer_reset(vx_deframer_t *d);
 /* Push one byte. VX_DF_BLOCK: block and block_len hold a complete COBS block (valid until the next push).
  * VX_DF_OVERSIZE: a run longer than VX_MAX_ENCODED_FRAME ended and was discarded. */
 vx_deframer_result_t vx_deframer_push(vx_deframer_t *d, uint8_t byte, const uint8_t **block, uint16_t *block_len);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* VX_CODEC_H */

@@ -10,7 +10,7 @@
 /* Wheel speeds are measured from encoder counts over windows of this length. */
 #define SPEED_WINDOW_US 20000u
 /* Cap of the drift allowance the offset estimator may bank (us). */
-#define DRIFT_CREDIT_MAX_US (VX_TTL_MAX_MS * 1000u)
+#define DRIFT_CREDIT_MAX_US ((uint32_t)VX_TTL_MAX_MS * 1000u) /* 32-bit: int is 16 bits on AVR */
 #define VX_PI_F 3.14159265358979f
 
 static uint32_t now_ms(const vx_core_t *c) { return c->hal->millis(c->hal->ctx); }

@@ -32,6 +32,10 @@
 #include "vx_codec.h"
 #include "vx_hal.h"
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 typedef struct {
     const char *build_id;  /* up to VX_BUILD_ID_SIZE chars */
     uint32_t schema_hash;  /* normally VX_SCHEMA_HASH; the simulator may override it for tests */
@@ -105,5 +109,9 @@ const vx_counters_t *vx_core_counters(const vx_core_t *core);
 
 /* Exact-arc differential-drive pose update for wheel travels dl, dr (m) and wheel base b (m). */
 void vx_integrate_arc(float *x, float *y, float *theta, float dl, float dr, float b);
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* VX_CORE_H */

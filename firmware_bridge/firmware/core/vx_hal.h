@@ -8,6 +8,10 @@
 
 #include <stdint.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
 /* Diagnostic events (optional hook): the simulator logs them, a board may ignore them. */
 typedef enum {
     VX_EV_CONTROL = 1,       /* a control was executed (once): id, op, result */
@@ -44,5 +48,9 @@ typedef struct {
     void (*serial_write)(void *ctx, const uint8_t *data, uint16_t len); /* may drop bytes, never blocks long */
     void (*on_event)(void *ctx, const vx_event_t *event); /* may be NULL */
 } vx_hal_t;
+
+#ifdef __cplusplus
+}
+#endif
 
 #endif /* VX_HAL_H */
