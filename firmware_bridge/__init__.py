@@ -1,4 +1,54 @@
-"""Serial link between the robot host and its microcontroller (protocol, host link, firmware).
+"""Serial link between the robot host and its microcontroller: protocol, host link, firmware, simulator.
 
-Filled in by the firmware-bridge issue. Imports nothing of ours.
+Public API (imported lazily, so ``firmware_bridge.errors`` stays importable without pyserial)::
+
+    from firmware_bridge import Link, Telemetry, LinkStats, ControlResult, McuSimulator
+
+- ``firmware_bridge.spec``: the protocol table (constants with units, enums, layouts, schema hash).
+- ``firmware_bridge.codec`` / ``messages``: COBS + CRC-32 framing and typed messages.
+- ``firmware_bridge.link``: ``Link``, the host side (one I/O thread owns the port).
+- ``firmware_bridge.simulator``: builds and runs the C firmware core on a pseudo-terminal.
+- ``firmware_bridge.errors``: ``BridgeError`` and its subclasses.
+- ``firmware/``: the C99 core, the host simulator and the Arduino sketch.
+
+Imports nothing of ours.
 """
+
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "Link": "firmware_bridge.link",
+    "Telemetry": "firmware_bridge.link",
+    "HandshakeInfo": "firmware_bridge.link",
+    "LinkStats": "firmware_bridge.link",
+    "McuCounters": "firmware_bridge.link",
+    "ControlResult": "firmware_bridge.link",
+    "Outcome": "firmware_bridge.link",
+    "McuSimulator": "firmware_bridge.simulator",
+    "FaultConfig": "firmware_bridge.simulator",
+    "build_simulator": "firmware_bridge.simulator",
+    "BridgeError": "firmware_bridge.errors",
+}
+
+__all__ = [
+    "BridgeError",
+    "ControlResult",
+    "FaultConfig",
+    "HandshakeInfo",
+    "Link",
+    "LinkStats",
+    "McuCounters",
+    "McuSimulator",
+    "Outcome",
+    "Telemetry",
+    "build_simulator",
+]
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'firmware_bridge' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
