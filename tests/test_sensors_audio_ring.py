@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 
@@ -116,7 +117,7 @@ def test_overlapping_stamps_are_compressed_not_reordered():
     ring.write(np.zeros(100, np.float32), t_end=1.0)
     ring.write(np.zeros(100, np.float32), t_end=1.05)  # nominally needs 0.1 s
     times = [ring.time_of(i) for i in range(200)]
-    assert all(b >= a for a, b in zip(times, times[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(times))
     assert times[100] > 1.0 and times[199] == pytest.approx(1.05)
 
 
@@ -188,7 +189,7 @@ def test_property_reads_and_time_map_match_what_was_written(blocks):
         with pytest.raises(AudioRangeError):
             ring.read(end - 1, end + 1)
     times = [ring.time_of(i) for i in range(ring.oldest_index, end)]
-    assert all(b >= a for a, b in zip(times, times[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(times))
     assert ring.time_of(end - 1) == pytest.approx(t_last, abs=1e-9)
     for i, t in zip(range(ring.oldest_index, end), times):
         # Exact for blocks that follow their predecessor; an overlapping block is squeezed

@@ -7,6 +7,7 @@ frame it got and that the colour order is RGB.
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -16,15 +17,15 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edge.sensors import clock, make_camera  # noqa: E402
-from edge.sensors.camera_opencv import (  # noqa: E402
+from edge.sensors import clock, make_camera
+from edge.sensors.camera_opencv import (
     OpenCVCamera,
     OpenCVCameraConfig,
     gstreamer_available,
     jetson_csi_pipeline,
     source_kind,
 )
-from edge.sensors.errors import (  # noqa: E402
+from edge.sensors.errors import (
     CameraConfigError,
     CameraError,
     DeviceAlreadyConnectedError,
@@ -132,7 +133,7 @@ def test_frames_arrive_in_order_with_monotonic_timestamps(played):
     assert all(f.seq == n for f, n in seen)  # seq counts file frames one by one
     assert seqs == sorted(seqs)
     times = [f.t for f, _ in seen]
-    assert all(b > a for a, b in zip(times, times[1:]))
+    assert all(b > a for a, b in itertools.pairwise(times))
     assert times[0] >= played["t_connect"]
 
 

@@ -11,11 +11,11 @@ import pytest
 
 pytest.importorskip("cv2")
 
-from edge.sensors import clock, make_camera  # noqa: E402
-from edge.sensors.camera_sim import SimCamera, SimCameraConfig  # noqa: E402
-from edge.sensors.errors import CameraConfigError, CameraError  # noqa: E402
-from sim.camera import CameraModel  # noqa: E402
-from sim.world import Arena, Pose, SceneObject  # noqa: E402
+from edge.sensors import clock, make_camera
+from edge.sensors.camera_sim import SimCamera, SimCameraConfig
+from edge.sensors.errors import CameraConfigError, CameraError
+from sim.camera import CameraModel
+from sim.world import Arena, Pose, SceneObject
 
 FPS = 20.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 
 import numpy as np
@@ -139,7 +140,7 @@ def test_concurrent_writer_and_readers_see_consistent_frames():
             try:
                 f = buf.latest()
                 frames = buf.between(f.t - 0.2, f.t)
-                if any(b.t < a.t for a, b in zip(frames, frames[1:])):
+                if any(b.t < a.t for a, b in itertools.pairwise(frames)):
                     errors.append("history out of order")
                 if any(int(x.image[0, 0, 0]) != x.seq % 256 for x in frames):
                     errors.append("frame content does not match its seq")

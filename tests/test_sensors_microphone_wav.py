@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
@@ -84,7 +85,7 @@ def test_loop_and_as_fast_as_possible(stereo_44k):
     # Looping is seamless sample for sample: the second pass equals the first.
     np.testing.assert_array_equal(x[:24000], x[24000:48000])
     times = [ring.time_of(i) for i in range(0, ring.end_index, 997)]
-    assert all(b > a for a, b in zip(times, times[1:]))
+    assert all(b > a for a, b in itertools.pairwise(times))
 
 
 def test_float_mono_48k_and_uint8(tmp_path):
