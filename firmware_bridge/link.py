@@ -32,11 +32,32 @@ Reconnects
     the link drops (never replayed on a new connection) and the MCU disarms on every
     handshake: after a reconnect the robot stays disarmed until ``arm()``.
 
-Clocks
-    Host timestamps are ``time.monotonic()`` in ms modulo 2**32. How the MCU turns
-    them into ages is documented in ``firmware/core/vx_core.h``: it tracks the
-    lower envelope of (MCU receive time - host timestamp), so a setpoint's age is
-    its delay beyond the fastest recent frame, never over-estimated.
+Clocks, TTL and staleness
+    Every host frame carries the host's ``time.monotonic()`` in ms (modulo 2**32,
+    compared with serial-number arithmetic) at which the command was *issued*: a
+    setpoint's is the ``send_setpoint()`` call, a retried control keeps its first
+    send's. The two clocks are never synchronised; instead the MCU estimates their
+    offset (``firmware/core/vx_core.c``, ``clock_observe``):
+
+    - each HELLO and SETPOINT gives a sample ``s = mcu_rx_ms - host_ts_ms``, i.e. the
+      true offset plus that frame's one-way delay (queueing, USB, UART);
+    - the estimate ``o`` is the lower envelope of the samples: a smaller sample replaces
+      it at once; it may rise only by the clock drift the MCU allows for
+      (``CLOCK_DRIFT_MAX_PPM``, 0.5 %, banked per elapsed ms, capped at ``TTL_MAX_MS``);
+      a handshake restarts it;
+    - a frame's age is ``s - o``: its delay beyond the fastest recent frame.
+
+    Bounds: the age is never over-estimated (o >= the true offset plus the smallest
+    delay seen, up to drift). It is under-estimated by at most that smallest one-way
+    delay (a pseudo-terminal: well under 1 ms; a 115200-baud UART: the ~2 ms a frame
+    takes on the wire) plus the drift allowance banked since the last undelayed frame
+    (5 us per ms, i.e. 0.25 ms between two 20 Hz setpoints). A link that is slow from
+    the very first frame on is not seen as stale, but a stall that builds up is:
+    a setpoint stuck 300 ms in a buffer arrives 300 ms "old" and is dropped when its
+    TTL is shorter. On top of the TTL the MCU requires setpoints in increasing
+    sequence number *and* host time (duplicates and reordered ones are dropped),
+    expires an applied setpoint when its TTL runs out (motors ramp to zero), and its
+    250 ms watchdog latches a failsafe whatever the clocks say.
 """
 
 from __future__ import annotations

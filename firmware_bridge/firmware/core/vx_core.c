@@ -164,6 +164,7 @@ static void handle_hello(vx_core_t *c, const vx_header_t *h, const uint8_t *payl
         return;
     }
     c->hello_seq = h->seq;
+    c->last_host_seq = h->seq; /* sequence gaps count from the handshake */
     if (!c->have_nonce || m.session_nonce != c->session_nonce) {
         /* A new host session: its control ids start over, so forget the old ones. */
         c->ring_count = 0;
@@ -429,7 +430,6 @@ static void handle_block(vx_core_t *c, const uint8_t *block, uint16_t len) {
     switch (f.header.msg_type) {
     case VX_MSG_TYPE_HELLO:
         handle_hello(c, &f.header, f.payload, now);
-        c->last_host_seq = f.header.seq;
         break;
     case VX_MSG_TYPE_SETPOINT:
         handle_setpoint(c, &f.header, f.payload, now);
