@@ -470,3 +470,46 @@ def test_v4l2_requests_format_then_size_then_rate_and_reports_the_granted_mode(c
     assert (mode.width, mode.height, mode.fps, mode.fourcc) == (640, 480, 15.0, "YUYV")
     assert "size 1280x720 -> 640x480" in caplog.text and "fps 30 -> 15.0" in caplog.text
     assert frame.image.shape == (480, 640, 3) and frame.image[0, 0, 2] == frame.seq + 1  # BGR blue -> RGB index 2
+
+
+# --- network stream: the same file served over HTTP, read as a live URL -------------------------
+
+
+@pytest.fixture
+def http_video(tmp_path):
+    import functools
+    import http.server
+
+    _write_video(tmp_path / "stream.avi", range(40), 25.0)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/stream.avi"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5.0)
+
+
+def test_url_stream_is_read_live_and_reconnected_when_it_drops(http_video):
+    cfg = OpenCVCameraConfig(source=http_video, reconnect_backoff_s=0.05, history_s=60.0)
+    assert cfg.source_kind == "url"
+    with OpenCVCamera(cfg) as cam:
+        deadline = clock.now() + 10.0
+        while cam.stats().reconnects < 1 and clock.now() < deadline:
+            time.sleep(0.02)
+        while cam.stats().frames < 60 and clock.now() < deadline:
+            time.sleep(0.02)
+        stats = cam.stats()
+        numbers = [_decode(f.image) for f in cam.buffer.between(-1e9, 1e9)]
+    # (the HTTP server's request threads come and go on their own; count only ours)
+    assert not [t for t in threading.enumerate() if t.name.startswith("camera-reader")]
+    assert cam.mode is not None and (cam.mode.width, cam.mode.height) == (W, H)
+    # A live stream that ends is a dropped stream: the camera reopens it and it plays again.
+    assert stats.reconnects >= 1 and not stats.failed and not stats.ended
+    assert "grab() failed" in stats.last_error
+    assert numbers[:40] == list(range(40))
+    assert numbers[40:60] == list(range(20))
