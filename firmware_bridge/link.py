@@ -456,6 +456,7 @@ class Link:
         self._stop = threading.Event()
         self._first_done = threading.Event()
         self._first_error: BaseException | None = None
+        self._crash: BaseException | None = None
         self._wake_r: int | None = None
         self._wake_w: int | None = None
 
@@ -518,6 +519,7 @@ class Link:
         self._next_attempt = 0.0
         self._path_absent = False
         self._first_error = None
+        self._crash = None
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -560,13 +562,14 @@ class Link:
             if thread.is_alive():
                 log.error("bridge I/O thread did not stop within %.1f s", JOIN_TIMEOUT_S)
         self._thread = None
-        for fd in (self._wake_r, self._wake_w):
+        fds = (self._wake_r, self._wake_w)
+        self._wake_r = self._wake_w = None  # before closing: a late _wake() must not hit a reused fd number
+        for fd in fds:
             if fd is not None:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
-        self._wake_r = self._wake_w = None
 
     def __enter__(self) -> Self:
         return self.connect()
@@ -735,6 +738,10 @@ class Link:
 
     def _require_started(self) -> None:
         if self._thread is None or not self._thread.is_alive():
+            if self._crash is not None:
+                raise NotConnectedError(f"the I/O thread of the link to {self._port!r} stopped after an internal "
+                                        f"error ({self._crash!r}, logged with its traceback): disconnect() and "
+                                        "connect() again, and report the error")
             raise NotConnectedError(f"link to {self._port!r} is not started: call connect() first")
 
     def _new_id(self) -> int:
@@ -798,9 +805,8 @@ class Link:
                     self._drop(f"port error: {exc}")
         except BaseException as exc:  # report, never die silently
             log.exception("bridge I/O thread crashed")
-            if not self._first_done.is_set():
-                self._first_error = BridgeError(f"bridge I/O thread crashed: {exc!r}")
-                self._first_done.set()
+            self._crash = exc
+            self._report_first(BridgeError(f"bridge I/O thread crashed: {exc!r}"))
         finally:
             self._close_port()
             self._fail_all("the link was disconnected", include_estop=True)
