@@ -119,9 +119,19 @@ def test_first_frame_timeout_names_the_error(arena):
     cfg = SimCameraConfig(pose_fn=lambda: "not a pose", arena=arena, fps=50.0, first_frame_timeout_s=0.3,
                           reconnect_backoff_s=0.01)
     before = threading.active_count()
-    with pytest.raises(CameraError, match=r"delivered no frame within 0.3 s \(last error: .*expected a sim.world.Pose"):
+    with pytest.raises(CameraError, match=r"delivered no frame \(waited 0.3 s, first_frame_timeout_s=0.3\) "
+                                          r"\(last error: .*expected a sim.world.Pose"):
         SimCamera(cfg).connect()
     assert threading.active_count() == before
+
+
+def test_connect_gives_up_as_soon_as_the_reader_does(arena):
+    cfg = SimCameraConfig(pose_fn=lambda: "not a pose", arena=arena, fps=50.0, first_frame_timeout_s=10.0,
+                          reconnect_backoff_s=0.01, max_consecutive_failures=2)
+    t0 = clock.now()
+    with pytest.raises(CameraError, match=r"delivered no frame .*last error: read failed: CameraError: pose_fn"):
+        SimCamera(cfg).connect()
+    assert clock.now() - t0 < 1.0
 
 
 def test_config_validation(arena):

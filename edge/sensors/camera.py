@@ -55,6 +55,7 @@ DEFAULT_RECONNECT_BACKOFF_S = 0.1     # first wait before reopening; doubles per
 DEFAULT_RECONNECT_BACKOFF_MAX_S = 2.0 # ... up to this
 DEFAULT_FIRST_FRAME_TIMEOUT_S = 5.0   # connect() waits this long for the first frame
 JOIN_TIMEOUT_S = 3.0                  # disconnect() waits this long for the reader thread
+FIRST_FRAME_POLL_S = 0.05             # connect() checks this often whether the reader gave up
 DROP_GAP_PERIODS = 1.5                # a gap longer than this many frame periods counts drops
 FPS_WINDOW_S = 1.0                    # measured fps is over the frames of the last second
 
@@ -244,17 +245,30 @@ class Camera(ABC):
         self._thread.start()
         self._connected = True
         timeout = self.config.first_frame_timeout_s
-        if timeout is not None:
-            try:
-                self._buffer.wait_for(-1, timeout)
-            except NoFrameError:
-                detail = self._failure_detail()
-                self.disconnect()
-                raise CameraError(
-                    f"{self.name} opened but delivered no frame within {timeout:g} s{detail}; "
-                    "check the source (cable, file contents, pipeline) or raise first_frame_timeout_s"
-                ) from None
+        if timeout is not None and not self._wait_first_frame(timeout):
+            waited = clock.now() - self._connected_at
+            detail = self._failure_detail()
+            self.disconnect()
+            raise CameraError(
+                f"{self.name} opened but delivered no frame (waited {waited:.1f} s, first_frame_timeout_s="
+                f"{timeout:g}){detail}; check the source (cable, file contents, pipeline)"
+            )
         return self
+
+    def _wait_first_frame(self, timeout_s: float) -> bool:
+        """Wait for the first frame; give up early if the reader thread has already ended."""
+        deadline = clock.now() + timeout_s
+        while True:
+            remaining = deadline - clock.now()
+            if remaining <= 0:
+                return False
+            try:
+                self._buffer.wait_for(-1, min(FIRST_FRAME_POLL_S, remaining))
+                return True
+            except NoFrameError:
+                thread = self._thread
+                if thread is None or not thread.is_alive():
+                    return len(self._buffer) > 0
 
     def disconnect(self) -> None:
         """Stop the reader thread (bounded wait) and close the device.
