@@ -136,6 +136,7 @@ class Policy:
         self.tracker = tracker  # has track(utterance_id) / stop_tracking(); the inference worker
         self.activity: Activity = IDLE
         self.outcomes: list[Outcome] = []  # most recent last; bounded
+        self.outcome_count = 0  # outcomes ever recorded (the list keeps the last 50)
         self.gripper_requests: list[bool] = []  # True = open; drained by the actuator
 
     # -- inputs ----------------------------------------------------------------------
@@ -160,7 +161,7 @@ class Policy:
             self.activity = Activity("turn", intent, d.utterance_id, now, now + duration)
         elif intent in ("go_to", "pick_up"):
             if d.presence is not None and d.presence < c.presence_threshold or d.target_xy is None:
-                self.outcomes.append(Outcome(intent, d.utterance_id, "not_in_view", now))
+                self._record(Outcome(intent, d.utterance_id, "not_in_view", now))
                 return
             self.activity = Activity(intent, intent, d.utterance_id, now, target_xy=d.target_xy, last_seen=now,
                                      last_update=now)
@@ -169,7 +170,7 @@ class Policy:
                 self.tracker.track(d.utterance_id)
         elif intent == "drop":
             self.gripper_requests.append(True)
-            self.outcomes.append(Outcome(intent, d.utterance_id, "done", now))
+            self._record(Outcome(intent, d.utterance_id, "done", now))
 
     def stop(self, now: float, reason: str = "stopped") -> None:
         """Stop whatever runs (a "stop" command, an e-stop, a fault)."""
@@ -234,6 +235,10 @@ class Policy:
             self.tracker.stop_tracking()
         if a.mode == "pick_up" and reason == "reached":
             self.gripper_requests.append(False)  # close on the object
-        self.outcomes.append(Outcome(a.intent, a.utterance_id, reason, now))
-        del self.outcomes[:-50]
+        self._record(Outcome(a.intent, a.utterance_id, reason, now))
         self.activity = IDLE
+
+    def _record(self, outcome: Outcome) -> None:
+        self.outcomes.append(outcome)
+        del self.outcomes[:-50]
+        self.outcome_count += 1

@@ -1,0 +1,320 @@
+"""The runtime: camera + microphone -> listener -> inference worker -> actuator -> link, started and stopped as one.
+
+Threads (``../shared/ARCHITECTURE.md``): the camera reader, the microphone
+callback or feeder, the listener (VAD + endpointer), the inference worker
+(owns the runner), the actuator loop (the only caller of the link), the
+link's own I/O thread and the audit writer. Between them: one-item slots and
+immutable snapshots. ``Runtime.snapshot()`` is what the service shows;
+``events`` is a bounded log of what happened (decisions, outcomes, alerts).
+
+The simulated robot (``SimRobot``) puts the real C firmware core on a
+pseudo-terminal and renders the camera from the pose its odometry reports, in
+an arena from ``sim``; the simulated microphone speaks typed commands with
+espeak-ng.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edge.actuator import Actuator
+from edge.audit import AuditLog
+from edge.fusion import Decision, InferenceWorker, prepare_image
+from edge.listening import EndpointerConfig, Listener, Utterance
+from edge.policy import CameraGeometry, Policy, PolicyConfig
+
+EVENT_LOG_LEN = 200  # events kept for the panel
+ALERT_FRAME_AGE_S = 1.0  # the camera's latest frame older than this raises an alert
+
+
+class EdgeRuntimeError(Exception):
+    """The runtime cannot start (bad settings, a device that does not open)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    t: float  # monotonic
+    wall: float  # time.time(), for people
+    kind: str  # decision, outcome, alert, info
+    text: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class RuntimeConfig:
+    """Everything ``voxedge serve`` and the demo set."""
+
+    bundle: str
+    precision: str = "int8"  # the bundle's file (onnxruntime) or engine (tensorrt) precision
+    backend: str = "onnxruntime"
+    camera: dict = field(default_factory=lambda: {"type": "opencv", "source": 0})
+    microphone: dict = field(default_factory=lambda: {"type": "pyaudio"})
+    link_port: str | None = None  # serial device; None: the runtime's caller supplies a link
+    endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    geometry: CameraGeometry = field(default_factory=CameraGeometry)
+    audit_log: str | None = None
+    audit_max_samples: int = 2000
+
+
+class SimRobot:
+    """The firmware simulator (the real C core on a pty) and the arena the sim camera renders.
+
+    The robot starts at ``start`` in the arena; its pose is that start composed
+    with the odometry pose the firmware reports in telemetry.
+    """
+
+    def __init__(self, arena, start, faults=None) -> None:
+        from firmware_bridge.simulator import McuSimulator
+
+        self.arena = arena
+        self.start_pose = start
+        self.simulator = McuSimulator(faults=faults)
+        self.link = None
+
+    def pose(self):
+        """The robot's pose in the arena now (thread-safe: reads the link's immutable telemetry)."""
+        from sim.world import Pose
+
+        t = self.link.telemetry if self.link is not None else None
+        s = self.start_pose
+        if t is None:
+            return s
+        c, si = math.cos(s.heading), math.sin(s.heading)
+        return Pose(s.x + c * t.x_m - si * t.y_m, s.y + si * t.x_m + c * t.y_m, s.heading + t.theta_rad)
+
+    def start(self):
+        from firmware_bridge.link import Link
+
+        self.simulator.start()
+        self.link = Link(self.simulator.port).connect()
+        return self.link
+
+    def stop(self) -> None:
+        if self.link is not None:
+            self.link.disconnect()
+        self.simulator.stop()
+
+
+class Runtime:
+    """The robot's brain stem; see the module docstring."""
+
+    def __init__(self, config: RuntimeConfig, link=None, camera=None, microphone=None, runner=None) -> None:
+        self.config = config
+        self._link, self._camera, self._microphone, self._runner = link, camera, microphone, runner
+        self.bundle = None
+        self.worker: InferenceWorker | None = None
+        self.listener: Listener | None = None
+        self.actuator: Actuator | None = None
+        self.audit: AuditLog | None = None
+        self._events: deque[Event] = deque(maxlen=EVENT_LOG_LEN)
+        self._event_ids = itertools.count(1)
+        self._cond = threading.Condition()
+        self._last_decision: Decision | None = None
+        self._last_utterance: Utterance | None = None
+        self._outcomes_seen = 0
+        self._started = False
+        self.started_at: float | None = None
+
+    # -- lifecycle ------------------------------------------------------------------
+    def start(self) -> Runtime:
+        """Open everything and start the threads; on failure, close what was opened and re-raise."""
+        from edge.bundle import load_bundle
+        from edge.runners import make_runner
+        from edge.sensors import make_camera, make_microphone
+
+        if self._started:
+            raise EdgeRuntimeError("runtime already started")
+        cfg = self.config
+        opened = []
+        try:
+            self.bundle = load_bundle(cfg.bundle)
+            if self._runner is None:
+                self._runner = make_runner(cfg.backend, self.bundle, cfg.precision)
+            if self._camera is None:
+                cam = dict(cfg.camera)
+                self._camera = make_camera(cam.pop("type"), **cam)
+            if self._microphone is None:
+                mic = dict(cfg.microphone)
+                self._microphone = make_microphone(mic.pop("type"), **mic)
+            if self._link is None:
+                if not cfg.link_port:
+                    raise EdgeRuntimeError("no robot link: give a serial port (e.g. --port /dev/robot) or use --sim")
+                from firmware_bridge.link import Link
+
+                self._link = Link(cfg.link_port)
+            if not getattr(self._link, "is_connected", False):
+                self._link.connect()
+                opened.append(self._link.disconnect)
+            self._camera.connect()
+            opened.append(self._camera.disconnect)
+            self._microphone.connect()
+            opened.append(self._microphone.disconnect)
+            if cfg.audit_log:
+                self.audit = AuditLog(cfg.audit_log, cfg.audit_max_samples).start()
+                opened.append(self.audit.stop)
+            self._runner.activate()
+            opened.append(self._runner.deactivate)
+            self.worker = InferenceWorker(self._runner, self._camera.buffer, self._microphone.ring,
+                                          self._on_decision, on_error=lambda m: self.alert(f"inference: {m}"))
+            self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),
+                                     stalled_for=self.worker.stalled_for)
+            self.actuator.on_tick = self._on_tick
+            self.listener = Listener(self._microphone.ring, self._on_utterance, cfg.endpointer)
+            self.actuator.start()
+            opened.append(self.actuator.stop)
+            self.worker.start()
+            opened.append(self.worker.stop)
+            self.listener.start()
+            opened.append(self.listener.stop)
+        except BaseException:
+            for close in reversed(opened):
+                try:
+                    close()
+                except Exception as exc:  # keep closing the rest; the original error is what matters
+                    self.alert(f"while cleaning up: {exc}")
+            raise
+        self._started = True
+        self.started_at = time.monotonic()
+        self.event("info", f"runtime started: {Path(cfg.bundle).name} ({cfg.backend}, {cfg.precision})")
+        return self
+
+    def stop(self) -> None:
+        """Stop the threads in reverse order (the actuator's last word is a zero setpoint) and close devices."""
+        if not self._started:
+            return
+        self._started = False
+        errors = []
+        steps = [self.listener.stop, self.worker.stop, self.actuator.stop, self._runner.deactivate,
+                 self._microphone.disconnect, self._camera.disconnect]
+        if self.audit is not None:
+            steps.append(self.audit.stop)
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                errors.append(f"{getattr(step, '__qualname__', step)}: {exc}")
+        if errors:
+            raise EdgeRuntimeError("the runtime did not stop cleanly: " + "; ".join(errors))
+
+    def __enter__(self) -> Runtime:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- components (read-only use by the service) ------------------------------------
+    @property
+    def link(self):
+        return self._link
+
+    @property
+    def camera(self):
+        return self._camera
+
+    @property
+    def microphone(self):
+        return self._microphone
+
+    @property
+    def runner(self):
+        return self._runner
+
+    # -- events -----------------------------------------------------------------------
+    def event(self, kind: str, text: str, data: dict | None = None) -> Event:
+        e = Event(next(self._event_ids), time.monotonic(), time.time(), kind, text, data or {})
+        with self._cond:
+            self._events.append(e)
+            self._cond.notify_all()
+        return e
+
+    def alert(self, text: str, data: dict | None = None) -> Event:
+        return self.event("alert", text, data)
+
+    def events_after(self, after_id: int = 0, timeout_s: float | None = None) -> list[Event]:
+        """Events newer than ``after_id``; waits up to ``timeout_s`` for one if there is none yet."""
+        with self._cond:
+            if timeout_s and not (self._events and self._events[-1].id > after_id):
+                self._cond.wait(timeout_s)
+            return [e for e in self._events if e.id > after_id]
+
+    # -- callbacks from the threads -------------------------------------------------------
+    def _on_utterance(self, utterance: Utterance) -> None:
+        self._last_utterance = utterance
+        self.worker.submit(utterance)
+
+    def _on_decision(self, decision: Decision) -> None:
+        self.actuator.submit(decision)
+        if decision.kind != "utterance":
+            return
+        self._last_decision = decision
+        d = decision.summary()
+        verdict = "acting" if decision.accepted else "ignored"
+        self.event("decision", f"heard {decision.intent!r} ({100 * decision.confidence:.0f} %), {verdict}", d)
+        if self.audit is not None:
+            try:
+                frame = self._camera.buffer.at(decision.t_frame, tolerance_s=0.001)
+                image = prepare_image(frame.image, self.bundle.manifest.preprocessing)[0]
+                utterance = self._last_utterance
+                if utterance is not None and image.ndim == 3:
+                    from edge.fusion import audio_window
+
+                    window = audio_window(self._microphone.ring, utterance,
+                                          self.bundle.manifest.preprocessing.audio_window_samples)
+                    self.audit.record(image, window, d, t=decision.t_speech_end)
+            except Exception as exc:  # the audit log never gets in the way of the robot
+                self.alert(f"audit log: {exc}")
+
+    def _on_tick(self, state) -> None:
+        policy = self.actuator.policy  # the actuator thread's own: read here, in that thread
+        new = policy.outcome_count - self._outcomes_seen
+        if new > 0:
+            for o in policy.outcomes[-new:]:
+                self.event("outcome", f"{o.intent}: {o.reason}", asdict(o))
+            self._outcomes_seen = policy.outcome_count
+
+    # -- the panel's view ------------------------------------------------------------------
+    def snapshot(self) -> dict:
+        """Everything the panel and the API show, as JSON-ready values."""
+        a = self.actuator.state() if self.actuator else None
+        cam = self._camera.stats() if self._camera else None
+        mic = self._microphone.stats() if self._microphone else None
+        vad = self.listener.state if self.listener else None
+        link_stats = getattr(self._link, "stats", None)  # a property of firmware_bridge.Link
+        tel = a.telemetry if a else None
+        d = self._last_decision
+        return {
+            "uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
+            "camera": asdict(cam) if cam else None,
+            "microphone": asdict(mic) if mic else None,
+            "vad": asdict(vad) if vad else None,
+            "decision": d.summary() if d else None,
+            "activity": asdict(a.activity) if a else None,
+            "setpoint": asdict(a.setpoint) if a else None,
+            "setpoint_source": a.source if a else None,
+            "estopped": a.estopped if a else False,
+            "first_motion_latency_s": a.first_motion_latency_s if a else None,
+            "link": {"connected": a.link_connected if a else False,
+                     "stats": link_stats.as_dict() if link_stats else None,
+                     "telemetry": _telemetry_dict(tel)},
+            "inference": {"decisions": self.worker.decisions if self.worker else 0,
+                          "errors": self.worker.errors if self.worker else 0,
+                          "dropped_utterances": self.worker.utterances.dropped if self.worker else 0,
+                          "tracking": self.worker.tracking if self.worker else None},
+            "audit": {"samples": len(self.audit), "dropped": self.audit.dropped} if self.audit else None,
+        }
+
+
+def _telemetry_dict(t) -> dict | None:
+    if t is None:
+        return None
+    return {"x_m": t.x_m, "y_m": t.y_m, "theta_rad": t.theta_rad, "battery_v": t.battery_v,
+            "state": t.state.name, "reason": t.reason.name, "gripper": t.gripper.name,
+            "wheel_left_m_s": t.wheel_left_m_s, "wheel_right_m_s": t.wheel_right_m_s, "age_s": t.age_s}

@@ -1,0 +1,110 @@
+"""The whole runtime on the simulated robot: spoken commands (espeak-ng) -> VAD -> model -> policy -> C firmware."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge.runtime import Runtime, RuntimeConfig, SimRobot
+from tests.bridge_fixtures import requires_gcc
+
+pytestmark = requires_gcc
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+
+    return convert(DEFAULT_CHECKPOINT, tmp_path_factory.mktemp("rt") / "bundle", log=lambda *_: None)
+
+
+@pytest.fixture()
+def running(bundle, tmp_path):
+    from sim.world import Arena, Pose, SceneObject
+
+    arena = Arena((SceneObject("red", "ball", 1.2, 0.25, 0.12), SceneObject("blue", "cube", 1.4, -0.5, 0.12),
+                   SceneObject("green", "cone", -1.5, 1.0, 0.12)))
+    robot = SimRobot(arena, Pose(0.0, 0.0, 0.0))
+    link = robot.start()
+    from edge.sensors import make_camera, make_microphone
+
+    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=15.0)
+    microphone = make_microphone("sim", noise="pink", noise_dbfs=-45.0, voice="en-us+m3")
+    config = RuntimeConfig(bundle=str(bundle.path), precision="fp32", audit_log=str(tmp_path / "audit"))
+    before = threading.active_count()
+    rt = Runtime(config, link=link, camera=camera, microphone=microphone).start()
+    try:
+        rt.actuator.request("arm")
+        link.wait_for_telemetry(lambda t: t.armed, timeout_s=2.0)
+        yield rt, robot, microphone
+    finally:
+        rt.stop()
+        robot.stop()
+    assert threading.active_count() <= before
+
+
+def _wait_event(rt, kind, after_id, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for e in rt.events_after(after_id, timeout_s=0.2):
+            if e.kind == kind:
+                return e
+    raise AssertionError(f"no {kind} event within {timeout_s} s; events: "
+                         f"{[(e.kind, e.text) for e in rt.events_after(after_id)]}")
+
+
+def test_spoken_turn_left_turns_the_simulated_robot(running):
+    rt, robot, mic = running
+    start = robot.pose()
+    mark = rt.events_after()[-1].id
+    mic.say("turn left")
+    e = _wait_event(rt, "decision", mark, 10.0)
+    assert e.data["intent"] == "turn_left" and e.data["accepted"], e.text
+    assert e.data["latency_ms"]["speech_end_to_decision"] < 1000
+    _wait_event(rt, "outcome", e.id, 5.0)
+    assert robot.pose().heading - start.heading == pytest.approx(math.radians(45), abs=0.1)
+    assert rt.snapshot()["first_motion_latency_s"] < 1.0
+
+
+def test_speech_that_is_no_command_does_not_move_it(running):
+    rt, robot, mic = running
+    start = robot.pose()
+    mark = rt.events_after()[-1].id
+    mic.say("what time is it")
+    e = _wait_event(rt, "decision", mark, 10.0)
+    assert not e.data["accepted"], e.text
+    time.sleep(1.0)
+    p = robot.pose()
+    assert (p.x, p.y, p.heading) == pytest.approx((start.x, start.y, start.heading), abs=1e-4)
+
+
+def test_go_to_the_named_object_drives_there(running):
+    rt, robot, mic = running
+    mark = rt.events_after()[-1].id
+    mic.say("go to the red ball")
+    e = _wait_event(rt, "decision", mark, 10.0)
+    assert e.data["intent"] == "go_to", e.text
+    outcome = _wait_event(rt, "outcome", e.id, 25.0)
+    p = robot.pose()
+    assert outcome.data["reason"] == "reached", outcome.text
+    assert math.hypot(p.x - 1.2, p.y - 0.25) <= 0.3
+    snap = rt.snapshot()
+    assert snap["audit"]["samples"] >= 1 and snap["link"]["telemetry"]["state"] == "ARMED"
+
+
+def test_estop_while_driving(running):
+    rt, robot, mic = running
+    mark = rt.events_after()[-1].id
+    mic.say("go forward")
+    _wait_event(rt, "decision", mark, 10.0)
+    rt.link.wait_for_telemetry(lambda t: not t.motors_stopped, timeout_s=2.0)
+    rt.actuator.estop()
+    rt.link.wait_for_telemetry(lambda t: t.state.name == "ESTOP" and t.motors_stopped, timeout_s=1.0)
+    assert rt.snapshot()["estopped"]
+    audio_level = np.isfinite(rt.snapshot()["microphone"]["level_dbfs"])
+    assert audio_level
