@@ -141,3 +141,14 @@ def test_lifecycle(stereo_44k):
         assert mic.ring.wait_for(first_end + 3200, 2.0)
         assert mic.ring.time_of(first_end) > t_before
         np.testing.assert_allclose(mic.ring.read(first_end, first_end + 3200), mic.ring.read(0, 3200))
+
+
+def test_loop_across_a_block_boundary(tmp_path):
+    # 1000 samples at 16 kHz: the file ends in the middle of the fourth 320-sample block.
+    audio = ((np.arange(1000) % 97) / 97.0 - 0.5).astype(np.float32)
+    path = tmp_path / "odd.wav"
+    wavfile.write(path, SAMPLE_RATE_HZ, audio)
+    with WavMicrophone(WavMicrophoneConfig(path=str(path), loop=True, realtime=False)) as mic:
+        assert mic.ring.wait_for(5000, 2.0)
+        x = mic.ring.read(0, 5000)
+    np.testing.assert_array_equal(x, audio[np.arange(5000) % 1000])
