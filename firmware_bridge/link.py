@@ -486,6 +486,7 @@ class Link:
         self._backoff_s = BACKOFF_MIN_S
         self._next_attempt = 0.0
         self._path_absent = False
+        self._device: tuple[int, int, int] | None = None  # identity of the node the port path resolved to
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -518,6 +519,7 @@ class Link:
         self._backoff_s = BACKOFF_MIN_S
         self._next_attempt = 0.0
         self._path_absent = False
+        self._device = None
         self._first_error = None
         self._crash = None
         self._wake_r, self._wake_w = os.pipe()
@@ -820,7 +822,11 @@ class Link:
 
     def _try_open(self) -> None:
         now = time.monotonic()
-        if not os.path.exists(self._port):
+        try:
+            st = os.stat(self._port)  # follows the symlink (/dev/robot, /dev/serial/by-id/...)
+        except OSError:
+            st = None
+        if st is None:
             if not self._ever_connected:
                 self._report_first(_open_error(self._port, OSError(errno.ENOENT, "no such file")))
                 self._stop.set()
@@ -828,9 +834,12 @@ class Link:
             self._path_absent = True
             self._stop.wait(PORT_POLL_S)
             return
-        if self._path_absent:
-            # The device node came back (cable replugged): try at once, with a fresh backoff.
+        device = (st.st_dev, st.st_ino, st.st_rdev)
+        if self._path_absent or device != self._device:
+            # The device node came back or now is another one (cable replugged, symlink re-pointed):
+            # try at once, with a fresh backoff.
             self._path_absent = False
+            self._device = device
             self._backoff_s = BACKOFF_MIN_S
             self._next_attempt = now
         if now < self._next_attempt:

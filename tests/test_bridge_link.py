@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -290,3 +292,31 @@ def test_setpoints_while_reconnecting_are_dropped_not_queued(tmp_path):
         while not link.is_connected and time.monotonic() < deadline:
             time.sleep(0.01)
         assert link.is_connected and link.send_setpoint(0.0, 0.0) is True
+
+
+def test_failed_reconnects_back_off_and_a_new_device_is_tried_at_once(tmp_path):
+    with McuSimulator() as sim, Link(sim.port) as link:
+        sim.toggle_plug()
+        deadline = time.monotonic() + 2
+        while link.is_connected and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # Something that is not a serial port appears at the path: every attempt fails at once.
+        Path(sim.port).write_text("not a tty")
+        failures, last = [], link.stats.connect_failures
+        end = time.monotonic() + 4.2
+        while time.monotonic() < end:
+            n = link.stats.connect_failures
+            if n != last:
+                failures.append(time.monotonic())
+                last = n
+            time.sleep(0.005)
+        gaps = [b - a for a, b in itertools.pairwise(failures)]
+        assert gaps == [pytest.approx(0.5, abs=0.1), pytest.approx(1.0, abs=0.1), pytest.approx(2.0, abs=0.1)]
+        # The next try would be 4 s later: the real device coming back (a new node) is tried at once.
+        sim.toggle_plug()
+        sim.wait_plugged(2, 2)
+        t_plug = time.monotonic()
+        while not link.is_connected and time.monotonic() < t_plug + 2:
+            time.sleep(0.005)
+        assert link.is_connected and time.monotonic() - t_plug < 0.5
+        assert link.stats.reconnects == 1
