@@ -267,8 +267,9 @@ class OpenCVCamera(Camera):
                 )
         else:
             api = cv2.CAP_FFMPEG
-            ms = [int(cfg.open_timeout_s * 1000), int(cfg.read_timeout_s * 1000)]
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms[0], cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms[1]]
+            if hasattr(cv2, "CAP_PROP_READ_TIMEOUT_MSEC"):  # OpenCV >= 4.5.2
+                params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(cfg.open_timeout_s * 1000),
+                          cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(cfg.read_timeout_s * 1000)]
             if self._kind == "file":
                 path = os.path.abspath(os.path.expanduser(str(source)))
                 if not os.path.isfile(path):
