@@ -558,7 +558,11 @@ void vx_core_step(vx_core_t *c) {
         c->win_start_us = us;
     }
     if ((uint32_t)(now - c->last_telemetry_ms) >= c->telemetry_period_ms) {
-        c->last_telemetry_ms = now;
+        /* Keep the average rate exact despite loop jitter; after a long stall, restart from now. */
+        c->last_telemetry_ms += c->telemetry_period_ms;
+        if ((uint32_t)(now - c->last_telemetry_ms) >= c->telemetry_period_ms) {
+            c->last_telemetry_ms = now;
+        }
         send_telemetry(c);
     }
 }
