@@ -51,9 +51,9 @@ def test_say_puts_the_utterance_in_the_ring_at_the_returned_time():
     np.testing.assert_array_equal(got[:BLOCK], 0.0)
     np.testing.assert_allclose(got[BLOCK:-BLOCK], np.clip(expected, -1, 1), atol=1e-7)
     np.testing.assert_array_equal(got[-BLOCK:], 0.0)
-    # "The next block": the speech starts within one block of when say() had synthesized it.
-    assert t_call - 0.001 <= t_start + BLOCK / SAMPLE_RATE_HZ
-    assert t_start <= t_returned + BLOCK / SAMPLE_RATE_HZ
+    # "The next block": the block being captured when say() had synthesized the speech (the
+    # feeder writes a block once its last sample's time has come; a loaded host may lag it a bit).
+    assert t_call - BLOCK / SAMPLE_RATE_HZ - 0.1 <= t_start <= t_returned + 1 / SAMPLE_RATE_HZ
 
 
 @needs_espeak
@@ -136,5 +136,8 @@ def test_noise_bed_level_over_its_loop(kind):
     # As fast as possible: ten seconds of noise bed (one loop) in a fraction of that.
     with SimMicrophone(SimMicrophoneConfig(noise=kind, noise_dbfs=-50.0, realtime=False)) as mic:
         assert mic.ring.wait_for(10 * SAMPLE_RATE_HZ, 5.0)
-        x = mic.ring.read(0, 10 * SAMPLE_RATE_HZ)
+    # Any 10 s stretch is one whole loop of the bed (read after disconnect: unpaced, the feeder
+    # may have lapped the ring meanwhile).
+    x = mic.ring.latest(10 * SAMPLE_RATE_HZ)
+    assert x.size == 10 * SAMPLE_RATE_HZ
     assert rms_dbfs(x) == pytest.approx(-50.0, abs=0.05)
