@@ -239,9 +239,10 @@ def test_frozen_video_is_detected_and_reads_go_stale(tmp_path):
                 stale = "frozen" in str(exc)
             observed.append((f.seq, _decode(f.image), cam.stats().frozen, stale))
     by_seq = {seq: (n, frozen, stale) for seq, n, frozen, stale in observed}
-    # Frames 0..9 change: not frozen. The 10th identical frame (seq 19) and on: frozen.
-    assert not any(by_seq[s][1] for s in by_seq if s < 18)
-    assert all(by_seq[s][1] for s in by_seq if 21 <= s < 50)
+    # Frames 0..9 change: not frozen. The 10th identical frame (seq 19) and on: frozen. (Margins
+    # of a few frames: the poller reads stats() a little after the frame it woke up for.)
+    assert not any(by_seq[s][1] for s in by_seq if s < 15)
+    assert all(by_seq[s][1] for s in by_seq if 21 <= s < 46)
     # Content older than 0.3 s (15 frames at 50 fps) while frozen: read(max_age_s) refuses it.
     assert any(by_seq[s][2] for s in by_seq if 40 <= s < 50)
     assert not any(by_seq[s][2] for s in by_seq if s < 20)

@@ -61,11 +61,12 @@ def test_frames_follow_the_pose(arena):
     assert _red_pixels(old.image) > 200
     assert _red_pixels(behind.image) == 0
     assert np.mean(np.abs(ahead.image.astype(int) - behind.image.astype(int))) > 5
-    # Every frame stamped after the turn shows the new view, every one before it the old.
+    # Frames stamped after the turn show the new view, those before it the old (50 ms margins
+    # for thread scheduling between the stamp and the pose read).
     for f in history:
-        if f.t > t_turn + 1e-3:
+        if f.t > t_turn + 0.05:
             assert _red_pixels(f.image) == 0
-        elif f.t < t_turn - 1e-3:
+        elif f.t < t_turn - 0.05:
             assert _red_pixels(f.image) > 200
     assert stats.fps == pytest.approx(FPS, rel=0.2)
     assert stats.mode.backend == "sim" and (stats.mode.width, stats.mode.height) == (160, 120)

@@ -161,7 +161,7 @@ def test_tones_are_captured_at_16k_with_consistent_timestamps(pulse):
     assert (b0 - a0) / SAMPLE_RATE_HZ == pytest.approx(0.9, rel=0.01)
     # Timestamps: the time map agrees with the sample count, and the tone is stamped when it played.
     assert onsets_t[1] - onsets_t[0] == pytest.approx(0.9, abs=0.02)
-    assert t_play - 0.03 <= onsets_t[0] <= t_play + 0.25
+    assert t_play - 0.03 <= onsets_t[0] <= t_play + 0.4  # never before it was played
     assert end_t <= t_now and end_t >= t_now - 0.35
     assert t_connect <= first_t <= t_first_seen  # captured after connect(), before it reached the ring
     assert (end_t - first_t) / (end_i - 1) == pytest.approx(1 / SAMPLE_RATE_HZ, rel=0.01)
