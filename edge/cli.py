@@ -13,7 +13,7 @@ import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
 COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli",
-                   "firmware_bridge.cli")
+                   "firmware_bridge.cli", "edge.sensors.cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (
@@ -23,6 +23,7 @@ USER_ERRORS = (
     "calibration.errors:CalibrationError",
     "edge.bundle:BundleError",
     "firmware_bridge.errors:BridgeError",
+    "edge.sensors.errors:SensorError",
 )
 
 

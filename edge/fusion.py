@@ -19,7 +19,10 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,10 +33,16 @@ from edge.slots import LatestSlot
 TRACK_HZ = 8.0  # servoing updates per second while driving to an object (>= 5 Hz required)
 DEFAULT_MAX_FRAME_AGE_S = 0.5  # a frame older than this is not "the view now" for tracking
 MIN_FRAME_MATCH_S = 0.25  # the frame used for an utterance must lie within this of the speech's end
+REQUEST_QUEUE_MAX = 4  # HTTP inference requests waiting for the worker; more get "busy" (HTTP 429)
+REQUEST_TIMEOUT_S = 5.0
 
 
 class FusionError(Exception):
     """The pipeline cannot decide: no frame from the speech interval, bad model outputs."""
+
+
+class WorkerBusyError(FusionError):
+    """Too many API inference requests are waiting for the worker."""
 
 
 @dataclass(frozen=True)
@@ -132,6 +141,8 @@ class InferenceWorker:
         self._tracking: tuple[int, np.ndarray] | None = None  # (utterance id, audio window)
         self._windows: dict[int, np.ndarray] = {}
         self._stop = threading.Event()
+        self._wake = threading.Condition()
+        self._requests: deque[tuple[dict, Future]] = deque()
         self._thread: threading.Thread | None = None
         self.busy_since: float | None = None  # monotonic start of the inference now running
         self.errors = 0
@@ -142,6 +153,8 @@ class InferenceWorker:
     def submit(self, utterance: Utterance) -> None:
         """Hand over a new utterance (from the listener thread); replaces one still waiting."""
         self.utterances.put(utterance)
+        with self._wake:
+            self._wake.notify_all()
 
     def track(self, utterance_id: int) -> None:
         """Re-run the model on fresh frames with this utterance's audio until ``stop_tracking``."""
@@ -150,6 +163,8 @@ class InferenceWorker:
             if window is None:
                 raise FusionError(f"utterance {utterance_id} is not known to the inference worker")
             self._tracking = (utterance_id, window)
+        with self._wake:
+            self._wake.notify_all()
 
     def stop_tracking(self) -> None:
         with self._lock:
@@ -174,7 +189,8 @@ class InferenceWorker:
 
     def stop(self, timeout_s: float = 5.0) -> None:
         self._stop.set()
-        self.utterances.put(None)  # wake the worker
+        with self._wake:
+            self._wake.notify_all()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -183,22 +199,72 @@ class InferenceWorker:
 
     # -- the worker thread ---------------------------------------------------------
     def _run(self) -> None:
+        if not self.runner.is_active:
+            self.runner.activate()  # in this thread: a TensorRT runner's CUDA context belongs to it
         next_track = 0.0
         while not self._stop.is_set():
-            timeout = max(0.0, next_track - time.monotonic()) if self.tracking else 0.1
-            utterance = self.utterances.take(timeout_s=timeout)
+            with self._wake:
+                self._wake.wait_for(lambda: self._stop.is_set() or bool(self.utterances) or bool(self._requests)
+                                    or (self.tracking is not None and time.monotonic() >= next_track),
+                                    timeout=max(0.0, next_track - time.monotonic()) if self.tracking else 0.2)
+                request = self._requests.popleft() if self._requests and not self.utterances else None
             if self._stop.is_set():
                 break
             try:
+                utterance = self.utterances.take(timeout_s=0)
                 if utterance is not None:
                     self._decide_utterance(utterance)
                 elif self.tracking is not None and time.monotonic() >= next_track:
                     next_track = time.monotonic() + self.track_period_s
                     self._decide_track()
+                if request is not None:
+                    self._serve(*request)
             except Exception as exc:  # one bad frame or utterance must not kill the worker: report it
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self._on_error(self.last_error)
+        for _, future in self._drain_requests():
+            future.set_exception(FusionError("the inference worker stopped"))
+
+    def _drain_requests(self):
+        with self._wake:
+            items, self._requests = list(self._requests), deque()
+        return items
+
+    def _serve(self, feed: dict, future: Future) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        t0 = time.monotonic()
+        self.busy_since = t0
+        try:
+            out = self.runner.infer(feed)
+        except Exception as exc:  # the caller gets it (bad tensors are a 400 there, not a worker error)
+            future.set_exception(exc)
+            return
+        finally:
+            self.busy_since = None
+        future.set_result((out, 1e3 * (time.monotonic() - t0)))
+
+    def request(self, feed: dict, timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[dict, float]:
+        """Run the model on ``feed`` in the worker thread (for the HTTP API); returns (outputs, inference ms).
+
+        Utterances and tracking go first. Raises WorkerBusyError when ``REQUEST_QUEUE_MAX``
+        requests already wait, and FusionError on a timeout.
+        """
+        future: Future = Future()
+        with self._wake:
+            if self._thread is None:
+                raise FusionError("the inference worker is not running")
+            if len(self._requests) >= REQUEST_QUEUE_MAX:
+                raise WorkerBusyError(f"{REQUEST_QUEUE_MAX} inference requests are already waiting; retry shortly")
+            self._requests.append((feed, future))
+            self._wake.notify_all()
+        try:
+            return future.result(timeout=timeout_s)
+        except FutureTimeout as exc:
+            future.cancel()
+            raise FusionError(f"inference did not finish within {timeout_s} s (the robot's own commands go "
+                              "first)") from exc
 
     def decide_utterance(self, utterance: Utterance) -> Decision:
         """Decide one utterance now, in the caller's thread (the worker thread, or a test)."""
