@@ -20,6 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.sensors.errors import AudioRangeError
+
 SAMPLE_RATE_HZ = 16_000
 VAD_FRAME_SAMPLES = 512  # Silero's window at 16 kHz
 VAD_FRAME_S = VAD_FRAME_SAMPLES / SAMPLE_RATE_HZ  # 32 ms
@@ -244,7 +246,7 @@ class Listener:
                 continue
             try:
                 frame = self._ring.read(cursor, cursor + VAD_FRAME_SAMPLES)
-            except Exception as exc:  # the ring overwrote what we had not read yet: skip to now
+            except (AudioRangeError, ValueError) as exc:  # the ring overwrote what we had not read: skip to now
                 self.gaps += 1
                 self.error = f"audio gap at sample {cursor}: {exc}"
                 cursor = end - end % VAD_FRAME_SAMPLES
