@@ -44,7 +44,11 @@ setup(
     packages=find_packages(
         include=["edge*", "convert*", "calibration*", "firmware_bridge*", "sim*", "reference_model*"]
     ),
-    package_data={"convert": ["configs/*.json"], "reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json"]},
+    package_data={"convert": ["configs/*.json"],
+                  "firmware_bridge": ["protocol_vectors.json", "deploy/*", "firmware/core/*", "firmware/sim/*",
+                                      "firmware/tools/*", "firmware/arduino/voxedge_mcu/*", "firmware/*.md"],
+                  "edge": ["service/templates/*", "service/static/*", "service/static/**/*"],
+                  "reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json"]},
     install_requires=["numpy>=1.23"],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["voxedge = edge.cli:main"]},
