@@ -13,7 +13,7 @@ import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
 COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli",
-                   "firmware_bridge.cli", "edge.sensors.cli")
+                   "firmware_bridge.cli", "edge.sensors.cli", "edge.service.cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (
@@ -24,6 +24,8 @@ USER_ERRORS = (
     "edge.bundle:BundleError",
     "firmware_bridge.errors:BridgeError",
     "edge.sensors.errors:SensorError",
+    "edge.service.config:ServiceConfigError",
+    "edge.runtime:EdgeRuntimeError",
 )
 
 

@@ -118,6 +118,9 @@ class Runtime:
         self._event_ids = itertools.count(1)
         self._cond = threading.Condition()
         self._last_decision: Decision | None = None
+        self._last_view: Decision | None = None
+        self._listeners: list = []
+        self.alert_count = 0
         self._last_utterance: Utterance | None = None
         self._outcomes_seen = 0
         self._started = False
@@ -227,6 +230,15 @@ class Runtime:
     def runner(self):
         return self._runner
 
+    @property
+    def last_utterance(self) -> Utterance | None:
+        return self._last_utterance
+
+    @property
+    def last_view(self) -> Decision | None:
+        """The newest decision of any kind (tracking updates too): what the live view overlays."""
+        return self._last_view
+
     # -- events -----------------------------------------------------------------------
     def event(self, kind: str, text: str, data: dict | None = None) -> Event:
         e = Event(next(self._event_ids), time.monotonic(), time.time(), kind, text, data or {})
@@ -236,6 +248,7 @@ class Runtime:
         return e
 
     def alert(self, text: str, data: dict | None = None) -> Event:
+        self.alert_count += 1
         return self.event("alert", text, data)
 
     def events_after(self, after_id: int = 0, timeout_s: float | None = None) -> list[Event]:
@@ -250,8 +263,15 @@ class Runtime:
         self._last_utterance = utterance
         self.worker.submit(utterance)
 
+    def add_decision_listener(self, listener) -> None:
+        """Call ``listener(decision)`` for every decision (in the inference thread: keep it quick)."""
+        self._listeners.append(listener)
+
     def _on_decision(self, decision: Decision) -> None:
         self.actuator.submit(decision)
+        self._last_view = decision
+        for listener in self._listeners:
+            listener(decision)
         if decision.kind != "utterance":
             return
         self._last_decision = decision

@@ -1,0 +1,84 @@
+"""Service settings: a dataclass, filled from defaults, ``VOXEDGE_*`` environment variables and the command line."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass, field, fields
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+MAX_UPLOAD_BYTES = 8 * 1024 * 1024  # a 640x480 PNG plus a 6 s WAV fit easily
+MAX_MJPEG_VIEWERS = 4
+MAX_SSE_CLIENTS = 8
+MJPEG_FPS = 12.0
+MJPEG_WIDTH_PX = 480  # live view width (frames are upscaled from the model size for people)
+INFER_RATE_PER_S = 20.0  # sustained inference requests per client
+INFER_BURST = 40
+MOTION_RATE_PER_S = 25.0  # hold-to-move refreshes every 100 ms; arm/disarm are rare
+MOTION_BURST = 25
+SAY_RATE_PER_S = 1.0
+SAY_BURST = 3
+WORKER_THREADS = 8  # waitress threads for ordinary requests (streams get their own on top)
+
+
+class ServiceConfigError(ValueError):
+    """A bad service setting; the message names it and the allowed values."""
+
+
+@dataclass
+class ServiceConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    token: str | None = None  # bearer token for arming, motion and configuration; None: generated
+    allowed_hosts: tuple[str, ...] = ()  # extra Host header names accepted (DNS rebinding defence)
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_mjpeg_viewers: int = MAX_MJPEG_VIEWERS
+    max_sse_clients: int = MAX_SSE_CLIENTS
+    mjpeg_fps: float = MJPEG_FPS
+    infer_rate_per_s: float = INFER_RATE_PER_S
+    infer_burst: int = INFER_BURST
+    motion_rate_per_s: float = MOTION_RATE_PER_S
+    motion_burst: int = MOTION_BURST
+    model_name: str = "voxedge"
+    token_generated: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
+            raise ServiceConfigError(f"port {self.port!r} must be 0..65535")
+        if self.token is not None and len(self.token) < 16:
+            raise ServiceConfigError("the token must be at least 16 characters (e.g. from `openssl rand -hex 16`)")
+        if self.token is None:
+            self.token = secrets.token_urlsafe(24)
+            self.token_generated = True
+        for name in ("max_upload_bytes", "max_mjpeg_viewers", "max_sse_clients", "infer_burst", "motion_burst"):
+            if int(getattr(self, name)) < 1:
+                raise ServiceConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        self.allowed_hosts = tuple(h.lower() for h in self.allowed_hosts)
+
+    @property
+    def lan(self) -> bool:
+        return self.host not in ("127.0.0.1", "localhost", "::1")
+
+    @classmethod
+    def from_env(cls, environ=None, **overrides) -> ServiceConfig:
+        """Defaults, then ``VOXEDGE_<FIELD>`` variables (e.g. VOXEDGE_TOKEN, VOXEDGE_PORT), then ``overrides``."""
+        env = os.environ if environ is None else environ
+        values: dict = {}
+        for f in fields(cls):
+            raw = env.get(f"VOXEDGE_{f.name.upper()}")
+            if raw is None or f.name == "token_generated":
+                continue
+            try:
+                if f.name == "allowed_hosts":
+                    values[f.name] = tuple(h.strip() for h in raw.split(",") if h.strip())
+                elif f.type in ("int",):
+                    values[f.name] = int(raw)
+                elif f.type in ("float",):
+                    values[f.name] = float(raw)
+                else:
+                    values[f.name] = raw
+            except ValueError as exc:
+                raise ServiceConfigError(f"VOXEDGE_{f.name.upper()}={raw!r} is not a valid {f.type}") from exc
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)

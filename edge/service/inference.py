@@ -1,0 +1,309 @@
+"""Inference over HTTP: ``POST /predict`` (multipart image + optional WAV) and the Open Inference Protocol (v2).
+
+Both run the model in the runtime's inference worker (the runner has one
+owner): a request waits behind the robot's own utterances and tracking, and is
+refused with 429 when ``REQUEST_QUEUE_MAX`` already wait.
+
+The v2 endpoints follow the KServe / Triton HTTP protocol, including the
+binary tensor data extension: a JSON header of ``Inference-Header-Content-Length``
+bytes followed by the raw tensors, so the stock ``tritonclient[http]`` works.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import wave
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from edge.fusion import FusionError, WorkerBusyError, prepare_image
+from edge.service.app import finite
+from edge.service.security import ApiError, rate_limited
+
+bp = Blueprint("inference", __name__)
+v2 = Blueprint("v2", __name__, url_prefix="/v2")
+
+# Open Inference Protocol datatypes <-> numpy
+V2_DTYPES = {"BOOL": np.bool_, "UINT8": np.uint8, "UINT16": np.uint16, "UINT32": np.uint32, "UINT64": np.uint64,
+             "INT8": np.int8, "INT16": np.int16, "INT32": np.int32, "INT64": np.int64, "FP16": np.float16,
+             "FP32": np.float32, "FP64": np.float64}
+MANIFEST_TO_V2 = {"uint8": "UINT8", "int8": "INT8", "int32": "INT32", "int64": "INT64", "float16": "FP16",
+                  "float32": "FP32", "bool": "BOOL"}
+MODEL_VERSION = "1"
+MAX_JSON_ELEMENTS = 1_000_000  # JSON "data" arrays beyond this should use the binary extension
+
+
+def _runtime():
+    return current_app.config["RUNTIME"]
+
+
+def _manifest():
+    runtime = _runtime()
+    if runtime.bundle is None or runtime.worker is None:
+        raise ApiError(503, "the model is not loaded yet; try again in a moment")
+    return runtime.bundle.manifest
+
+
+def _run(feed: dict) -> tuple[dict, float]:
+    try:
+        return _runtime().worker.request(feed)
+    except WorkerBusyError as exc:
+        raise ApiError(429, str(exc), {"Retry-After": "1"}) from exc
+    except FusionError as exc:
+        raise ApiError(503, str(exc)) from exc
+    except Exception as exc:  # the runner refused the tensors (RunnerError): the client sent them
+        raise ApiError(400, str(exc)) from exc
+
+
+# -- POST /predict ----------------------------------------------------------------------
+
+def decode_wav(data: bytes, rate: int = 16000) -> np.ndarray:
+    """A WAV upload (8/16/32-bit PCM, any rate and channels) as float32 mono at ``rate``."""
+    from edge.sensors.resample import resample
+
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise ApiError(400, f"'audio' is not a PCM WAV file ({exc}); send 16-bit PCM WAV") from exc
+    if width == 1:
+        pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width in (2, 4):
+        pcm = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
+    else:
+        raise ApiError(400, f"'audio' is {8 * width}-bit WAV; send 8, 16 or 32-bit PCM")
+    if pcm.size == 0 or channels < 1:
+        raise ApiError(400, "'audio' holds no samples")
+    mono = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels).mean(axis=1)
+    return resample(mono, src_rate, rate) if src_rate != rate else mono.astype(np.float32)
+
+
+def _window(audio: np.ndarray, n: int) -> np.ndarray:
+    if audio.size >= n:
+        return audio[:n].astype(np.float32)
+    out = np.zeros(n, np.float32)
+    start = (n - audio.size) // 2
+    out[start : start + audio.size] = audio
+    return out
+
+
+def decision_fields(out: dict, heads) -> dict:
+    """Intent, confidence, target and presence from the model's outputs for one sample."""
+    logits = np.asarray(out[heads.intent_output][0], np.float64)
+    p = np.exp(logits - logits.max())
+    p /= p.sum()
+    best = int(p.argmax())
+    intent = heads.intent_labels[best]
+    accepted = intent != "none" and p[best] >= heads.command_threshold
+    fields = {"intent": intent if accepted or intent == "none" else "none", "model_intent": intent,
+              "confidence": float(p[best]), "accepted": bool(accepted),
+              "probabilities": {label: float(v) for label, v in zip(heads.intent_labels, p)}}
+    if heads.target_point_output:
+        fields["target_xy"] = [float(v) for v in np.asarray(out[heads.target_point_output][0]).ravel()[:2]]
+    if heads.presence_output:
+        logit = float(np.asarray(out[heads.presence_output]).ravel()[0])
+        fields["presence"] = float(1.0 / (1.0 + np.exp(-logit)))
+    return fields
+
+
+@bp.post("/predict")
+@rate_limited("infer")
+def predict():
+    import cv2
+
+    t0 = time.perf_counter()
+    manifest = _manifest()
+    pre = manifest.preprocessing
+    upload = request.files.get("image")
+    if upload is None:
+        raise ApiError(400, "send the camera image as multipart form field 'image' (PNG or JPEG); 'audio' (WAV) "
+                            "is optional")
+    bgr = cv2.imdecode(np.frombuffer(upload.read(), np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ApiError(400, "'image' is not a readable PNG or JPEG image")
+    audio_file = request.files.get("audio")
+    if audio_file is not None:
+        audio = _window(decode_wav(audio_file.read(), pre.audio_sample_rate_hz), pre.audio_window_samples)
+        source = "upload"
+    else:
+        ring = _runtime().microphone.ring
+        n = min(pre.audio_window_samples, ring.end_index - ring.oldest_index)
+        audio = _window(ring.latest(n) if n > 0 else np.zeros(0, np.float32), pre.audio_window_samples)
+        source = "microphone (the last 2 s)"
+    t1 = time.perf_counter()
+    feed = {manifest.inputs[0].name: prepare_image(np.ascontiguousarray(bgr[:, :, ::-1]), pre),
+            manifest.inputs[1].name: audio[None]}
+    t2 = time.perf_counter()
+    out, inference_ms = _run(feed)
+    t3 = time.perf_counter()
+    body = decision_fields(out, manifest.heads)
+    body.update(audio_source=source, model=_runtime().bundle.path.name,
+                timings_ms={"decode": 1e3 * (t1 - t0), "preprocess": 1e3 * (t2 - t1), "inference": inference_ms,
+                            "queue_and_inference": 1e3 * (t3 - t2), "total": 1e3 * (time.perf_counter() - t0)})
+    return jsonify(finite(body))
+
+
+# -- Open Inference Protocol v2 ----------------------------------------------------------------
+
+@v2.get("")
+def server_metadata():
+    return jsonify(name="voxedge", version="0.1.0", extensions=["binary_tensor_data"])
+
+
+@v2.get("/health/live")
+def live():
+    return jsonify(live=True)
+
+
+@v2.get("/health/ready")
+def ready():
+    runtime = _runtime()
+    ok = runtime.bundle is not None and runtime.worker is not None
+    if not ok:
+        raise ApiError(503, "not ready: the model is loading")
+    return jsonify(ready=True)
+
+
+def _check_model(name: str, version: str | None) -> None:
+    expected = current_app.config["VOXEDGE"].model_name
+    if name != expected:
+        raise ApiError(404, f"unknown model {name!r}; this robot serves {expected!r}")
+    if version not in (None, MODEL_VERSION):
+        raise ApiError(404, f"model {name!r} has no version {version!r}; it has version {MODEL_VERSION}")
+
+
+def _tensor_meta(specs) -> list[dict]:
+    return [{"name": t.name, "datatype": MANIFEST_TO_V2.get(t.dtype, t.dtype.upper()), "shape": list(t.shape)}
+            for t in specs]
+
+
+@v2.get("/models/<name>")
+@v2.get("/models/<name>/versions/<version>")
+def model_metadata(name: str, version: str | None = None):
+    _check_model(name, version)
+    m = _manifest()
+    platform = "tensorrt_plan" if _runtime().config.backend == "tensorrt" else "onnxruntime_onnx"
+    return jsonify(name=name, versions=[MODEL_VERSION], platform=platform, inputs=_tensor_meta(m.inputs),
+                   outputs=_tensor_meta(m.outputs))
+
+
+@v2.get("/models/<name>/ready")
+@v2.get("/models/<name>/versions/<version>/ready")
+def model_ready(name: str, version: str | None = None):
+    _check_model(name, version)
+    _manifest()
+    return jsonify(name=name, ready=True)
+
+
+def _parse_infer_request(manifest) -> tuple[dict, dict]:
+    body = request.get_data(cache=False)
+    header_len = request.headers.get("Inference-Header-Content-Length")
+    if header_len is not None:
+        try:
+            n = int(header_len)
+        except ValueError:
+            raise ApiError(400, f"Inference-Header-Content-Length={header_len!r} is not an integer") from None
+        if not 0 < n <= len(body):
+            raise ApiError(400, f"Inference-Header-Content-Length={n} but the body has {len(body)} bytes")
+        head, binary = body[:n], memoryview(body)[n:]
+    else:
+        head, binary = body, memoryview(b"")
+    try:
+        req = json.loads(head)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, f"the inference request is not valid JSON ({exc})") from None
+    if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
+        raise ApiError(400, "the inference request must be a JSON object with an 'inputs' list")
+    specs = {t.name: t for t in manifest.inputs}
+    feed, offset = {}, 0
+    for item in req["inputs"]:
+        if not isinstance(item, dict) or "name" not in item:
+            raise ApiError(400, "each input needs 'name', 'shape' and 'datatype'")
+        name = item["name"]
+        spec = specs.get(name)
+        if spec is None:
+            raise ApiError(400, f"unknown input {name!r}; the model takes {sorted(specs)}")
+        if name in feed:
+            raise ApiError(400, f"input {name!r} is given twice")
+        want = MANIFEST_TO_V2.get(spec.dtype)
+        if item.get("datatype") != want:
+            raise ApiError(400, f"input {name!r} must have datatype {want}, got {item.get('datatype')!r}")
+        shape = item.get("shape")
+        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ApiError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
+        if len(shape) != len(spec.shape) or any(s != -1 and s != d for s, d in zip(spec.shape, shape)) \
+                or not shape or shape[0] < 1:
+            raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} "
+                                "(-1: any batch size >= 1)")
+        dtype = np.dtype(V2_DTYPES[want])
+        count = int(np.prod(shape))
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size != count * dtype.itemsize:
+                raise ApiError(400, f"input {name!r}: binary_data_size {size!r} does not match shape {shape} of "
+                                    f"{want} ({count * dtype.itemsize} bytes)")
+            if offset + size > len(binary):
+                raise ApiError(400, f"input {name!r}: the body holds {len(binary) - offset} binary bytes, "
+                                    f"{size} announced")
+            array = np.frombuffer(binary[offset : offset + size], dtype).reshape(shape)
+            offset += size
+        else:
+            data = item.get("data")
+            if data is None:
+                raise ApiError(400, f"input {name!r} has neither 'data' nor parameters.binary_data_size")
+            if count > MAX_JSON_ELEMENTS:
+                raise ApiError(413, f"input {name!r} is too large for JSON data; use the binary tensor extension")
+            try:
+                array = np.asarray(data, dtype=dtype).reshape(shape)
+            except (ValueError, TypeError) as exc:
+                raise ApiError(400, f"input {name!r}: 'data' does not fit shape {shape} of {want} ({exc})") from None
+        feed[name] = np.ascontiguousarray(array)
+    if offset != len(binary):
+        raise ApiError(400, f"the body has {len(binary) - offset} binary bytes that no input claims")
+    missing = sorted(set(specs) - set(feed))
+    if missing:
+        raise ApiError(400, f"missing inputs {missing}")
+    if len({a.shape[0] for a in feed.values()}) != 1:
+        raise ApiError(400, "all inputs must have the same batch size")
+    return req, feed
+
+
+@v2.post("/models/<name>/infer")
+@v2.post("/models/<name>/versions/<version>/infer")
+@rate_limited("infer")
+def infer(name: str, version: str | None = None):
+    _check_model(name, version)
+    manifest = _manifest()
+    req, feed = _parse_infer_request(manifest)
+    out, _ = _run(feed)
+    out_specs = {t.name: t for t in manifest.outputs}
+    wanted = req.get("outputs")
+    if wanted is None:
+        wanted = [{"name": n} for n in out_specs]
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in out_specs for o in wanted):
+        raise ApiError(400, f"'outputs' must list outputs of the model: {sorted(out_specs)}")
+    default_binary = bool((req.get("parameters") or {}).get("binary_data_output", False))
+    outputs, chunks = [], []
+    for o in wanted:
+        array = np.ascontiguousarray(out[o["name"]])
+        entry = {"name": o["name"], "datatype": MANIFEST_TO_V2.get(str(array.dtype), str(array.dtype).upper()),
+                 "shape": list(array.shape)}
+        if (o.get("parameters") or {}).get("binary_data", default_binary):
+            data = array.tobytes()
+            entry["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            entry["data"] = array.ravel().tolist()
+        outputs.append(entry)
+    head = {"model_name": name, "model_version": MODEL_VERSION, "outputs": outputs}
+    if "id" in req:
+        head["id"] = req["id"]
+    head_bytes = json.dumps(finite(head)).encode()
+    if not chunks:
+        return Response(head_bytes, mimetype="application/json")
+    return Response(head_bytes + b"".join(chunks), mimetype="application/octet-stream",
+                    headers={"Inference-Header-Content-Length": str(len(head_bytes))})

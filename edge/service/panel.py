@@ -1,0 +1,170 @@
+"""The control panel page and its JSON API: state, bundle metadata, the last utterance, and operator actions."""
+
+from __future__ import annotations
+
+import math
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+
+from edge.service.app import finite
+from edge.service.security import ApiError, rate_limited, require_csrf, require_token
+
+bp = Blueprint("panel", __name__)
+
+MAX_SAY_CHARS = 200
+MAX_DRIVE_LINEAR_M_S = 0.3  # manual driving is slower than the policy's cruise
+MAX_DRIVE_ANGULAR_RAD_S = 1.5
+
+
+def _runtime():
+    return current_app.config["RUNTIME"]
+
+
+def _actuator():
+    actuator = getattr(_runtime(), "actuator", None)
+    if actuator is None:
+        raise ApiError(503, "the runtime is not running yet; try again in a moment")
+    return actuator
+
+
+def bundle_summary(runtime) -> dict:
+    bundle = runtime.bundle
+    if bundle is None:
+        return {}
+    m = bundle.manifest
+    return {
+        "name": bundle.path.name,
+        "precision": runtime.config.precision,
+        "backend": runtime.config.backend,
+        "intents": list(m.heads.intent_labels),
+        "command_threshold": m.heads.command_threshold,
+        "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in m.inputs],
+        "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in m.outputs],
+        "files": [{"path": f.path, "precision": f.precision, "sha256": f.sha256} for f in m.files],
+        "engines": list(m.engines),
+        "provenance": {k: m.provenance.get(k) for k in ("checkpoint", "checkpoint_sha256", "git_commit", "versions",
+                                                         "created_unix_s")},
+        "gate": ((m.provenance.get("calibration") or {}).get("kept_float_for_accuracy")),
+    }
+
+
+@bp.get("/")
+def page():
+    runtime = _runtime()
+    return render_template("panel.html", csrf_token=current_app.config["CSRF_TOKEN"], bundle=bundle_summary(runtime),
+                           sim=hasattr(runtime.microphone, "say"), version="0.1.0")
+
+
+@bp.get("/api/state")
+def state():
+    from edge.service import streams
+
+    snap = _runtime().snapshot()
+    snap["service"] = streams.counts()
+    return jsonify(finite(snap))
+
+
+@bp.get("/api/bundle")
+def bundle():
+    return jsonify(finite(bundle_summary(_runtime())))
+
+
+@bp.get("/api/utterance.wav")
+def utterance():
+    from edge.samples import encode_wav
+
+    u = getattr(_runtime(), "last_utterance", None)
+    if u is None:
+        raise ApiError(404, "no utterance heard yet")
+    return Response(encode_wav(u.audio, 16000), mimetype="audio/wav",
+                    headers={"Content-Disposition": "inline; filename=utterance.wav"})
+
+
+@bp.post("/api/estop")
+def estop():
+    # No token, no CSRF header: the e-stop must work for anyone at the panel, always.
+    _actuator().estop()
+    _runtime().alert(f"E-STOP from {request.remote_addr}")
+    return jsonify(ok=True)
+
+
+def _control(action: str):
+    _actuator().request(action)
+    _runtime().event("info", f"{action.replace('_', ' ')} requested from {request.remote_addr}")
+    return jsonify(ok=True)
+
+
+@bp.post("/api/arm")
+@require_token
+@require_csrf
+@rate_limited("motion")
+def arm():
+    actuator = _actuator()
+    if actuator.estop_event.is_set():
+        raise ApiError(409, "e-stopped: clear the failsafe first (the robot never resumes by itself)")
+    return _control("arm")
+
+
+@bp.post("/api/disarm")
+@require_token
+@require_csrf
+def disarm():
+    return _control("disarm")
+
+
+@bp.post("/api/clear-failsafe")
+@require_token
+@require_csrf
+@rate_limited("motion")
+def clear_failsafe():
+    _actuator().release_estop()
+    return _control("clear_failsafe")
+
+
+def _json_body() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "send a JSON object body with Content-Type: application/json")
+    return body
+
+
+def _number(body: dict, key: str, limit: float) -> float:
+    value = body.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ApiError(400, f"{key!r} must be a finite number, got {value!r}")
+    if abs(value) > limit:
+        raise ApiError(400, f"{key!r}={value} is beyond the manual-driving limit of {limit}")
+    return float(value)
+
+
+@bp.post("/api/drive")
+@require_token
+@require_csrf
+@rate_limited("motion")
+def drive():
+    body = _json_body()
+    v = _number(body, "linear_m_s", MAX_DRIVE_LINEAR_M_S)
+    w = _number(body, "angular_rad_s", MAX_DRIVE_ANGULAR_RAD_S)
+    actuator = _actuator()
+    if actuator.estop_event.is_set():
+        raise ApiError(409, "e-stopped: clear the failsafe and arm before driving")
+    actuator.manual(v, w)
+    return jsonify(ok=True, deadman_s=0.5)
+
+
+@bp.post("/api/say")
+@require_token
+@require_csrf
+@rate_limited("say")
+def say():
+    mic = _runtime().microphone
+    if not hasattr(mic, "say"):
+        raise ApiError(409, "the say box needs the simulated microphone (voxedge serve --sim or make demo)")
+    text = _json_body().get("text")
+    if not isinstance(text, str) or not text.strip() or len(text) > MAX_SAY_CHARS:
+        raise ApiError(400, f"'text' must be 1 to {MAX_SAY_CHARS} characters, e.g. \"go to the red ball\"")
+    if any(not (c.isprintable() or c == " ") for c in text):
+        raise ApiError(400, "'text' may hold printable characters only")
+    t_start = mic.say(text.strip())
+    _runtime().event("info", f"said {text.strip()!r} into the sim microphone")
+    return jsonify(ok=True, t_start=t_start)

@@ -1,0 +1,66 @@
+"""Serving the app with waitress (never Flask's development server), in the foreground or a background thread."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from edge.service.config import WORKER_THREADS, ServiceConfig
+
+log = logging.getLogger("voxedge.service")
+
+
+class Server:
+    """waitress around the app; ``start()`` serves in a background thread, ``stop()`` ends streams and joins it."""
+
+    def __init__(self, app, config: ServiceConfig) -> None:
+        from waitress.server import create_server
+
+        self.app = app
+        self.config = config
+        # Each open stream holds a thread: give streams their own on top of the ordinary workers.
+        threads = WORKER_THREADS + config.max_mjpeg_viewers + config.max_sse_clients
+        self._server = create_server(app, host=config.host, port=config.port, threads=threads, ident="voxedge",
+                                     channel_timeout=30, cleanup_interval=10, connection_limit=200,
+                                     clear_untrusted_proxy_headers=True)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.effective_port
+
+    @property
+    def url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.port}"
+
+    def serve_forever(self) -> None:
+        self._server.run()
+
+    def start(self) -> Server:
+        self._thread = threading.Thread(target=self._server.run, name="voxedge-http", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        streams = self.app.extensions.get("voxedge_streams")
+        if streams is not None:
+            streams.closing.set()
+            with streams.lock:
+                streams.lock.notify_all()
+        self._server.close()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            self._thread = None
+        # waitress's task threads end once their current request does
+        self._server.task_dispatcher.shutdown(timeout=timeout_s)
+
+
+def banner(config: ServiceConfig, url: str) -> str:
+    lines = [f"voxedge is serving the panel and API at {url}"]
+    if config.token_generated:
+        lines.append(f"operator token (arming and motion): {config.token}")
+    if config.lan and config.token_generated:
+        lines.append("warning: listening on the LAN with a generated token; set VOXEDGE_TOKEN to a secret you keep")
+    lines.append("e-stop: the red button in the panel, or: curl -X POST " + url + "/api/estop")
+    return "\n".join(lines)
