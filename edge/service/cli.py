@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import threading
 
 
 def sim_setup(seed: int = 0, noise_dbfs: float = -50.0, voice: str = "en-us+m3", fps: float = 15.0):
@@ -14,11 +13,15 @@ def sim_setup(seed: int = 0, noise_dbfs: float = -50.0, voice: str = "en-us+m3",
 
     from edge.runtime import SimRobot
     from edge.sensors import make_camera, make_microphone
+    from sim.camera import Appearance
     from sim.world import sample_view
 
     arena, pose = sample_view(np.random.default_rng(seed), n_in_view=(3, 4), n_elsewhere=(1, 3))
     robot = SimRobot(arena, pose)
-    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=fps)
+    # A little sensor noise, as a real camera has (and as the model was trained with): a robot standing
+    # still still sees fresh frames, so the frozen-camera check stays meaningful.
+    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=fps, appearance=Appearance(noise_sigma=2.0),
+                         seed=seed)
     microphone = make_microphone("sim", noise="pink", noise_dbfs=noise_dbfs, voice=voice, seed=seed)
     return robot, camera, microphone
 
@@ -55,7 +58,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config.camera = _camera_config(args)
         config.microphone = {"type": "pyaudio", "device": args.mic}
     runtime = Runtime(config, link=link, camera=camera, microphone=microphone)
-    stopping = threading.Event()
     try:
         runtime.start()
         server = Server(create_app(runtime, service), service)
@@ -63,16 +65,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if args.sim:
             print("simulated robot: type a command into the panel's say box, e.g. \"go to the red ball\"", flush=True)
 
-        def stop(*_):
-            stopping.set()
-            server.stop()
+        def on_term(*_):  # SIGTERM (systemd, docker stop) ends the loop like Ctrl-C does
+            raise KeyboardInterrupt
 
-        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGTERM, on_term)
         try:
             server.serve_forever()
         except KeyboardInterrupt:
             pass
-        if not stopping.is_set():
+        finally:
             server.stop()
     finally:
         runtime.stop()
