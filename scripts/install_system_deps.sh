@@ -6,8 +6,9 @@ set -euo pipefail
 PYTHON=${PYTHON:-python3}
 # espeak-ng speaks the simulated commands; portaudio19-dev and gcc build PyAudio;
 # pulseaudio, pulseaudio-utils (pactl, pacat) and libasound2-plugins (ALSA's "pulse"
-# device) give the microphone tests a virtual audio device.
-packages=(espeak-ng portaudio19-dev gcc make pulseaudio pulseaudio-utils libasound2-plugins)
+# device) give the microphone tests a virtual audio device. chromium and chromium-driver (built
+# from one source package, so their versions match) run the control panel's browser test.
+packages=(espeak-ng portaudio19-dev gcc make pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver)
 # A distribution Python needs its pythonX.Y-venv / pythonX.Y-dev packages for the
 # venv and for building PyAudio; a self-built Python (pyenv) already has both.
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

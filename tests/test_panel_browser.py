@@ -1,0 +1,286 @@
+"""The operator panel in a real headless Chromium, served by the real service on the simulated robot.
+
+Why Selenium + chromedriver rather than the DevTools protocol over a websocket: Debian's
+``chromium-driver`` is built from the same source package as ``chromium``, so the versions always
+match; WebDriver actions are real input (pointer down/up, key down/up through Chromium's input
+pipeline), which is exactly what hold-to-move and the e-stop keys must be tested with; and the
+browser and network logs (console errors, every request the page makes) come with it. Hand-rolled
+CDP would need its own websocket client and input sequencing for the same result.
+
+Nothing is downloaded: the driver and browser are given by path, so Selenium Manager never runs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import time
+import urllib.request
+from urllib.parse import urlsplit
+
+import pytest
+
+webdriver = pytest.importorskip(
+    "selenium.webdriver", reason="selenium is not installed (pip install selenium) for the browser tests")
+service_fixtures = pytest.importorskip(
+    "tests.service_fixtures", reason="tests/service_fixtures.py (the live_server fixture) is not there yet")
+# re-exported: pytest finds fixtures by module attribute (live_server needs the other two)
+live_server, sim_runtime, sim_bundle = service_fixtures.live_server, service_fixtures.sim_runtime, service_fixtures.sim_bundle
+
+from selenium.common.exceptions import WebDriverException  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.common.keys import Keys  # noqa: E402
+
+CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
+CHROMEDRIVER = shutil.which("chromedriver")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="needs Chromium and its driver (apt-get install chromium chromium-driver)")
+
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
+PAGE_READY_S = 15.0
+STOP_AFTER_RELEASE_S = 0.5  # the panel sends a zero at once; the server's dead-man is 500 ms
+STOP_SLACK_S = 0.25  # the MCU ramps down and telemetry arrives at its own rate
+DECISION_S = 15.0  # espeak-ng + VAD end of speech + inference on a loaded 2-core host
+
+
+# -- browser ------------------------------------------------------------------------------------
+@pytest.fixture()
+def browser():
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1366,900",
+                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--disable-extensions"):
+        options.add_argument(arg)
+    # browser: the console; performance: the network events, to see every request the page makes
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except WebDriverException as exc:
+        pytest.skip(f"Chromium did not start under chromedriver: {exc.msg}")
+    driver.set_script_timeout(10)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def wait_until(predicate, timeout_s, what, interval_s=0.05):
+    """Poll ``predicate`` until it returns something truthy; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what} (last value: {last!r})")
+
+
+def text_of(driver, element_id):
+    return driver.find_element(By.ID, element_id).text
+
+
+def open_panel(driver, base_url):
+    driver.get(base_url + "/")
+    wait_until(lambda: text_of(driver, "pill-server") == "server ok", PAGE_READY_S, "the first /api/state poll")
+    wait_until(lambda: text_of(driver, "sse-status") == "live", PAGE_READY_S, "the event stream to open")
+
+
+def console_errors(driver):
+    return [e for e in driver.get_log("browser") if e["level"] in ("SEVERE", "ERROR")]
+
+
+def requested_urls(driver):
+    urls = []
+    for entry in driver.get_log("performance"):
+        msg = json.loads(entry["message"])["message"]
+        if msg["method"] == "Network.requestWillBeSent":
+            urls.append(msg["params"]["request"]["url"])
+    return urls
+
+
+def telemetry(runtime):
+    return runtime.snapshot()["link"]["telemetry"] or {}
+
+
+def robot_state(runtime):
+    return telemetry(runtime).get("state")
+
+
+def enter_token(driver, token):
+    field = driver.find_element(By.ID, "token")
+    field.clear()
+    field.send_keys(token)
+    driver.find_element(By.ID, "token-save").click()
+    wait_until(lambda: driver.find_element(By.ID, "btn-arm").is_enabled(), 2.0, "the buttons to enable")
+
+
+def arm(driver, runtime, token):
+    """Token in, failsafe/e-stop cleared, armed: the state manual driving needs."""
+    enter_token(driver, token)
+    if robot_state(runtime) in ("ESTOP", "FAILSAFE") or runtime.snapshot()["estopped"]:
+        driver.find_element(By.ID, "btn-clear").click()
+        wait_until(lambda: robot_state(runtime) not in ("ESTOP", "FAILSAFE"), 3.0, "the failsafe to clear")
+    driver.find_element(By.ID, "btn-arm").click()
+    wait_until(lambda: robot_state(runtime) == "ARMED", 3.0, "the robot to arm")
+    assert "error" not in driver.find_element(By.ID, "action-status").get_attribute("class")
+
+
+def assert_no_console_errors(driver):
+    errors = console_errors(driver)
+    assert not errors, f"console errors: {errors}"
+
+
+# -- tests --------------------------------------------------------------------------------------
+def test_panel_loads_clean_local_only_and_csp_safe(browser, live_server):
+    base_url, _token, _runtime = live_server
+    open_panel(browser, base_url)
+    wait_until(lambda: browser.find_elements(By.CSS_SELECTOR, "#bundle-tree dl"), 5.0, "the bundle metadata")
+    time.sleep(1.0)  # a few polls and stream frames, so that late errors show up too
+
+    assert_no_console_errors(browser)
+    urls = requested_urls(browser)
+    assert any("/api/state" in u for u in urls) and any("/stream.mjpg" in u for u in urls), urls
+    foreign = [u for u in urls if urlsplit(u).scheme not in ("data", "blob")
+               and urlsplit(u).hostname not in LOCAL_HOSTS]
+    assert not foreign, f"the panel requested other hosts: {foreign}"
+
+    # What the CSP would block, in the page as the server sends it: inline scripts, styles, handlers.
+    with urllib.request.urlopen(base_url + "/", timeout=5) as res:
+        html = res.read().decode()
+    assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline <script>"
+    assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html, re.I), "inline style or event handler attribute"
+    assert browser.find_element(By.CSS_SELECTOR, 'meta[name="csrf-token"]').get_attribute("content")
+
+
+def test_live_view_streams_frames_with_age(browser, live_server):
+    base_url, _token, runtime = live_server
+    open_panel(browser, base_url)
+    live = browser.find_element(By.ID, "live")
+    wait_until(lambda: browser.execute_script("return arguments[0].naturalWidth", live) > 0, 5.0,
+               "the first MJPEG frame")
+    assert urlsplit(live.get_attribute("src")).path == "/stream.mjpg"
+    assert re.fullmatch(r"frame age \d+ ms.*", text_of(browser, "frame-age")), text_of(browser, "frame-age")
+    wait_until(lambda: (runtime.snapshot().get("service") or {}).get("viewers", 0) >= 1
+               or _viewers(browser) >= 1, 3.0, "the server to count the panel as a viewer")
+    assert_no_console_errors(browser)
+
+
+def _viewers(browser):
+    m = re.match(r"(\d+) /", text_of(browser, "svc-viewers"))
+    return int(m.group(1)) if m else 0
+
+
+def test_estop_works_without_a_token(browser, live_server):
+    base_url, _token, runtime = live_server
+    open_panel(browser, base_url)
+    assert browser.execute_script("return sessionStorage.length") == 0
+    assert not browser.find_element(By.ID, "btn-arm").is_enabled()  # nothing else works without one
+    browser.find_element(By.ID, "estop").click()
+    wait_until(lambda: robot_state(runtime) == "ESTOP", 2.0, "telemetry state ESTOP")
+    wait_until(lambda: "ESTOP" in text_of(browser, "pill-state"), 2.0, "the panel to show ESTOP")
+    assert "pill-bad" in browser.find_element(By.ID, "pill-state").get_attribute("class")
+    assert_no_console_errors(browser)
+
+
+def test_token_then_arm_arms_the_robot(browser, live_server):
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    wait_until(lambda: text_of(browser, "pill-state") == "robot ARMED", 2.0, "the panel to show ARMED")
+    # the token lives in this tab's sessionStorage only: not in a cookie, not in the URL
+    assert browser.execute_script("return sessionStorage.getItem('voxedge.operatorToken')") == token
+    assert token not in browser.execute_script("return document.cookie") and token not in browser.current_url
+    assert_no_console_errors(browser)
+
+
+def test_holding_a_drive_button_moves_and_releasing_stops(browser, live_server):
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    forward = browser.find_element(By.CSS_SELECTOR, 'button.drive[data-dir="forward"]')
+    start = telemetry(runtime)
+    ActionChains(browser).click_and_hold(forward).perform()
+    try:
+        wait_until(lambda: telemetry(runtime)["wheel_left_m_s"] > 0.05, 2.0, "the wheels to turn forward")
+        time.sleep(1.0)  # keep holding: the panel must keep the command alive well past the 500 ms dead-man
+        moving = telemetry(runtime)
+        assert moving["wheel_left_m_s"] > 0.05 and moving["wheel_right_m_s"] > 0.05, moving
+        assert runtime.snapshot()["setpoint_source"] == "manual"
+        assert "active" in forward.get_attribute("class")
+    finally:
+        ActionChains(browser).release().perform()
+    released = time.monotonic()
+    wait_until(lambda: abs(telemetry(runtime)["wheel_left_m_s"]) < 1e-3
+               and abs(telemetry(runtime)["wheel_right_m_s"]) < 1e-3,
+               STOP_AFTER_RELEASE_S + STOP_SLACK_S, "the wheels to stop after release")
+    stopped_after = time.monotonic() - released
+    travelled = math.hypot(telemetry(runtime)["x_m"] - start["x_m"], telemetry(runtime)["y_m"] - start["y_m"])
+    assert travelled > 0.1, f"held ~1.5 s forward but moved only {travelled:.3f} m"
+    pose = telemetry(runtime)
+    time.sleep(0.5)
+    after = telemetry(runtime)
+    assert (after["x_m"], after["y_m"]) == pytest.approx((pose["x_m"], pose["y_m"]), abs=1e-3), \
+        "still moving after release"
+    assert stopped_after <= STOP_AFTER_RELEASE_S + STOP_SLACK_S
+    assert text_of(browser, "drive-indicator") == "stopped"
+    assert_no_console_errors(browser)
+
+
+def test_arrow_key_on_the_focused_pad_turns_and_keyup_stops(browser, live_server):
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    browser.find_element(By.ID, "drive-pad").click()  # focus the pad (a click between the buttons)
+    start = telemetry(runtime)["theta_rad"]
+    ActionChains(browser).key_down(Keys.ARROW_LEFT).perform()
+    try:
+        wait_until(lambda: telemetry(runtime)["wheel_right_m_s"] > 0.02 > telemetry(runtime)["wheel_left_m_s"],
+                   2.0, "the robot to turn left")
+        time.sleep(0.8)
+    finally:
+        ActionChains(browser).key_up(Keys.ARROW_LEFT).perform()
+    wait_until(lambda: abs(telemetry(runtime)["wheel_right_m_s"]) < 1e-3, STOP_AFTER_RELEASE_S + STOP_SLACK_S,
+               "the turn to stop after keyup")
+    assert telemetry(runtime)["theta_rad"] - start > math.radians(10)
+    assert_no_console_errors(browser)
+
+
+def test_say_box_decision_appears_in_the_command_log(browser, live_server):
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    say = browser.find_element(By.ID, "say-text")
+    say.send_keys("turn left")  # the space goes into the text, it is not an e-stop here
+    assert say.get_attribute("value") == "turn left" and robot_state(runtime) == "ARMED"
+    browser.find_element(By.ID, "say-button").click()
+
+    entry = wait_until(lambda: next((li for li in browser.find_elements(By.CSS_SELECTOR, "#log li.log-decision")
+                                     if "turn_left" in li.text), None), DECISION_S, "a turn_left decision in the log")
+    ids = [int(li.get_attribute("data-id")) for li in browser.find_elements(By.CSS_SELECTOR, "#log li")]
+    assert ids == sorted(ids, reverse=True) and int(entry.get_attribute("data-id")) in ids, "newest first"
+    wait_until(lambda: text_of(browser, "dec-intent") == "turn_left", 2.0, "the last-utterance card")
+    assert re.fullmatch(r"\d+ %", text_of(browser, "dec-confidence"))
+    audio = browser.find_element(By.ID, "utt-audio")
+    assert audio.is_displayed() and "/api/utterance.wav?id=" in audio.get_attribute("src")
+    clip = browser.execute_async_script(
+        "const done = arguments[1]; fetch(arguments[0]).then(async r => done([r.status,"
+        " r.headers.get('content-type'), (await r.arrayBuffer()).byteLength]))", audio.get_attribute("src"))
+    assert clip[0] == 200 and clip[1].startswith("audio/") and clip[2] > 1000, clip
+    assert browser.find_elements(By.CSS_SELECTOR, "#latency-body .bar"), "no latency bars"
+    assert_no_console_errors(browser)
+
+
+def test_escape_key_estops_an_armed_robot(browser, live_server):
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    ActionChains(browser).send_keys(Keys.ESCAPE).perform()
+    wait_until(lambda: robot_state(runtime) == "ESTOP", 2.0, "telemetry state ESTOP after Escape")
+    assert_no_console_errors(browser)
