@@ -26,6 +26,7 @@ USER_ERRORS = (
     "edge.sensors.errors:SensorError",
     "edge.service.config:ServiceConfigError",
     "edge.runtime:EdgeRuntimeError",
+    "edge.settings:SettingsError",
 )
 
 

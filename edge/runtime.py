@@ -30,7 +30,12 @@ from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
 
 EVENT_LOG_LEN = 200  # events kept for the panel
-ALERT_FRAME_AGE_S = 1.0  # the camera's latest frame older than this raises an alert
+HEALTH_PERIOD_S = 0.5  # how often the health checks run (in the actuator thread, between ticks' work)
+SILENT_DBFS = -75.0  # a microphone quieter than this ...
+SILENT_FOR_S = 5.0  # ... for this long is reported silent (unplugged, muted)
+CLIP_LEVEL = 0.999  # |sample| at or above this is clipped
+CLIP_FRACTION = 0.001  # more than this share of clipped samples in the last second: "clipping"
+TELEMETRY_STALE_S = 0.5  # no telemetry for this long: the link is down
 
 
 class EdgeRuntimeError(Exception):
@@ -121,6 +126,9 @@ class Runtime:
         self._last_view: Decision | None = None
         self._listeners: list = []
         self.alert_count = 0
+        self.health: dict[str, str | None] = {}
+        self._last_health = 0.0
+        self._silent_since: float | None = None
         self._last_utterance: Utterance | None = None
         self._outcomes_seen = 0
         self._started = False
@@ -292,7 +300,60 @@ class Runtime:
             except Exception as exc:  # the audit log never gets in the way of the robot
                 self.alert(f"audit log: {exc}")
 
+    def _check_health(self, now: float) -> dict[str, str | None]:
+        """Each component's problem now (None when healthy)."""
+        problems: dict[str, str | None] = {"camera": None, "microphone": None, "inference": None, "link": None}
+        cam = self._camera.stats()
+        if cam.failed or cam.missing or cam.frozen:
+            kind = "failed" if cam.failed else "frozen (the picture does not change)" if cam.frozen else \
+                "delivering no frames"
+            problems["camera"] = f"camera {kind}" + (f": {cam.last_error}" if cam.last_error else "")
+        ring = self._microphone.ring
+        level = ring.level_dbfs(0.1)
+        if level < SILENT_DBFS:
+            self._silent_since = self._silent_since or now
+            if now - self._silent_since >= SILENT_FOR_S:
+                problems["microphone"] = f"microphone silent ({level:.0f} dBFS for {now - self._silent_since:.0f} s): " \
+                                         "check it is plugged in and not muted"
+        else:
+            self._silent_since = None
+        n = min(16_000, ring.end_index - ring.oldest_index)
+        if n > 0 and problems["microphone"] is None:
+            clipped = float((abs(ring.latest(n)) >= CLIP_LEVEL).mean())
+            if clipped > CLIP_FRACTION:
+                problems["microphone"] = f"microphone clipping ({100 * clipped:.1f} % of samples at full scale): " \
+                                         "lower the input gain"
+        stalled = self.worker.stalled_for(now)
+        if stalled > 0.5:
+            problems["inference"] = f"inference stalled for {stalled:.1f} s (the robot is held still)"
+        link = self._link
+        tel = getattr(link, "telemetry", None)
+        if not getattr(link, "is_connected", True):
+            problems["link"] = "robot link down (reconnecting; the robot stays disarmed after it returns)"
+        elif tel is not None and tel.age_s > TELEMETRY_STALE_S:
+            problems["link"] = f"no telemetry from the robot for {tel.age_s:.1f} s"
+        elif tel is not None and tel.state.name in ("FAILSAFE", "ESTOP"):
+            problems["link"] = f"robot in {tel.state.name} ({tel.reason.name}): clear it, then arm"
+        return problems
+
+    def _update_health(self, now: float) -> None:
+        if now - self._last_health < HEALTH_PERIOD_S:
+            return
+        self._last_health = now
+        try:
+            problems = self._check_health(now)
+        except Exception as exc:  # a health check must never stop the actuator loop
+            problems = {**self.health, "runtime": f"health check failed: {exc}"}
+        for key, problem in problems.items():
+            before = self.health.get(key)
+            if problem and problem != before and (before is None or problem.split(" (")[0] != before.split(" (")[0]):
+                self.alert(problem, {"component": key})
+            elif before and not problem:
+                self.event("info", f"{key} recovered", {"component": key})
+        self.health = problems
+
     def _on_tick(self, state) -> None:
+        self._update_health(time.monotonic())
         policy = self.actuator.policy  # the actuator thread's own: read here, in that thread
         new = policy.outcome_count - self._outcomes_seen
         if new > 0:
@@ -329,6 +390,7 @@ class Runtime:
                           "dropped_utterances": self.worker.utterances.dropped if self.worker else 0,
                           "tracking": self.worker.tracking if self.worker else None},
             "audit": {"samples": len(self.audit), "dropped": self.audit.dropped} if self.audit else None,
+            "health": dict(self.health),
         }
 
 

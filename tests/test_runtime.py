@@ -108,3 +108,52 @@ def test_estop_while_driving(running):
     assert rt.snapshot()["estopped"]
     audio_level = np.isfinite(rt.snapshot()["microphone"]["level_dbfs"])
     assert audio_level
+
+
+def test_stop_preempts_a_go_to(running):
+    rt, robot, mic = running
+    mark = rt.events_after()[-1].id
+    mic.say("go to the blue cube")
+    e = _wait_event(rt, "decision", mark, 10.0)
+    assert e.data["intent"] == "go_to", e.text
+    rt.link.wait_for_telemetry(lambda t: not t.motors_stopped, timeout_s=3.0)
+    mic.say("stop now")
+    outcome = _wait_event(rt, "outcome", e.id, 10.0)
+    assert outcome.data["reason"] == "stopped", [(x.kind, x.text) for x in rt.events_after(mark)]
+    rt.link.wait_for_telemetry(lambda t: t.motors_stopped, timeout_s=1.0)
+    p = robot.pose()
+    assert math.hypot(p.x - 1.4, p.y + 0.5) > 0.3  # stopped on the way, not at the cube
+
+
+def test_a_command_naming_an_absent_object_does_not_move_and_is_reported(running):
+    rt, robot, mic = running
+    start = robot.pose()
+    mark = rt.events_after()[-1].id
+    mic.say("go to the yellow cone")  # no yellow cone in this arena
+    e = _wait_event(rt, "decision", mark, 10.0)
+    assert e.data["intent"] in ("go_to", "none"), e.text
+    if e.data["intent"] == "go_to":
+        outcome = _wait_event(rt, "outcome", e.id, 5.0)
+        assert outcome.data["reason"] == "not_in_view", outcome.text
+    time.sleep(0.5)
+    p = robot.pose()
+    assert (p.x, p.y, p.heading) == pytest.approx((start.x, start.y, start.heading), abs=1e-4)
+
+
+def test_health_alerts_name_the_component_and_the_reason(running):
+    rt, robot, mic = running
+    mark = rt.events_after()[-1].id
+    rt.actuator.estop()
+    alert = None
+    deadline = time.monotonic() + 3
+    while alert is None and time.monotonic() < deadline:
+        alert = next((e for e in rt.events_after(mark, timeout_s=0.2)
+                      if e.kind == "alert" and e.data.get("component") == "link"), None)
+    assert alert is not None and "ESTOP" in alert.text
+    assert "ESTOP" in rt.snapshot()["health"]["link"]
+    rt.actuator.release_estop()
+    rt.actuator.request("clear_failsafe")
+    rt.link.wait_for_telemetry(lambda t: t.state.name == "DISARMED", timeout_s=2.0)
+    time.sleep(0.8)
+    assert rt.snapshot()["health"]["link"] is None
+    assert any(e.text == "link recovered" for e in rt.events_after(alert.id))

@@ -76,7 +76,7 @@ def pulse(tmp_path_factory):
         if "pulse" not in names:
             pytest.skip(f"PortAudio sees no ALSA 'pulse' device (has {names}): {INSTALL_HINT}")
         yield [pacat, "--playback", "-s", server, "-d", SINK, "--format=float32le", f"--rate={PLAY_RATE}",
-               "--channels=2", "--latency-msec=10"]
+               "--channels=2", "--latency-msec=100"]  # buffered: a busy CPU must not cut the tone
     finally:
         for k, v in saved.items():
             if v is None:

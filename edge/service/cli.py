@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
+
+from edge.service.config import ServiceConfigError
 
 
 def sim_setup(seed: int = 0, noise_dbfs: float = -50.0, voice: str = "en-us+m3", fps: float = 15.0):
@@ -26,44 +27,74 @@ def sim_setup(seed: int = 0, noise_dbfs: float = -50.0, voice: str = "en-us+m3",
     return robot, camera, microphone
 
 
-def _camera_config(args) -> dict:
-    spec = args.camera
+def camera_config(spec: str, size: str | None = None, fps: float | None = None) -> dict:
+    """OpenCV camera settings from a source given by name: index, /dev/video*, file, URL or GStreamer pipeline."""
     source: int | str = int(spec) if spec.isdigit() else spec
-    cfg = {"type": "opencv", "source": source}
-    if args.camera_size:
-        w, _, h = args.camera_size.partition("x")
+    cfg: dict = {"type": "opencv", "source": source}
+    if size:
+        w, _, h = size.lower().partition("x")
+        if not (w.isdigit() and h.isdigit()):
+            raise ServiceConfigError(f"camera size {size!r} must be WIDTHxHEIGHT, e.g. 640x480")
         cfg.update(width=int(w), height=int(h))
-    if args.camera_fps:
-        cfg["fps"] = args.camera_fps
+    if fps:
+        cfg["fps"] = fps
     return cfg
+
+
+def microphone_config(spec: str | None) -> dict:
+    """Microphone settings from a name: a WAV file (played in a loop), a device name substring or index."""
+    if spec and spec.lower().endswith(".wav"):
+        return {"type": "wav", "path": spec, "loop": True}
+    if spec is None:
+        return {"type": "pyaudio"}
+    return {"type": "pyaudio", "device": int(spec) if spec.isdigit() else spec}
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edge.runtime import Runtime, RuntimeConfig
     from edge.service import ServiceConfig, create_app
     from edge.service.server import Server, banner
+    from edge.settings import resolve
 
-    service = ServiceConfig.from_env(host=args.host, port=args.port, allowed_hosts=tuple(args.allowed_host or ()))
-    config = RuntimeConfig(bundle=args.bundle, precision=args.precision, backend=args.backend,
-                           link_port=None if args.sim else args.robot, audit_log=args.audit_log)
-    robot = link = camera = microphone = None
+    flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
+             "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
+             "backend": args.backend, "host": args.host, "port": args.port,
+             "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log, "seed": args.seed}
     if args.sim:
-        robot, camera, microphone = sim_setup(args.seed)
-        link = robot.start()
-    else:
-        if not args.robot:
-            print("voxedge serve: error: give the robot's serial port (--robot /dev/robot) or use --sim",
-                  file=sys.stderr)
-            return 2
-        config.camera = _camera_config(args)
-        config.microphone = {"type": "pyaudio", "device": args.mic}
+        flags.update(camera="sim", mic="sim", link="sim")
+    s = resolve(flags, args.config)
+    if not s["bundle"]:
+        raise ServiceConfigError("give the bundle directory (voxedge serve BUNDLE, or \"bundle\" in --config)")
+    sim_parts = "sim" in (s["camera"], s["mic"], s["link"])
+    if s["camera"] == "sim" and s["link"] != "sim":
+        raise ServiceConfigError("the sim camera renders from the simulated robot's pose: use --link sim too "
+                                 "(or --sim for camera, microphone and robot)")
+    if not s["link"]:
+        raise ServiceConfigError("give the robot's serial port (--link /dev/robot) or --link sim")
+    service = ServiceConfig(host=s["host"], port=s["port"], token=s["token"], allowed_hosts=s["allowed_hosts"])
+    config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
+                           link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"])
+    robot = link = camera = microphone = None
+    if sim_parts:
+        robot, sim_camera, sim_microphone = sim_setup(s["seed"])
+        if s["link"] == "sim":
+            link = robot.start()
+        else:
+            robot = None
+        camera = sim_camera if s["camera"] == "sim" else None
+        microphone = sim_microphone if s["mic"] == "sim" else None
+    if camera is None:
+        config.camera = camera_config(s["camera"], s["camera_size"], s["camera_fps"])
+    if microphone is None:
+        config.microphone = microphone_config(s["mic"])
     runtime = Runtime(config, link=link, camera=camera, microphone=microphone)
     try:
         runtime.start()
         server = Server(create_app(runtime, service), service)
         print(banner(service, server.url), flush=True)
-        if args.sim:
-            print("simulated robot: type a command into the panel's say box, e.g. \"go to the red ball\"", flush=True)
+        if microphone is not None:
+            print("simulated microphone: type a command into the panel's say box, e.g. \"go to the red ball\"",
+                  flush=True)
 
         def on_term(*_):  # SIGTERM (systemd, docker stop) ends the loop like Ctrl-C does
             raise KeyboardInterrupt
@@ -85,17 +116,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``serve`` on the ``voxedge`` parser."""
-    p = sub.add_parser("serve", help="run the robot: camera + microphone -> model -> motion, with the panel and API")
-    p.add_argument("bundle", help="bundle directory (voxedge convert)")
-    p.add_argument("--sim", action="store_true", help="the simulated robot: firmware simulator, sim camera and mic")
-    p.add_argument("--seed", type=int, default=0, help="arena of the simulated robot (default: %(default)s)")
-    p.add_argument("--robot", help="serial port of the robot's microcontroller, e.g. /dev/robot")
-    p.add_argument("--camera", default="0", help="V4L2 index or path, video file, URL or GStreamer pipeline")
+    p = sub.add_parser("serve", help="run the robot: camera + microphone -> model -> motion, with the panel and API",
+                       description="Settings come from defaults, then --config FILE (JSON), then VOXEDGE_* "
+                                   "environment variables (e.g. VOXEDGE_TOKEN, VOXEDGE_LINK), then these flags.")
+    p.add_argument("bundle", nargs="?", help="bundle directory (voxedge convert)")
+    p.add_argument("--config", help="JSON file of settings (keys as the flags, with underscores)")
+    p.add_argument("--sim", action="store_true", help="shorthand for --camera sim --mic sim --link sim")
+    p.add_argument("--seed", type=int, help="arena of the simulated robot")
+    p.add_argument("--link", "--robot", dest="link", help="robot serial port, e.g. /dev/robot, or 'sim'")
+    p.add_argument("--camera", help="V4L2 index or /dev/video*, video file, URL, GStreamer pipeline, or 'sim'")
     p.add_argument("--camera-size", help="WIDTHxHEIGHT to request, e.g. 640x480")
     p.add_argument("--camera-fps", type=float, help="frame rate to request")
-    p.add_argument("--mic", help="microphone by name (substring) or index (voxedge devices lists them)")
-    p.add_argument("--precision", default="int8", choices=("fp32", "fp16", "int8"))
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--mic", help="microphone name (substring) or index (voxedge devices), a WAV file, or 'sim'")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
     p.add_argument("--allowed-host", action="append", help="extra Host name the panel may be reached by")

@@ -78,6 +78,13 @@ class _RuntimeCollector:
         yield from gauge("audit_samples", "samples in the audit log", audit.get("samples"))
         yield from counter("audit_dropped", "audit entries dropped (slow disk)", audit.get("dropped"))
         yield from counter("alerts", "alerts raised", getattr(self.runtime, "alert_count", None))
+        health = snap.get("health") or {}
+        if health:
+            family = GaugeMetricFamily("voxedge_health_problem", "1 while a component has a problem (see alerts)",
+                                       labels=["component"])
+            for component, problem in health.items():
+                family.add_metric([component], 1.0 if problem else 0.0)
+            yield family
 
 
 def init_app(app) -> None:
