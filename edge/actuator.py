@@ -73,6 +73,7 @@ class Actuator:
         self._results: deque[dict] = deque(maxlen=20)
         self._manual: tuple[float, float, float] | None = None  # (v, w, refreshed at)
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set by submit() and stop(): tick now
         self._thread: threading.Thread | None = None
         self._ticks = self._overruns = self._stalls = self._unsent = 0
         self._last = (ZERO, "idle")
@@ -82,8 +83,12 @@ class Actuator:
 
     # -- from other threads ---------------------------------------------------------
     def submit(self, decision: Decision) -> None:
-        """A decision from the inference worker (any thread)."""
-        (self.tracks if decision.kind == "track" else self.decisions).put(decision)
+        """A decision from the inference worker (any thread); a new command is acted on at once, not next tick."""
+        if decision.kind == "track":
+            self.tracks.put(decision)
+        else:
+            self.decisions.put(decision)
+            self._wake.set()
 
     def estop(self) -> None:
         """Emergency stop now: straight to the link (no waiting for a tick), then latched here."""
@@ -131,6 +136,7 @@ class Actuator:
     def stop(self, timeout_s: float = 2.0) -> None:
         """Stop the loop after a last zero setpoint."""
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
             if self._thread.is_alive():
@@ -144,9 +150,14 @@ class Actuator:
             if now - next_tick > TICK_S:
                 self._overruns += 1
                 next_tick = now  # resynchronise rather than burst to catch up
+            self._wake.clear()
+            early = now < next_tick - 1e-3  # woken by a new command between regular ticks
             self.tick(now)
-            next_tick += TICK_S
-            self._stop.wait(max(0.0, next_tick - self._clock()))
+            if not early:
+                next_tick += TICK_S
+            # Sleep until the next tick, or less when a new command arrives (it is sent at once; the fixed
+            # 20 Hz stream resumes from there).
+            self._wake.wait(max(0.0, next_tick - self._clock()))
         self._send(ZERO)
 
     def tick(self, now: float) -> Setpoint:
