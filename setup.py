@@ -31,7 +31,8 @@ EXTRAS = {
     # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces
     # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
     "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http]>=2.40"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http]>=2.40", "requests>=2.31",
+            "schemathesis>=4.0"],
 }
 
 setup(

@@ -331,3 +331,28 @@ def test_bad_requests_do_not_crash_or_leak_threads(live_server):
     assert _get(url + "/v2/health/live").status == 200
     time.sleep(0.5)
     assert threading.active_count() <= before + 2
+
+
+def test_requests_and_curl_clients(live_server):
+    import shutil
+    import subprocess
+
+    import requests
+
+    url, token, runtime = live_server
+    r = requests.post(url + "/predict", files={"image": ("f.png", _png(), "image/png"),
+                                                "audio": ("a.wav", _wav(), "audio/wav")}, timeout=10)
+    assert r.status_code == 200 and r.json()["intent"] in r.json()["probabilities"]
+    r = requests.post(url + "/api/arm", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    assert r.status_code == 403  # a program without the panel's CSRF header cannot arm through the panel API
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    out = subprocess.run(["curl", "-s", "-f", url + "/v2/health/ready"], capture_output=True, text=True, timeout=10)
+    assert out.returncode == 0 and json.loads(out.stdout) == {"ready": True}
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url + "/api/estop"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.stdout == "200"
+    runtime.link.wait_for_telemetry(lambda t: t.state.name == "ESTOP", timeout_s=1.0)
+    runtime.actuator.release_estop()
+    runtime.actuator.request("clear_failsafe")
+    runtime.link.wait_for_telemetry(lambda t: t.state.name == "DISARMED", timeout_s=2.0)

@@ -122,7 +122,11 @@ def predict():
     if upload is None:
         raise ApiError(400, "send the camera image as multipart form field 'image' (PNG or JPEG); 'audio' (WAV) "
                             "is optional")
-    bgr = cv2.imdecode(np.frombuffer(upload.read(), np.uint8), cv2.IMREAD_COLOR)
+    data = upload.read()
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+    except cv2.error:
+        bgr = None
     if bgr is None:
         raise ApiError(400, "'image' is not a readable PNG or JPEG image")
     audio_file = request.files.get("audio")
