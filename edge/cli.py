@@ -13,7 +13,8 @@ import sys
 
 # Modules whose add_parsers(sub) registers subcommands, in help order.
 COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli",
-                   "firmware_bridge.cli", "edge.sensors.cli", "edge.service.cli")
+                   "firmware_bridge.cli", "edge.sensors.cli", "edge.service.cli",
+                   "edge.demo")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (
@@ -27,6 +28,7 @@ USER_ERRORS = (
     "edge.service.config:ServiceConfigError",
     "edge.runtime:EdgeRuntimeError",
     "edge.settings:SettingsError",
+    "edge.demo:DemoError",
 )
 
 

@@ -80,9 +80,12 @@ class PolicyConfig:
     servo_speed_m_s: float = 0.18  # go_to cruise speed
     servo_gain: float = 2.0  # rad/s of turn per rad of bearing
     servo_slow_m: float = 0.4  # slow down within this of the reach distance
-    reach_distance_m: float = 0.20  # go_to ends when the estimated floor distance is this or less
+    # go_to ends when the estimated floor distance is this or less. The estimate assumes an object centre
+    # 5.5 cm above the floor; small objects (lower centres) really end ~1.5x farther, tall ones nearer.
+    reach_distance_m: float = 0.15
     presence_threshold: float = 0.5
-    lost_after_s: float = 1.0  # not in view this long: stop ("lost")
+    lost_after_s: float = 1.0  # fresh views without the object for this long: stop ("lost")
+    no_view_after_s: float = 3.0  # no fresh tracking update at all for this long: stop ("no_view")
     near_lost_m: float = 0.5  # lost from view while nearer than this counts as reached (it left the view below)
     track_stale_s: float = 0.6  # no fresh tracking update this long: hold still until one comes
     go_to_timeout_s: float = 25.0
@@ -198,12 +201,15 @@ class Policy:
         if now - a.started > c.go_to_timeout_s:
             self._end(now, "timeout")
             return ZERO
-        if now - a.last_seen > c.lost_after_s:
+        if a.last_update - a.last_seen > c.lost_after_s:  # views keep coming, the object is not in them
             near = a.distance_m is not None and a.distance_m < c.near_lost_m
             self._end(now, "reached" if near else "lost")
             return ZERO
+        if now - a.last_update > c.no_view_after_s:
+            self._end(now, "no_view")
+            return ZERO
         if now - a.last_update > c.track_stale_s or a.bearing_rad is None:
-            return ZERO  # no fresh view of the target: hold still until one comes
+            return ZERO  # no fresh view of the target (camera or inference slow): hold still until one comes
         if a.distance_m is not None and a.distance_m <= c.reach_distance_m:
             self._end(now, "reached")
             return ZERO

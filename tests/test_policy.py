@@ -103,8 +103,19 @@ def test_servo_holds_still_without_fresh_views_and_stops_when_lost():
     assert not p.tick(0.1).is_zero
     assert p.tick(0.7).is_zero and p.activity.mode == "go_to"  # no tracking update for 0.7 s: hold
     p.on_decision(_decision("go_to", kind="track", presence=0.05), 0.8)  # updates, but the object is gone
+    p.tick(0.9)
+    assert p.activity.mode == "go_to"  # not yet: 0.8 s of views without it
+    p.on_decision(_decision("go_to", kind="track", presence=0.05), 1.1)
     p.tick(1.2)
     assert p.activity.mode == "idle" and p.outcomes[-1].reason == "lost"
+
+
+def test_servo_gives_up_when_no_view_comes_at_all():
+    p = Policy(tracker=_Tracker())
+    p.on_decision(_decision("go_to", target=(0.5, 0.55)), 0.0)
+    assert p.tick(2.9).is_zero and p.activity.mode == "go_to"  # slow views are waited for, not called "lost"
+    p.tick(3.1)
+    assert p.activity.mode == "idle" and p.outcomes[-1].reason == "no_view"
 
 
 def test_speed_and_turn_rate_are_clamped():
