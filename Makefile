@@ -12,9 +12,11 @@ STAMP := $(VENV)/.voxedge-installed
 TORCH_SPEC ?= torch==2.13.0
 TORCH_PIP_ARGS ?=
 CHECKPOINT := reference_model/checkpoints/reference.pt
+BUNDLE := bundle
+SERVE_ARGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup system-deps test demo reference-model evaluate clean
+.PHONY: setup system-deps test demo demo-bundle demo-episodes reference-model evaluate clean
 
 system-deps:
 	@PYTHON=$(PYTHON) bash scripts/install_system_deps.sh
@@ -32,13 +34,25 @@ setup: system-deps $(STAMP)
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# Until the live demo lands, the demo evaluates the committed reference model
-# on the unseen-voice, unseen-scene test split (training it first if missing).
-demo: setup
+# The main job: the whole product on the simulated robot. Builds the reference bundle
+# if it is missing (convert + INT8 calibration + accuracy gate, about a minute), then
+# serves the panel and API at http://127.0.0.1:8080 with the firmware simulator, the
+# sim camera and the sim microphone. Ctrl-C stops everything.
+demo: setup $(BUNDLE)/manifest.json
+	$(BIN)/voxedge serve $(BUNDLE) --sim $(SERVE_ARGS)
+
+# The reference bundle, rebuilt when the checkpoint changes; written atomically.
+$(BUNDLE)/manifest.json: $(CHECKPOINT) | setup
 	@test -f $(CHECKPOINT) || $(MAKE) reference-model
-	$(BIN)/voxedge evaluate --checkpoint $(CHECKPOINT)
-	@echo
-	@echo "Next: the converter (voxedge convert), the firmware bridge and the live demo on the simulated robot are on their way."
+	$(BIN)/voxedge make-set --out sets/calib --split val -n 512
+	$(BIN)/voxedge make-set --out sets/eval --split test -n 512
+	$(BIN)/voxedge convert --checkpoint $(CHECKPOINT) --out $(BUNDLE) --calibration sets/calib --eval sets/eval --fp16
+
+demo-bundle: $(BUNDLE)/manifest.json
+
+# The same system headless through scripted spoken commands (100 seeded go_to episodes).
+demo-episodes: setup $(BUNDLE)/manifest.json
+	$(BIN)/voxedge demo --bundle $(BUNDLE) --episodes 100 --seed 0 --out demo-results
 
 # Reproduce the committed reference checkpoint from scratch (about 20 minutes on 2 cores).
 reference-model: setup
@@ -48,4 +62,4 @@ evaluate: setup
 	$(BIN)/voxedge evaluate --checkpoint $(CHECKPOINT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info $(BUNDLE) sets demo-results
