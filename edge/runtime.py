@@ -127,6 +127,9 @@ class Runtime:
         self._listeners: list = []
         self.alert_count = 0
         self.health: dict[str, str | None] = {}
+        from edge.systemd import Notifier
+
+        self.notifier = Notifier()
         self._last_health = 0.0
         self._silent_since: float | None = None
         self._last_utterance: Utterance | None = None
@@ -194,6 +197,7 @@ class Runtime:
             raise
         self._started = True
         self.started_at = time.monotonic()
+        self.notifier.ready(f"serving {Path(cfg.bundle).name}")
         self.event("info", f"runtime started: {Path(cfg.bundle).name} ({cfg.backend}, {cfg.precision})")
         return self
 
@@ -202,6 +206,7 @@ class Runtime:
         if not self._started:
             return
         self._started = False
+        self.notifier.stopping()
         errors = []
         steps = [self.listener.stop, self.worker.stop, self.actuator.stop, self._runner.deactivate,
                  self._microphone.disconnect, self._camera.disconnect]
@@ -353,6 +358,7 @@ class Runtime:
         self.health = problems
 
     def _on_tick(self, state) -> None:
+        self.notifier.watchdog()  # from the actuator loop: a hung loop stops the pings and systemd restarts us
         self._update_health(time.monotonic())
         policy = self.actuator.policy  # the actuator thread's own: read here, in that thread
         new = policy.outcome_count - self._outcomes_seen
