@@ -189,7 +189,9 @@ def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> E
                 ep.reach_s = outcome.data["t"] - t_end
             p = session.robot.pose()
             ep.final_distance_m = math.hypot(p.x - target.x, p.y - target.y)
-            ep.success = ep.final_distance_m <= REACH_M and ep.outcome == "reached"
+            # Success is where the robot ended (the criterion); the outcome says why it stopped
+            # ("lost" right at the object: it filled the view). A timeout or a wrong command is a failure.
+            ep.success = ep.final_distance_m <= REACH_M and ep.outcome in ("reached", "lost")
         elif kind == "stop":
             drive, d_last, _ = _speech("go forward", rng)
             session.say(drive, d_last)
