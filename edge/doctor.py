@@ -1,0 +1,194 @@
+"""``voxedge doctor``: check a robot before first use and say what to fix.
+
+Checks, each OK / WARN / FAIL with a reason and a remedy:
+camera opens and delivers frames; the microphone delivers audio at a rate we
+can resample; the serial link handshakes with matching firmware; the bundle
+loads and its engine (TensorRT) matches this device; disk space; the clock.
+Settings come from the same layers as ``voxedge serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+MIN_FREE_BYTES = 2 * 1024**3  # engines, timing cache and the audit log need room
+CAMERA_WAIT_S = 5.0
+MIC_LISTEN_S = 1.5
+BUILD_YEAR = 2026  # a clock before this is certainly wrong (no RTC battery, no NTP yet)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # OK, WARN, FAIL, SKIP
+    detail: str
+
+
+def check_camera(settings: dict) -> Check:
+    from edge.sensors import make_camera
+    from edge.service.cli import camera_config
+
+    if settings["camera"] == "sim":
+        return Check("camera", "SKIP", "sim camera (no device to check)")
+    cfg = camera_config(settings["camera"], settings["camera_size"], settings["camera_fps"])
+    cfg.pop("type")
+    try:
+        with make_camera("opencv", first_frame_timeout_s=CAMERA_WAIT_S, **cfg) as cam:
+            time.sleep(1.0)
+            st = cam.stats()
+            frame = cam.read()
+    except Exception as exc:
+        return Check("camera", "FAIL", f"{exc}. List cameras with `voxedge devices`; check the cable and that no "
+                                       "other program holds the device")
+    mode = st.mode
+    detail = f"{frame.image.shape[1]}x{frame.image.shape[0]} at {st.fps:.1f} fps"
+    if mode is not None and mode.fourcc:
+        detail += f", {mode.fourcc}"
+    if st.frozen:
+        return Check("camera", "WARN", detail + "; the picture does not change (lens cap? frozen driver?)")
+    if st.fps < 10:
+        return Check("camera", "WARN", detail + "; below 10 fps: request MJPG and a lower size "
+                                                "(--camera-size 640x480), or check USB bandwidth")
+    return Check("camera", "OK", detail)
+
+
+def check_microphone(settings: dict) -> Check:
+    from edge.sensors import make_microphone
+    from edge.service.cli import microphone_config
+
+    if settings["mic"] == "sim":
+        return Check("microphone", "SKIP", "sim microphone (no device to check)")
+    cfg = microphone_config(settings["mic"])
+    kind = cfg.pop("type")
+    try:
+        with make_microphone(kind, **cfg) as mic:
+            time.sleep(MIC_LISTEN_S)
+            st = mic.stats()
+    except Exception as exc:
+        return Check("microphone", "FAIL", f"{exc}. List inputs with `voxedge devices`; on a Jetson check "
+                                           "`arecord -l` and that the user is in the audio group")
+    detail = f"{st.device_rate_hz} Hz resampled to 16 kHz, {st.blocks} blocks, level {st.level_dbfs:.0f} dBFS"
+    if st.blocks == 0 or st.samples == 0:
+        return Check("microphone", "FAIL", detail + "; no audio arrived: the device opened but delivers nothing")
+    if st.input_overflows:
+        return Check("microphone", "WARN", detail + f"; {st.input_overflows} input overflows (CPU busy?)")
+    if st.level_dbfs < -80:
+        return Check("microphone", "WARN", detail + "; silent: unmuted? (alsamixer) right input selected?")
+    return Check("microphone", "OK", detail)
+
+
+def check_link(settings: dict) -> Check:
+    from firmware_bridge.link import Link
+
+    port = settings["link"]
+    if not port:
+        return Check("robot link", "FAIL", "no serial port given: --link /dev/robot (see firmware_bridge/deploy "
+                                           "for the udev rule that makes /dev/robot)")
+    sim = None
+    try:
+        if port == "sim":
+            from firmware_bridge.simulator import McuSimulator
+
+            sim = McuSimulator().start()
+            port = sim.port
+        with Link(port) as link:
+            hs = link.handshake
+            tel = link.wait_for_telemetry(timeout_s=2.0)
+    except Exception as exc:
+        return Check("robot link", "FAIL", f"{exc}")
+    finally:
+        if sim is not None:
+            sim.stop()
+    detail = (f"firmware {hs.build_id}, handshake {1e3 * hs.rtt_s:.1f} ms, battery {tel.battery_v:.1f} V, "
+              f"state {tel.state.name}")
+    if not hs.schema_match:
+        return Check("robot link", "FAIL", detail + "; protocol schema differs: flash firmware built from this "
+                                                    "checkout (arming is refused until then)")
+    return Check("robot link", "OK", detail)
+
+
+def check_bundle(settings: dict) -> Check:
+    from edge.bundle import load_bundle
+
+    try:
+        bundle = load_bundle(settings["bundle"])
+    except Exception as exc:
+        return Check("bundle", "FAIL", f"{exc}")
+    if settings["backend"] != "tensorrt":
+        import onnxruntime as ort
+
+        return Check("bundle", "OK", f"{bundle.path.name}: {[f.path for f in bundle.manifest.files]}; ONNX Runtime "
+                                     f"providers here: {ort.get_available_providers()}")
+    from edge.engine import device_key, find_engine
+
+    try:
+        plan = find_engine(bundle, device_key(bundle, settings["precision"]))
+    except Exception as exc:
+        return Check("bundle", "FAIL", f"{exc}")
+    return Check("bundle", "OK", f"engine {plan.name} matches this device")
+
+
+def check_disk(settings: dict) -> Check:
+    where = Path(settings["audit_log"] or settings["bundle"] or ".")
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    detail = f"{free / 1024**3:.1f} GB free at {where}"
+    if free < MIN_FREE_BYTES:
+        return Check("disk", "WARN", detail + f"; keep at least {MIN_FREE_BYTES / 1024**3:.0f} GB for engines and "
+                                              "the audit log")
+    return Check("disk", "OK", detail)
+
+
+def check_clock(settings: dict) -> Check:
+    year = time.gmtime().tm_year
+    if year < BUILD_YEAR:
+        return Check("clock", "WARN", f"the system clock says {year}: set the time (timedatectl set-ntp true); "
+                                      "logs and certificates need it")
+    t0 = time.monotonic()
+    time.sleep(0.05)
+    if not 0.04 <= time.monotonic() - t0 <= 0.5:
+        return Check("clock", "FAIL", "the monotonic clock does not advance as expected")
+    return Check("clock", "OK", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
+
+
+CHECKS = (check_bundle, check_camera, check_microphone, check_link, check_disk, check_clock)
+
+
+def run(settings: dict, log=print) -> list[Check]:
+    results = []
+    for check in CHECKS:
+        try:
+            result = check(settings)
+        except Exception as exc:  # a check that crashes is a failed check, reported like the others
+            result = Check(check.__name__.removeprefix("check_"), "FAIL", f"{type(exc).__name__}: {exc}")
+        results.append(result)
+        log(f"{result.status:<5} {result.name:<11} {result.detail}")
+    return results
+
+
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from edge.settings import resolve
+
+    settings = resolve({"bundle": args.bundle, "camera": args.camera, "mic": args.mic, "link": args.link,
+                        "backend": args.backend, "precision": args.precision}, args.config)
+    results = run(settings)
+    failed = [r for r in results if r.status == "FAIL"]
+    print(f"\n{len(failed)} problem(s) to fix" if failed else "\nready")
+    return 1 if failed else 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("doctor", help="check the camera, microphone, robot link, engine, disk and clock")
+    p.add_argument("bundle", nargs="?", help="bundle directory")
+    p.add_argument("--config", help="the same JSON settings file as voxedge serve")
+    p.add_argument("--camera")
+    p.add_argument("--mic")
+    p.add_argument("--link", "--robot", dest="link")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
+    p.set_defaults(func=_cmd_doctor)

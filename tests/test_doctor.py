@@ -1,0 +1,49 @@
+"""voxedge doctor on real counterparts: a video file as the camera, a WAV as the microphone, the firmware simulator."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from tests.bridge_fixtures import requires_gcc
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@requires_gcc
+def test_doctor_reports_each_check_and_what_to_fix(tmp_path):
+    import cv2
+
+    video = tmp_path / "cam.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 15, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        writer.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    wav = tmp_path / "mic.wav"
+    with wave.open(str(wav), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(48000)
+        w.writeframes((rng.standard_normal(48000 * 3) * 3000).astype("<i2").tobytes())
+
+    def doctor(*args):
+        return subprocess.run([sys.executable, "-m", "edge.cli", "doctor", *args], capture_output=True, text=True,
+                              cwd=ROOT, timeout=120)
+
+    r = doctor(str(tmp_path / "no-bundle"), "--camera", str(video), "--mic", str(wav), "--link", "sim")
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line[:4] in ("OK  ", "WARN", "FAIL", "SKIP")}
+    assert r.returncode == 1 and "1 problem(s) to fix" in r.stdout, r.stdout + r.stderr
+    assert lines["bundle"].startswith("FAIL") and "no-bundle" in lines["bundle"]
+    assert lines["camera"].startswith("OK") and "160x120" in lines["camera"]
+    assert lines["microphone"].startswith("OK") and "48000 Hz resampled to 16 kHz" in lines["microphone"]
+    assert lines["robot"].startswith("OK") and "handshake" in lines["robot"]
+    assert lines["disk"].startswith(("OK", "WARN")) and lines["clock"].startswith("OK")
+    r = doctor(str(tmp_path / "no-bundle"), "--camera", str(tmp_path / "missing.avi"), "--mic", "sim", "--link", "")
+    lines = {line.split()[1]: line for line in r.stdout.splitlines() if line[:4] in ("OK  ", "WARN", "FAIL", "SKIP")}
+    assert lines["camera"].startswith("FAIL") and "voxedge devices" in lines["camera"]
+    assert lines["microphone"].startswith("SKIP") and lines["robot"].startswith("FAIL")
