@@ -49,7 +49,11 @@ def _manifest():
 
 def _run(feed: dict) -> tuple[dict, float]:
     try:
-        return _runtime().worker.request(feed)
+        out, inference_ms = _runtime().worker.request(feed)
+        metrics = current_app.extensions.get("voxedge_metrics")
+        if metrics is not None:
+            metrics["stage"].labels(stage="inference", kind="api").observe(inference_ms / 1e3)
+        return out, inference_ms
     except WorkerBusyError as exc:
         raise ApiError(429, str(exc), {"Retry-After": "1"}) from exc
     except FusionError as exc:
