@@ -12,6 +12,7 @@ Nothing is downloaded: the driver and browser are given by path, so Selenium Man
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import re
@@ -166,15 +167,58 @@ def test_live_view_streams_frames_with_age(browser, live_server):
     wait_until(lambda: browser.execute_script("return arguments[0].naturalWidth", live) > 0, 5.0,
                "the first MJPEG frame")
     assert urlsplit(live.get_attribute("src")).path == "/stream.mjpg"
-    assert re.fullmatch(r"frame age \d+ ms.*", text_of(browser, "frame-age")), text_of(browser, "frame-age")
-    wait_until(lambda: (runtime.snapshot().get("service") or {}).get("viewers", 0) >= 1
-               or _viewers(browser) >= 1, 3.0, "the server to count the panel as a viewer")
+    wait_until(lambda: re.fullmatch(r"frame age \d+ ms.*", text_of(browser, "frame-age")), 2.0,
+               "the frame age from /api/state")
+    wait_until(lambda: re.match(r"[1-9]\d* / \d+", text_of(browser, "svc-viewers")), 3.0,
+               "the server to count the panel as a viewer")
+    # The picture keeps changing: the server stamps each frame with its number (and the sim camera has noise).
+    first = _pixels_digest(browser, live)
+    wait_until(lambda: _pixels_digest(browser, live) != first, 3.0, "a new frame in the <img>")
     assert_no_console_errors(browser)
 
 
-def _viewers(browser):
-    m = re.match(r"(\d+) /", text_of(browser, "svc-viewers"))
-    return int(m.group(1)) if m else 0
+def test_live_view_at_the_viewer_cap_says_so_and_comes_back(browser, live_server):
+    base_url, _token, runtime = live_server
+    cap = _service_counts(base_url)["max_viewers"]
+    # viewers of earlier tests' browsers leave when the server next writes to them
+    wait_until(lambda: _service_counts(base_url)["viewers"] == 0, 5.0, "no viewers")
+    held = []
+    try:
+        for _ in range(cap):
+            conn = http.client.HTTPConnection(urlsplit(base_url).netloc, timeout=5)
+            conn.request("GET", "/stream.mjpg")
+            res = conn.getresponse()
+            assert res.status == 200
+            res.read(64)  # the first bytes of a frame: this viewer is counted
+            held.append(res)  # the response owns the socket of a streamed answer: keep it alive
+        open_panel(browser, base_url)
+        message = wait_until(lambda: browser.find_element(By.ID, "live-message").is_displayed()
+                             and text_of(browser, "live-message"), 5.0, "the live-view message")
+        assert f"{cap} of {cap} viewers" in message and "Retrying" in message, message
+    finally:
+        for res in held:
+            res.close()
+    wait_until(lambda: browser.execute_script("return document.getElementById('live').naturalWidth") > 0, 10.0,
+               "the live view after viewers left")
+    wait_until(lambda: not browser.find_element(By.ID, "live-message").is_displayed(), 2.0, "the message to go")
+    # the 503s are the only console errors, and each was for the live view
+    assert all("/stream.mjpg" in e["message"] and "503" in e["message"] for e in console_errors(browser))
+
+
+def _service_counts(base_url):
+    with urllib.request.urlopen(base_url + "/api/state", timeout=5) as res:
+        return json.load(res)["service"]
+
+
+def _pixels_digest(browser, img):
+    """A digest of what the <img> shows now (same origin, so the canvas is readable)."""
+    return browser.execute_script(
+        "const img = arguments[0], c = document.createElement('canvas');"
+        "c.width = img.naturalWidth; c.height = img.naturalHeight;"
+        "const g = c.getContext('2d'); g.drawImage(img, 0, 0);"
+        "const d = g.getImageData(0, 0, c.width, c.height).data; let h = 0;"
+        "for (let i = 0; i < d.length; i += 7) h = (h * 31 + d[i]) | 0;"
+        "return h;", img)
 
 
 def test_estop_works_without_a_token(browser, live_server):
@@ -186,7 +230,27 @@ def test_estop_works_without_a_token(browser, live_server):
     wait_until(lambda: robot_state(runtime) == "ESTOP", 2.0, "telemetry state ESTOP")
     wait_until(lambda: "ESTOP" in text_of(browser, "pill-state"), 2.0, "the panel to show ESTOP")
     assert "pill-bad" in browser.find_element(By.ID, "pill-state").get_attribute("class")
+    # the service's alert arrives over the event stream: highlighted in the log and in the banner
+    wait_until(lambda: any("E-STOP" in li.text for li in browser.find_elements(By.CSS_SELECTOR, "#log li.log-alert")),
+               3.0, "the e-stop alert in the command log")
+    # the banner carries the newest alert (the runtime's health check follows with "robot in ESTOP ...")
+    banner = text_of(browser, "alert-banner-text")
+    assert browser.find_element(By.ID, "alert-banner").is_displayed() and re.search(r"E-STOP|ESTOP", banner), banner
     assert_no_console_errors(browser)
+
+
+def test_a_wrong_token_shows_the_servers_message_and_changes_nothing(browser, live_server):
+    base_url, _token, runtime = live_server
+    open_panel(browser, base_url)
+    before = robot_state(runtime)
+    enter_token(browser, "not-the-operator-token")
+    browser.find_element(By.ID, "btn-disarm").click()
+    wait_until(lambda: "operator token" in text_of(browser, "action-status"), 3.0, "the 401 message")
+    assert "(401)" in text_of(browser, "action-status")
+    assert robot_state(runtime) == before
+    # the failed request is the only thing the console may complain about
+    errors = console_errors(browser)
+    assert errors and all("/api/disarm" in e["message"] and "401" in e["message"] for e in errors), errors
 
 
 def test_token_then_arm_arms_the_robot(browser, live_server):
@@ -283,4 +347,21 @@ def test_escape_key_estops_an_armed_robot(browser, live_server):
     arm(browser, runtime, token)
     ActionChains(browser).send_keys(Keys.ESCAPE).perform()
     wait_until(lambda: robot_state(runtime) == "ESTOP", 2.0, "telemetry state ESTOP after Escape")
+    assert_no_console_errors(browser)
+
+
+def test_space_on_a_focused_button_estops_instead_of_pressing_it(browser, live_server):
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    browser.find_element(By.ID, "btn-disarm").click()
+    wait_until(lambda: robot_state(runtime) == "DISARMED", 3.0, "the robot to disarm")
+    arm_button = browser.find_element(By.ID, "btn-arm")
+    browser.execute_script("arguments[0].focus()", arm_button)
+    requested_urls(browser)  # drain: only what Space causes counts below
+    ActionChains(browser).send_keys(Keys.SPACE).perform()
+    wait_until(lambda: robot_state(runtime) == "ESTOP", 2.0, "telemetry state ESTOP after Space")
+    time.sleep(0.3)
+    paths = [urlsplit(u).path for u in requested_urls(browser)]
+    assert "/api/estop" in paths and "/api/arm" not in paths, f"Space also clicked Arm: {paths}"
     assert_no_console_errors(browser)

@@ -12,6 +12,7 @@
   const STREAM_STALE_MS = 4000; // streaming, but the server has counted no viewer for this long
   const SSE_RETRY_MS = 3000; // EventSource gives up for good on a non-200 answer (e.g. 503); we retry
   const ESTOP_TRIES = 3;
+  const ESTOP_RETRY_MS = 200;
   const LOG_MAX = 150; // entries kept in the command log
   const LEVEL_FLOOR_DBFS = -80;
   const FRAME_AGE_OK_S = 0.25;
@@ -48,6 +49,9 @@
     const timer = setTimeout(() => ctl.abort(), FETCH_TIMEOUT_MS);
     try {
       return await fetch(url, { cache: "no-store", ...init, signal: ctl.signal });
+    } catch (err) {
+      if (err.name === "AbortError") throw new Error(`no answer within ${FETCH_TIMEOUT_MS / 1000} s`);
+      throw new Error(`the robot is unreachable (${err.message})`);
     } finally {
       clearTimeout(timer);
     }
@@ -92,7 +96,6 @@
 
   function renderToken() {
     const has = Boolean(token.get());
-    document.body.classList.toggle("no-token", !has);
     for (const el of document.querySelectorAll("[data-needs-token]")) el.disabled = !has;
     setText("token-status", has ? "Token set for this tab." : "No token: only E-STOP works.");
     $("token").placeholder = has ? "token set (type to replace)" : "paste token";
@@ -119,19 +122,22 @@
 
   // -- E-STOP: no token, no CSRF header, no waiting on anything else ----------------------------
   async function estop() {
-    releaseDrive();
+    stopHolding(); // no trailing zero drive: the e-stop supersedes it (and would answer it with 409)
     const button = $("estop");
     button.classList.add("estop-sent");
     for (let attempt = 1; attempt <= ESTOP_TRIES; attempt += 1) {
       try {
         // keepalive: the request survives the page being closed right after the press
-        const res = await fetch("/api/estop", { method: "POST", cache: "no-store", keepalive: true });
+        const res = await fetchWithTimeout("/api/estop", { method: "POST", keepalive: true });
         if (!res.ok) throw new Error(await errorText(res));
         showStatus("E-STOP sent. Clear failsafe, then arm, to move again.", "error");
         setTimeout(() => button.classList.remove("estop-sent"), 600);
         return;
       } catch (err) {
-        showStatus(`E-STOP FAILED (try ${attempt} of ${ESTOP_TRIES}): ${err.message}`, "error");
+        const text = `E-STOP FAILED (try ${attempt} of ${ESTOP_TRIES}): ${err.message}`;
+        showStatus(text, "error");
+        banner(text);
+        await new Promise((resolve) => setTimeout(resolve, ESTOP_RETRY_MS));
       }
     }
     button.classList.remove("estop-sent");
@@ -172,6 +178,7 @@
     arrowleft: "left", a: "left", arrowright: "right", d: "right",
   };
   const held = new Map(); // direction -> how many sources hold it (a key and a pointer may overlap)
+  const keysDown = new Set(); // drive keys down now (to ignore auto-repeat)
   let driveTimer = null;
   let driveInFlight = false;
   let zeroAfterFlight = false; // a moving request may still be on its way: follow it with a stop
@@ -225,6 +232,7 @@
   }
 
   function stopHolding() {
+    keysDown.clear();
     held.clear();
     clearInterval(driveTimer);
     driveTimer = null;
@@ -292,7 +300,6 @@
   }
 
   const pad = $("drive-pad");
-  const keysDown = new Set();
   pad.addEventListener("keydown", (e) => {
     const dir = KEYS[e.key.toLowerCase()];
     if (!dir || e.altKey || e.ctrlKey || e.metaKey) return;
@@ -417,11 +424,22 @@
     live.removeAttribute("src"); // closes the connection: frees a viewer slot on the robot
   }
 
-  function liveMessage(text) {
-    const el = $("live-message");
-    el.textContent = text;
-    el.hidden = !text;
-    live.parentElement.classList.toggle("stream-down", Boolean(text));
+  let streamDown = false; // the last attempt failed and no frame has arrived since
+
+  function renderLiveMessage() {
+    if (streamDown && streaming && live.naturalWidth > 0) streamDown = false; // a frame: it is back
+    let text = "";
+    if (streamDown) {
+      // an <img> cannot see the status code: the viewer count from /api/state tells a 503 for the cap
+      const svc = lastState?.service;
+      const retry = `Retrying every ${STREAM_RETRY_MS / 1000} s…`;
+      text = svc && isNum(svc.max_viewers) && svc.viewers >= svc.max_viewers
+        ? `Live view: the robot already serves ${svc.viewers} of ${svc.max_viewers} viewers (its limit). ${retry}`
+        : `Live view unavailable (camera stopped or robot busy). ${retry}`;
+    }
+    setText("live-message", text);
+    $("live-message").hidden = !text;
+    live.parentElement.classList.toggle("stream-down", streamDown);
   }
 
   // An MJPEG <img> fires no event when the server ends the stream; the last frame just stays.
@@ -440,17 +458,11 @@
     }
   }
 
-  live.addEventListener("load", () => liveMessage(""));
   live.addEventListener("error", () => {
     if (!streaming) return;
     streaming = false;
-    const svc = lastState?.service;
-    const full = svc && isNum(svc.max_viewers) && svc.viewers >= svc.max_viewers;
-    liveMessage(
-      full
-        ? `Live view: viewer limit reached (${svc.viewers} of ${svc.max_viewers}). Retrying in ${STREAM_RETRY_MS / 1000} s…`
-        : `Live view unavailable. Retrying in ${STREAM_RETRY_MS / 1000} s…`,
-    );
+    streamDown = true;
+    renderLiveMessage();
     streamRetry = setTimeout(startStream, STREAM_RETRY_MS);
   });
   document.addEventListener("visibilitychange", () => (document.hidden ? stopStream() : startStream()));
@@ -663,6 +675,7 @@
     lastState = s;
     renderCamera(s.camera, s.service);
     checkStream(s.service);
+    renderLiveMessage();
     renderAudio(s.microphone, s.vad);
     renderDecision(s.decision);
     renderRobot(s);
