@@ -365,3 +365,16 @@ def test_space_on_a_focused_button_estops_instead_of_pressing_it(browser, live_s
     paths = [urlsplit(u).path for u in requested_urls(browser)]
     assert "/api/estop" in paths and "/api/arm" not in paths, f"Space also clicked Arm: {paths}"
     assert_no_console_errors(browser)
+
+
+def test_without_the_sim_microphone_there_is_no_say_box():
+    from flask import Flask, render_template
+
+    import edge.service
+
+    app = Flask("panel_template", root_path=edge.service.__path__[0])  # the package's templates/ and static/
+    with app.test_request_context("/"):
+        html = render_template("panel.html", csrf_token="t0k", bundle={"name": "b", "intents": ["stop"]},
+                               sim=False, version="9")
+    assert 'data-sim="false"' in html and 'id="say-form"' not in html and "needs the simulated microphone" in html
+    assert '<meta name="csrf-token" content="t0k">' in html
