@@ -49,3 +49,18 @@ def test_entrypoint_builds_the_engine_only_when_missing_then_serves(tmp_path):
     r = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh")], capture_output=True, text=True, timeout=30,
                        env={**env, "VOXEDGE_BUNDLE": str(tmp_path / "empty" / "bundle")})
     assert r.returncode == 2 and "no bundle at" in r.stderr
+
+
+def test_udev_rule_lines_are_well_formed():
+    import re
+
+    pair = re.compile(r'^\s*(ACTION|SUBSYSTEM|DRIVER|ATTRS\{\w+\}|ATTR\{\w+\}|ENV\{\w+\}|SYMLINK|MODE|GROUP)'
+                      r'\s*(==|\+=|=)\s*"[^"]*"\s*$')
+    lines = [ln for ln in (ROOT / "firmware_bridge" / "deploy" / "99-voxedge-robot.rules").read_text().splitlines()
+             if ln.strip() and not ln.lstrip().startswith("#")]
+    assert lines
+    for line in lines:
+        for part in line.split(","):
+            assert pair.match(part), (line, part)
+    text = "\n".join(lines)
+    assert 'SYMLINK+="robot"' in text and 'ENV{ID_MM_DEVICE_IGNORE}="1"' in text and 'ATTR{latency_timer}="1"' in text
