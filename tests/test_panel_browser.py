@@ -23,22 +23,26 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from tests import service_fixtures
+
+# pytest finds fixtures by module attribute; live_server needs the other two
+live_server = service_fixtures.live_server
+sim_runtime = service_fixtures.sim_runtime
+sim_bundle = service_fixtures.sim_bundle
+
 webdriver = pytest.importorskip(
     "selenium.webdriver", reason="selenium is not installed (pip install selenium) for the browser tests")
-service_fixtures = pytest.importorskip(
-    "tests.service_fixtures", reason="tests/service_fixtures.py (the live_server fixture) is not there yet")
-# re-exported: pytest finds fixtures by module attribute (live_server needs the other two)
-live_server, sim_runtime, sim_bundle = service_fixtures.live_server, service_fixtures.sim_runtime, service_fixtures.sim_bundle
-
-from selenium.common.exceptions import WebDriverException  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
+from selenium.common.exceptions import WebDriverException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
 
 CHROMIUM = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(
+
+# a mark, not a skip in the fixture: marks are checked before the (module-scoped) server starts
+requires_chromium = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="needs Chromium and its driver (apt-get install chromium chromium-driver)")
 
@@ -139,6 +143,7 @@ def assert_no_console_errors(driver):
 
 
 # -- tests --------------------------------------------------------------------------------------
+@requires_chromium
 def test_panel_loads_clean_local_only_and_csp_safe(browser, live_server):
     base_url, _token, _runtime = live_server
     open_panel(browser, base_url)
@@ -156,12 +161,13 @@ def test_panel_loads_clean_local_only_and_csp_safe(browser, live_server):
     with urllib.request.urlopen(base_url + "/", timeout=5) as res:
         html = res.read().decode()
     assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", html), "inline <script>"
-    assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html, re.I), "inline style or event handler attribute"
+    assert not re.search(r"<style|\sstyle=|\son[a-z]+=", html, re.IGNORECASE), "inline style or event handler attribute"
     assert browser.find_element(By.CSS_SELECTOR, 'meta[name="csrf-token"]').get_attribute("content")
 
 
+@requires_chromium
 def test_live_view_streams_frames_with_age(browser, live_server):
-    base_url, _token, runtime = live_server
+    base_url, _token, _runtime = live_server
     open_panel(browser, base_url)
     live = browser.find_element(By.ID, "live")
     wait_until(lambda: browser.execute_script("return arguments[0].naturalWidth", live) > 0, 5.0,
@@ -177,8 +183,9 @@ def test_live_view_streams_frames_with_age(browser, live_server):
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_live_view_at_the_viewer_cap_says_so_and_comes_back(browser, live_server):
-    base_url, _token, runtime = live_server
+    base_url, _token, _runtime = live_server
     cap = _service_counts(base_url)["max_viewers"]
     # viewers of earlier tests' browsers leave when the server next writes to them
     wait_until(lambda: _service_counts(base_url)["viewers"] == 0, 5.0, "no viewers")
@@ -221,6 +228,7 @@ def _pixels_digest(browser, img):
         "return h;", img)
 
 
+@requires_chromium
 def test_estop_works_without_a_token(browser, live_server):
     base_url, _token, runtime = live_server
     open_panel(browser, base_url)
@@ -239,6 +247,7 @@ def test_estop_works_without_a_token(browser, live_server):
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_a_wrong_token_shows_the_servers_message_and_changes_nothing(browser, live_server):
     base_url, _token, runtime = live_server
     open_panel(browser, base_url)
@@ -253,6 +262,7 @@ def test_a_wrong_token_shows_the_servers_message_and_changes_nothing(browser, li
     assert errors and all("/api/disarm" in e["message"] and "401" in e["message"] for e in errors), errors
 
 
+@requires_chromium
 def test_token_then_arm_arms_the_robot(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)
@@ -264,6 +274,7 @@ def test_token_then_arm_arms_the_robot(browser, live_server):
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_holding_a_drive_button_moves_and_releasing_stops(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)
@@ -297,6 +308,7 @@ def test_holding_a_drive_button_moves_and_releasing_stops(browser, live_server):
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_arrow_key_on_the_focused_pad_turns_and_keyup_stops(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)
@@ -316,6 +328,7 @@ def test_arrow_key_on_the_focused_pad_turns_and_keyup_stops(browser, live_server
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_say_box_decision_appears_in_the_command_log(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)
@@ -341,6 +354,7 @@ def test_say_box_decision_appears_in_the_command_log(browser, live_server):
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_escape_key_estops_an_armed_robot(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)
@@ -350,6 +364,7 @@ def test_escape_key_estops_an_armed_robot(browser, live_server):
     assert_no_console_errors(browser)
 
 
+@requires_chromium
 def test_space_on_a_focused_button_estops_instead_of_pressing_it(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)
