@@ -331,11 +331,12 @@ class InferenceWorker:
         now = time.monotonic()
         latency = {**timings, "preprocess": t2 - t1, "inference": t3 - t2, "total": now - t0}
         if utterance is not None:
-            latency["speech_end_to_decision"] = now - utterance.t_end
+            latency["speech_end_to_decision"] = now - (utterance.t_speech_end or utterance.t_end)
         return Decision(
             id=next(self._ids), kind=kind, utterance_id=uid, intent=intent, confidence=float(probs[best]),
             accepted=bool(accepted), probabilities={label: float(p) for label, p in zip(labels, probs)},
             target_xy=target, presence=presence, attention=attention,
-            t_speech_start=utterance.t_start if utterance else 0.0, t_speech_end=utterance.t_end if utterance else 0.0,
+            t_speech_start=utterance.t_start if utterance else 0.0,
+            t_speech_end=(utterance.t_speech_end or utterance.t_end) if utterance else 0.0,
             t_frame=frame.t, frame_seq=frame.seq, t_decided=now,
             latency_ms={k: 1e3 * v for k, v in latency.items()})

@@ -72,6 +72,8 @@ class Utterance:
     speech_start_index: int  # where the detector heard speech begin (after the pre-roll)
     forced_end: bool  # cut at max_utterance_s rather than ended by silence
     peak_probability: float
+    speech_end_index: int = -1  # end of the last voiced frame: the detector's end of speech
+    t_speech_end: float = 0.0  # its monotonic time (latencies are measured from here)
 
     @property
     def duration_s(self) -> float:
@@ -190,8 +192,10 @@ class Endpointer:
         start, end = frames[0][0], frames[-1][0] + VAD_FRAME_SAMPLES
         self.utterances += 1
         self.forced_ends += int(forced)
+        speech_end = min(end, (self._last_voiced + 1) * VAD_FRAME_SAMPLES)
         return Utterance(audio, start, end, self._time_of(start), self._time_of(end - 1),
-                         self._start_frame * VAD_FRAME_SAMPLES, forced, self._peak)
+                         self._start_frame * VAD_FRAME_SAMPLES, forced, self._peak, speech_end,
+                         self._time_of(speech_end - 1))
 
 
 class Listener:
@@ -242,7 +246,9 @@ class Listener:
         while not self._stop.is_set():
             end = self._ring.end_index
             if end - cursor < VAD_FRAME_SAMPLES:
-                self._stop.wait(self.POLL_S)
+                # Woken by the write that completes the frame (no polling delay); the timeout only
+                # lets stop() be noticed.
+                self._ring.wait_for(cursor + VAD_FRAME_SAMPLES, self.POLL_S * 10)
                 continue
             try:
                 frame = self._ring.read(cursor, cursor + VAD_FRAME_SAMPLES)

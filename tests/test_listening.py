@@ -125,11 +125,16 @@ class _Ring:
     def __init__(self, data: np.ndarray, t0: float = 100.0) -> None:
         self._data, self._t0 = data, t0
         self.end_index = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
 
     def grow(self, n: int) -> None:
         with self._lock:
             self.end_index = min(self.end_index + n, self._data.size)
+            self._lock.notify_all()
+
+    def wait_for(self, index: int, timeout_s: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: self.end_index >= index, timeout_s)
 
     def read(self, start: int, end: int) -> np.ndarray:
         with self._lock:

@@ -21,6 +21,7 @@ from edge.service.security import ApiError
 bp = Blueprint("streams", __name__)
 
 SSE_KEEPALIVE_S = 15.0
+SSE_WAIT_SLICE_S = 0.5
 VIEW_MAX_DECISION_AGE_S = 1.5  # overlay the attention map only this long after its decision
 ENCODER_IDLE_STOP_S = 2.0
 JPEG_QUALITY = 80
@@ -181,11 +182,16 @@ def events():
         last = after
         try:
             yield "retry: 2000\n\n"
+            quiet_since = time.monotonic()
             while not s.closing.is_set():
-                batch = s.runtime.events_after(last, timeout_s=SSE_KEEPALIVE_S)
+                # Short waits, so a stopping server ends this stream within a second.
+                batch = s.runtime.events_after(last, timeout_s=SSE_WAIT_SLICE_S)
                 if not batch:
-                    yield ": keep-alive\n\n"
+                    if time.monotonic() - quiet_since >= SSE_KEEPALIVE_S:
+                        quiet_since = time.monotonic()
+                        yield ": keep-alive\n\n"
                     continue
+                quiet_since = time.monotonic()
                 for e in batch:
                     last = e.id
                     body = json.dumps(finite({"id": e.id, "t": e.t, "wall": e.wall, "kind": e.kind, "text": e.text,
