@@ -33,7 +33,7 @@ from edge.slots import LatestSlot
 TRACK_HZ = 8.0  # servoing updates per second while driving to an object (>= 5 Hz required)
 DEFAULT_MAX_FRAME_AGE_S = 0.5  # a frame older than this is not "the view now" for tracking
 MIN_FRAME_MATCH_S = 0.25  # the frame used for an utterance must lie within this of the speech's end
-REQUEST_QUEUE_MAX = 4  # HTTP inference requests waiting for the worker; more get "busy" (HTTP 429)
+REQUEST_QUEUE_MAX = 8  # HTTP inference requests waiting (one per waitress worker thread); more get 429
 REQUEST_TIMEOUT_S = 5.0
 
 

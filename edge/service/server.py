@@ -35,7 +35,13 @@ class Server:
         return f"http://{host}:{self.port}"
 
     def serve_forever(self) -> None:
-        self._server.run()
+        """Serve in this thread until ``stop()`` (from another thread) or KeyboardInterrupt."""
+        self._thread = threading.current_thread()
+        try:
+            self._server.run()
+        finally:
+            if self._thread is threading.current_thread():
+                self._thread = None
 
     def start(self) -> Server:
         self._thread = threading.Thread(target=self._server.run, name="voxedge-http", daemon=True)
@@ -43,17 +49,27 @@ class Server:
         return self
 
     def stop(self, timeout_s: float = 5.0) -> None:
+        """End the streams, let running requests finish, then close every socket from the server's own loop.
+
+        Closing from another thread while the loop sits in select() makes it fail with EBADF, so
+        the sockets are closed by a thunk the loop runs itself (waitress's trigger); the loop
+        then finds its map empty and returns.
+        """
+        from waitress import wasyncore
+
         streams = self.app.extensions.get("voxedge_streams")
         if streams is not None:
             streams.closing.set()
             with streams.lock:
                 streams.lock.notify_all()
-        self._server.close()
-        if self._thread is not None:
+        server = self._server
+        server.task_dispatcher.shutdown(timeout=timeout_s)
+        if self._thread is not None and self._thread.is_alive():
+            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
             self._thread.join(timeout_s)
-            self._thread = None
-        # waitress's task threads end once their current request does
-        self._server.task_dispatcher.shutdown(timeout=timeout_s)
+        else:
+            wasyncore.close_all(server._map)
+        self._thread = None
 
 
 def banner(config: ServiceConfig, url: str) -> str:
