@@ -61,7 +61,10 @@ def _json(url: str, data: dict | None = None, headers: dict | None = None):
 
 def soak(bundle: str, minutes: float, say_every_s: float = 4.0, precision: str = "int8", log=print) -> dict:
     port = _free_port()
-    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2")}  # as deployed (unit, image)
+    # glibc settings as deployed (systemd unit, Jetson image): few arenas and a fixed mmap threshold, so
+    # the many 128 kB audio windows and frames go back to the OS instead of fragmenting the heap.
+    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+           "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536")}
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve", bundle, "--sim", "--port", str(port),
                              "--precision", precision],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
