@@ -356,3 +356,16 @@ def test_requests_and_curl_clients(live_server):
     runtime.actuator.release_estop()
     runtime.actuator.request("clear_failsafe")
     runtime.link.wait_for_telemetry(lambda t: t.state.name == "DISARMED", timeout_s=2.0)
+
+
+def test_concurrent_requests_each_get_their_own_answer(client, sim_runtime):
+    from concurrent.futures import ThreadPoolExecutor
+
+    runtime, _ = sim_runtime
+    golden = np.load(runtime.bundle.path / "golden.npz")
+    feeds = [{"image": golden["input.image"][i : i + 1], "audio": golden["input.audio"][i : i + 1]} for i in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda f: runtime.worker.request(f)[0], feeds * 4))
+    for i, out in enumerate(results):
+        np.testing.assert_allclose(out["intent_logits"], golden["output.intent_logits"][i % 4 : i % 4 + 1], atol=1e-3)
+        assert out["attention"].shape == (1, 15, 20)
