@@ -11,7 +11,6 @@ start). Optional labels come from ``DIR/labels.jsonl``, one object per line:
 from __future__ import annotations
 
 import json
-import wave
 from fractions import Fraction
 from pathlib import Path
 
@@ -28,20 +27,12 @@ def read_wav(path: Path, rate: int) -> np.ndarray:
     """A WAV file (8/16/32-bit PCM, any channels and rate) as float32 mono at ``rate``."""
     from scipy.signal import resample_poly
 
+    from edge.samples import SampleFormatError, decode_pcm_wav
+
     try:
-        with wave.open(str(path), "rb") as w:
-            channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-    except (wave.Error, EOFError, OSError) as exc:
-        raise CalibrationError(f"{path}: not a readable PCM WAV file ({exc}); convert it with e.g. "
-                               "`sox in.mp3 -b 16 out.wav`") from exc
-    if width == 1:
-        pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width in (2, 4):
-        pcm = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
-    else:
-        raise CalibrationError(f"{path}: {8 * width}-bit WAV is not supported; use 8, 16 or 32-bit PCM")
-    audio = pcm.reshape(-1, channels).mean(axis=1)
+        audio, src_rate = decode_pcm_wav(path.read_bytes())
+    except (SampleFormatError, OSError) as exc:
+        raise CalibrationError(f"{path}: {exc}; convert it with e.g. `sox in.mp3 -b 16 out.wav`") from exc
     if src_rate != rate:
         ratio = Fraction(rate, src_rate).limit_denominator(1000)
         audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)

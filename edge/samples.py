@@ -72,3 +72,27 @@ def encode_png(image: np.ndarray) -> bytes:
     if not ok:
         raise SampleFormatError("OpenCV could not encode a frame as PNG")
     return buf.tobytes()
+
+
+def decode_pcm_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """A PCM WAV (8, 16 or 32-bit, any channels) as (float32 mono in [-1, 1], its sample rate).
+
+    Raises:
+        SampleFormatError: not a readable PCM WAV, an unsupported sample width, or no samples.
+    """
+    try:
+        with wave.open(io.BytesIO(data), "rb") as w:
+            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
+            raw = w.readframes(w.getnframes())
+    except (wave.Error, EOFError) as exc:
+        raise SampleFormatError(f"not a PCM WAV file ({exc}); send or convert to 16-bit PCM WAV") from exc
+    if width == 1:
+        pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
+    elif width in (2, 4):
+        pcm = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
+    else:
+        raise SampleFormatError(f"{8 * width}-bit WAV is not supported; use 8, 16 or 32-bit PCM")
+    if pcm.size < channels or channels < 1:
+        raise SampleFormatError("the WAV file holds no samples")
+    mono = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels).mean(axis=1)
+    return mono.astype(np.float32), rate

@@ -11,10 +11,8 @@ bytes followed by the raw tensors, so the stock ``tritonclient[http]`` works.
 
 from __future__ import annotations
 
-import io
 import json
 import time
-import wave
 
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
@@ -66,24 +64,14 @@ def _run(feed: dict) -> tuple[dict, float]:
 
 def decode_wav(data: bytes, rate: int = 16000) -> np.ndarray:
     """A WAV upload (8/16/32-bit PCM, any rate and channels) as float32 mono at ``rate``."""
+    from edge.samples import SampleFormatError, decode_pcm_wav
     from edge.sensors.resample import resample
 
     try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            channels, width, src_rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise ApiError(400, f"'audio' is not a PCM WAV file ({exc}); send 16-bit PCM WAV") from exc
-    if width == 1:
-        pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
-    elif width in (2, 4):
-        pcm = np.frombuffer(raw, f"<i{width}").astype(np.float32) / float(2 ** (8 * width - 1))
-    else:
-        raise ApiError(400, f"'audio' is {8 * width}-bit WAV; send 8, 16 or 32-bit PCM")
-    if pcm.size == 0 or channels < 1:
-        raise ApiError(400, "'audio' holds no samples")
-    mono = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels).mean(axis=1)
-    return resample(mono, src_rate, rate) if src_rate != rate else mono.astype(np.float32)
+        mono, src_rate = decode_pcm_wav(data)
+    except SampleFormatError as exc:
+        raise ApiError(400, f"'audio' is {exc}") from exc
+    return resample(mono, src_rate, rate) if src_rate != rate else mono
 
 
 def _window(audio: np.ndarray, n: int) -> np.ndarray:
