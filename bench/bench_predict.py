@@ -71,14 +71,9 @@ def multipart(png: bytes, wav: bytes) -> tuple[bytes, str]:
 
 
 def wav_bytes(audio: np.ndarray, rate: int = 16000) -> bytes:
-    pcm = np.clip(np.round(np.asarray(audio, np.float64) * 32767.0), -32768, 32767).astype("<i2")
-    buf = io.BytesIO()
-    with wave.open(buf, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm.tobytes())
-    return buf.getvalue()
+    from edge.samples import encode_wav  # the project's one WAV writer
+
+    return encode_wav(audio, rate)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

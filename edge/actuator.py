@@ -79,7 +79,7 @@ class Actuator:
         self._last = (ZERO, "idle")
         self._pending_motion: tuple[int, float] | None = None  # (utterance id, end of speech) awaiting first motion
         self._first_motion: float | None = None
-        self.on_tick: Callable[[ActuatorState], object] | None = None
+        self.on_tick: Callable[[], object] | None = None  # called after each tick, in this thread
 
     # -- from other threads ---------------------------------------------------------
     def submit(self, decision: Decision) -> None:
@@ -199,7 +199,7 @@ class Actuator:
             self._ticks += 1
             self._last = (sp, source)
         if self.on_tick is not None:
-            self.on_tick(self.state())
+            self.on_tick()  # no snapshot built on the 20 Hz path: the callee reads what it needs
         return sp
 
     def _send(self, sp: Setpoint) -> None:

@@ -165,7 +165,7 @@ class Runtime:
                 self._microphone = make_microphone(mic.pop("type"), **mic)
             if self._link is None:
                 if not cfg.link_port:
-                    raise EdgeRuntimeError("no robot link: give a serial port (e.g. --port /dev/robot) or use --sim")
+                    raise EdgeRuntimeError("no robot link: give a serial port (--link /dev/robot) or --link sim")
                 from firmware_bridge.link import Link
 
                 self._link = Link(cfg.link_port)
@@ -362,7 +362,7 @@ class Runtime:
                 self.event("info", f"{key} recovered", {"component": key})
         self.health = problems
 
-    def _on_tick(self, state) -> None:
+    def _on_tick(self) -> None:
         self.notifier.watchdog()  # from the actuator loop: a hung loop stops the pings and systemd restarts us
         self._update_health(time.monotonic())
         policy = self.actuator.policy  # the actuator thread's own: read here, in that thread
