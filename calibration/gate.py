@@ -1,6 +1,7 @@
 """Accuracy gate: a quantized model may replace FP32 only if it decides (almost) the same.
 
-Both models run with ONNX Runtime on the CPU over a labelled evaluation set.
+Both models run with ONNX Runtime on the CPU over a labelled evaluation set,
+fed as the robot feeds them (``calibration.sampleset.model_feed``).
 Limits: intent accuracy may drop by at most 0.5 points, and the mean target-point
 error may grow by at most 1 % of the image width.
 """
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
-from calibration.sampleset import SampleSet
+from calibration.sampleset import SampleSet, feed_size
 
 OBJECT_INTENTS = ("go_to", "pick_up")  # intents whose target point is meaningful
 MAX_ACCURACY_DROP = 0.005  # 0.5 percentage points
@@ -73,10 +74,9 @@ def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
     err_sum = 0.0
     start = 0
     aspect = pre.image_height / pre.image_width
-    for batch in eval_set.batches(64, (pre.image_height, pre.image_width), pre.audio_window_samples,
-                                  pre.audio_sample_rate_hz):
-        out = dict(zip(names, session.run(None, batch)))
-        recs = eval_set.records[start : start + len(batch["image"])]
+    for feed in eval_set.feeds(manifest, 64):
+        out = dict(zip(names, session.run(None, feed)))
+        recs = eval_set.records[start : start + feed_size(feed)]
         start += len(recs)
         pred = out[heads.intent_output].argmax(1)
         for rec, p, k in zip(recs, pred, range(len(recs))):
@@ -106,20 +106,19 @@ def pseudo_labelled(eval_set: SampleSet, fp32_path, manifest) -> SampleSet:
 
     from edge.runners.onnxruntime import make_session
 
-    heads, pre = manifest.heads, manifest.preprocessing
+    heads = manifest.heads
     session = make_session(fp32_path)
     names = [o.name for o in session.get_outputs()]
     records, start = [], 0
-    for batch in eval_set.batches(64, (pre.image_height, pre.image_width), pre.audio_window_samples,
-                                  pre.audio_sample_rate_hz):
-        out = dict(zip(names, session.run(None, batch)))
-        for k, rec in enumerate(eval_set.records[start : start + len(batch["image"])]):
+    for feed in eval_set.feeds(manifest, 64):
+        out = dict(zip(names, session.run(None, feed)))
+        for k, rec in enumerate(eval_set.records[start : start + feed_size(feed)]):
             intent = heads.intent_labels[int(out[heads.intent_output][k].argmax())]
             target = None
             if heads.target_point_output and intent in OBJECT_INTENTS:
                 target = tuple(float(v) for v in out[heads.target_point_output][k])
             records.append(dataclasses.replace(rec, intent=intent, target_xy=target))
-        start += len(batch["image"])
+        start += feed_size(feed)
     return dataclasses.replace(eval_set, records=tuple(records),
                                meta={**eval_set.meta, "labels": f"pseudo: FP32 decisions of {Path(fp32_path).name}"})
 

@@ -81,7 +81,8 @@ def search_mixed_precision(fp32_path: Path, out_path: Path, batches: Callable[[]
                            limits: GateLimits = DEFAULT_LIMITS, log=print) -> SearchResult:
     """Keep the most sensitive layers in float until the model at ``out_path`` passes the gate.
 
-    ``batches`` returns a fresh iterable of calibration batches on every call.
+    ``batches`` returns a fresh iterable of calibration batches on every call: the
+    model's own feeds (``calibration.sampleset.SampleSet.feeds``), keyed by its input names.
 
     Raises:
         CalibrationError: no split of the layers passes (the message lists what was tried).

@@ -75,7 +75,8 @@ class _Reader:
             return None
         missing = [n for n in self._names if n not in batch]
         if missing:
-            raise CalibrationError(f"calibration batch lacks model inputs {missing}; it has {sorted(batch)}")
+            raise CalibrationError(f"calibration batch lacks model inputs {missing}; it has {sorted(batch)} (the "
+                                   "bundle's manifest must name the ONNX model's inputs)")
         self.count += len(next(iter(batch.values())))
         return {n: batch[n] for n in self._names}
 

@@ -14,6 +14,12 @@ and normalised ``target_xy`` / ``target_box`` or null. Frames are RGB PNGs of
 the model's input size; utterances are 16-bit PCM mono WAV at 16 kHz, exactly
 the model's window long. The same format is written from ``sim`` here and, by
 the runtime, from what the robot saw and heard.
+
+A set is model-independent: ``model_feed`` (and ``SampleSet.feeds``) turns
+samples into a model's input from its manifest (input names, layout, colour
+order) with the runtime's own ``edge.fusion.prepare_image``, so calibration,
+the accuracy gates and the robot feed a model the same way. ``SampleSet.coverage``
+recomputes a set's coverage warnings from its samples, whatever wrote it.
 """
 
 from __future__ import annotations
@@ -110,8 +116,14 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
     return meta
 
 
-def coverage(labels: list[dict], audio: np.ndarray, intents: tuple[str, ...] | None = None) -> dict:
-    """Per-intent counts and warnings: too few samples, an intent missing, clipped audio."""
+def coverage(labels: list[dict], audio: np.ndarray | None, intents: tuple[str, ...] | None = None,
+             clipped: np.ndarray | None = None, seen: set[str] | None = None) -> dict:
+    """Per-intent counts and warnings: too few samples, an intent missing, clipped audio.
+
+    ``clipped`` (per sample) replaces the check of ``audio`` when the utterances
+    were already looked at one by one; ``seen`` is the intents that count as
+    covered (default: the labelled ones).
+    """
     counts: dict[str, int] = {}
     for lab in labels:
         key = lab.get("intent") or "unlabelled"
@@ -119,15 +131,60 @@ def coverage(labels: list[dict], audio: np.ndarray, intents: tuple[str, ...] | N
     warnings = []
     if len(labels) < MIN_SAMPLES_WARNING:
         warnings.append(f"only {len(labels)} samples; int8 scales want at least {MIN_SAMPLES_WARNING}")
+    covered = set(counts) if seen is None else seen
     for intent in intents or ():
-        if intent not in counts:
+        if intent not in covered:
             warnings.append(f"no sample of intent {intent!r}")
-    clipped = np.mean(np.abs(audio) >= CLIP_LEVEL, axis=1) > MAX_CLIPPED_FRACTION
+    if clipped is None:
+        clipped = np.mean(np.abs(audio) >= CLIP_LEVEL, axis=1) > MAX_CLIPPED_FRACTION
+    clipped = np.asarray(clipped, bool)
     if clipped.any():
         warnings.append(f"{int(clipped.sum())} utterances are clipped (more than {100 * MAX_CLIPPED_FRACTION:.1f} % "
                         "of samples at full scale); lower the microphone gain")
     return {"n_samples": len(labels), "per_intent": counts, "clipped_utterances": int(clipped.sum()),
             "warnings": warnings}
+
+
+def model_feed(images, audio, manifest) -> dict[str, np.ndarray]:
+    """Set-format samples -> the model's feed, as the robot feeds it.
+
+    Args:
+        images: RGB frames, each H x W x 3 uint8 (a list or an [N, H, W, 3] array).
+        audio: utterances, each exactly ``preprocessing.audio_window_samples`` long.
+        manifest: the bundle's (or the conversion config's) ``Manifest``: ``inputs[0]``
+            is the image, ``inputs[1]`` the audio.
+
+    Returns:
+        ``{inputs[0].name: images, inputs[1].name: audio}``, the images converted by
+        ``edge.fusion.prepare_image`` (resized to the model's size with INTER_AREA,
+        then the manifest's colour order and layout), each in its input's dtype.
+    """
+    from edge.bundle import numpy_dtype
+    from edge.fusion import FusionError, prepare_image
+
+    if len(manifest.inputs) != 2:
+        raise CalibrationError(f"the model must take two inputs, the camera image then the audio; its manifest "
+                               f"lists {[t.name for t in manifest.inputs]}")
+    image_spec, audio_spec = manifest.inputs
+    pre = manifest.preprocessing
+    if len(images) != len(audio) or len(images) == 0:
+        raise CalibrationError(f"a feed needs as many frames as utterances, at least one; got {len(images)} "
+                               f"frames and {len(audio)} utterances")
+    try:
+        frames = np.concatenate([prepare_image(np.asarray(img), pre) for img in images])
+    except FusionError as exc:
+        raise CalibrationError(str(exc)) from exc
+    windows = np.stack([np.asarray(a, np.float32) for a in audio])
+    if windows.ndim != 2 or windows.shape[1] != pre.audio_window_samples:
+        raise CalibrationError(f"utterances must be 1-D, {pre.audio_window_samples} samples (the model's window) "
+                               f"each; got {list(windows.shape)}")
+    return {image_spec.name: frames.astype(numpy_dtype(image_spec.dtype), copy=False),
+            audio_spec.name: windows.astype(numpy_dtype(audio_spec.dtype), copy=False)}
+
+
+def feed_size(feed: dict[str, np.ndarray]) -> int:
+    """How many samples a feed holds."""
+    return len(next(iter(feed.values())))
 
 
 @dataclass(frozen=True)
@@ -141,26 +198,78 @@ class SampleSet:
     def __len__(self) -> int:
         return len(self.records)
 
+    def _read(self, i: int, kind: str) -> tuple[bytes, Path]:
+        """The bytes of sample ``i``'s ``kind`` file ("image" or "audio"), checked against its sha256."""
+        rec = self.records[i]
+        p = self.path / getattr(rec, kind)
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise CalibrationError(f"sample {rec.id}: cannot read {p} ({exc})") from exc
+        if hashlib.sha256(data).hexdigest() != rec.sha256.get(kind):
+            raise CalibrationError(f"sample {rec.id}: {p} does not match its sha256 in {INDEX_NAME}")
+        return data, p
+
     def load(self, i: int) -> tuple[np.ndarray, np.ndarray, int]:
         """(RGB image, audio, sample rate) of sample ``i``, checked against its sha256."""
-        rec = self.records[i]
-        out = []
-        for kind in ("image", "audio"):
-            p = self.path / getattr(rec, kind)
-            try:
-                data = p.read_bytes()
-            except OSError as exc:
-                raise CalibrationError(f"sample {rec.id}: cannot read {p} ({exc})") from exc
-            if hashlib.sha256(data).hexdigest() != rec.sha256.get(kind):
-                raise CalibrationError(f"sample {rec.id}: {p} does not match its sha256 in {INDEX_NAME}")
-            out.append(data)
-        image = _decode_png(out[0], str(self.path / rec.image))
-        audio, rate = _decode_wav(out[1], str(self.path / rec.audio))
+        (png, png_path), (wav, wav_path) = self._read(i, "image"), self._read(i, "audio")
+        image = _decode_png(png, str(png_path))
+        audio, rate = _decode_wav(wav, str(wav_path))
         return image, audio, rate
+
+    def load_audio(self, i: int) -> tuple[np.ndarray, int]:
+        """(audio, sample rate) of sample ``i``, checked against its sha256; the frame is not read."""
+        data, p = self._read(i, "audio")
+        return _decode_wav(data, str(p))
+
+    def feeds(self, manifest, batch_size: int = 64) -> Iterator[dict[str, np.ndarray]]:
+        """The set as the model's input, in batches of ``batch_size`` (``model_feed`` per batch).
+
+        Frames larger than the model's input are resized to it, as the robot
+        resizes its camera frames; smaller ones are refused (a set made for a
+        smaller model), as is audio at another rate or of another length.
+        """
+        pre = manifest.preprocessing
+        for start in range(0, len(self), batch_size):
+            images, audio = [], []
+            for i in range(start, min(start + batch_size, len(self))):
+                img, wav, rate = self.load(i)
+                rec = self.records[i]
+                if img.shape[0] < pre.image_height or img.shape[1] < pre.image_width:
+                    raise CalibrationError(f"sample {rec.id}: frame is {img.shape[1]}x{img.shape[0]}, the model "
+                                           f"takes {pre.image_width}x{pre.image_height} (larger frames are "
+                                           "resized, smaller ones are not enlarged)")
+                if rate != pre.audio_sample_rate_hz or len(wav) != pre.audio_window_samples:
+                    raise CalibrationError(f"sample {rec.id}: audio is {len(wav)} samples at {rate} Hz, the model "
+                                           f"takes {pre.audio_window_samples} at {pre.audio_sample_rate_hz} Hz")
+                images.append(img)
+                audio.append(wav)
+            yield model_feed(images, audio, manifest)
+
+    def coverage(self, intents: tuple[str, ...] | None = None) -> dict:
+        """``coverage`` (the statistics and warnings ``write_set`` puts in ``set.json``), recomputed from the
+        samples, so a set from any source (make-set, import-set, the robot's audit log) gets the same warnings.
+
+        An unlabelled sample counts for the intent the robot decided (an audit log's
+        ``decision``) when checking which of ``intents`` the set lacks; when no sample
+        has a label or a decision, that check is skipped.
+        """
+        labels = [{"intent": r.intent} for r in self.records]
+        clipped = np.zeros(len(self), bool)
+        for i in range(len(self)):
+            wav, _ = self.load_audio(i)
+            clipped[i] = np.mean(np.abs(wav) >= CLIP_LEVEL) > MAX_CLIPPED_FRACTION if wav.size else False
+        seen = {r.intent or (r.decision or {}).get("intent") for r in self.records} - {None}
+        return coverage(labels, None, intents if seen else None, clipped=clipped, seen=seen)
 
     def batches(self, batch_size: int, image_hw: tuple[int, int], window_samples: int,
                 sample_rate: int = 16000) -> Iterator[dict[str, np.ndarray]]:
-        """Model-ready batches ``{"image", "audio"}``; every sample must fit the model's input."""
+        """The samples as stored, in batches ``{"image": uint8 [N, H, W, 3] RGB, "audio": float32 [N, S]}``.
+
+        For training and inspection: this is the set format, not a model's input
+        (names, layout and colour order differ between models); a model takes
+        ``feeds``. Every sample must have exactly this size.
+        """
         for start in range(0, len(self), batch_size):
             images, audio = [], []
             for i in range(start, min(start + batch_size, len(self))):

@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from convert.errors import ConvertError
-from edge.bundle import BundleError, Heads, Preprocessing, TensorSpec
+from edge.bundle import BundleError, Heads, Manifest, Preprocessing, TensorSpec
+
+RUNTIME_SAMPLE_RATE_HZ = 16_000  # the robot's microphone ring (edge.sensors.audio_ring) runs at this rate
+TOLERANCE_KEYS = ("max_abs", "min_cosine")  # convert.export.DEFAULT_TOLERANCE
 
 REFERENCE_CONFIG = Path(__file__).resolve().parent / "configs" / "reference.json"
 
@@ -39,7 +42,7 @@ class ConvertConfig:
         if unknown:
             raise ConvertError(f"conversion config {path} has unknown keys {sorted(unknown)}")
         try:
-            return cls(
+            config = cls(
                 factory=raw["factory"],
                 inputs=tuple(TensorSpec(**t) for t in raw["inputs"]),
                 outputs=tuple(TensorSpec(**t) for t in raw["outputs"]),
@@ -52,6 +55,41 @@ class ConvertConfig:
             raise ConvertError(f"conversion config {path} lacks {exc}") from exc
         except (TypeError, BundleError) as exc:
             raise ConvertError(f"conversion config {path}: {exc}") from exc
+        problems = config.problems()
+        if problems:
+            raise ConvertError(f"conversion config {path}: " + "; ".join(problems))
+        return config
+
+    def problems(self) -> list[str]:
+        """What the robot's runtime could not feed or read (checked before any export, so a wrong config
+        fails in seconds, not after conversion or on the robot)."""
+        out: list[str] = []
+        pre = self.preprocessing
+        if len(self.inputs) != 2:
+            return [f"the model must take exactly two inputs, the camera image then the audio; the config lists "
+                    f"{[t.name for t in self.inputs]}"]
+        image, audio = self.inputs
+        want = ([-1, pre.image_height, pre.image_width, 3] if pre.image_layout == "NHWC"
+                else [-1, 3, pre.image_height, pre.image_width])
+        if image.dtype != "uint8" or list(image.shape) != want:
+            out.append(f"the first input ({image.name!r}) is the camera image: uint8 of shape {want} "
+                       f"({pre.image_layout}, from preprocessing), not {image.dtype} {list(image.shape)}")
+        if audio.dtype != "float32" or list(audio.shape) != [-1, pre.audio_window_samples]:
+            out.append(f"the second input ({audio.name!r}) is the audio: float32 of shape "
+                       f"[-1, {pre.audio_window_samples}] (preprocessing.audio_window_samples), not "
+                       f"{audio.dtype} {list(audio.shape)}")
+        if pre.audio_sample_rate_hz != RUNTIME_SAMPLE_RATE_HZ:
+            out.append(f"preprocessing.audio_sample_rate_hz is {pre.audio_sample_rate_hz}, but the robot's "
+                       f"microphone pipeline delivers {RUNTIME_SAMPLE_RATE_HZ} Hz; train the model on "
+                       f"{RUNTIME_SAMPLE_RATE_HZ} Hz audio")
+        unknown = sorted(set(self.tolerance) - set(TOLERANCE_KEYS))
+        if unknown:
+            out.append(f"tolerance has unknown keys {unknown}; it takes {list(TOLERANCE_KEYS)}")
+        try:  # the manifest's own checks: heads name declared outputs, one label per intent class
+            Manifest(self.inputs, self.outputs, self.preprocessing, self.heads)
+        except BundleError as exc:
+            out.append(str(exc))
+        return out
 
     def quant_settings(self):
         """The INT8 settings (what stays in floating point) this config asks for."""

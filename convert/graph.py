@@ -33,21 +33,48 @@ def _namer(model):
     return fresh
 
 
-def toposort(graph) -> None:
-    """Order ``graph.node`` so every node comes after the producers of its inputs (in place, stable)."""
-    available = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}
-    pending = list(graph.node)
+def _subgraphs(node):
+    """The graphs held in a node's attributes (If branches, Loop and Scan bodies)."""
+    for attr in node.attribute:
+        if attr.g.ByteSize():
+            yield attr.g
+        yield from attr.graphs
+
+
+def outer_reads(graph) -> set[str]:
+    """Names a (sub)graph reads but does not define itself: values it takes from the enclosing graphs."""
+    defined = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""}
+    reads: set[str] = set()
+    for node in graph.node:
+        reads.update(node.input)
+        for sub in _subgraphs(node):
+            reads |= outer_reads(sub)
+        defined.update(node.output)
+    reads.update(o.name for o in graph.output)
+    return reads - defined
+
+
+def toposort(graph, outer: frozenset[str] = frozenset()) -> None:
+    """Order ``graph.node`` so every node comes after the producers of its inputs (in place, stable).
+
+    A node with subgraphs (If, Loop) also waits for the tensors its subgraphs read
+    from this graph; ``outer`` names what enclosing graphs provide.
+    """
+    available = {i.name for i in graph.initializer} | {i.name for i in graph.input} | {""} | set(outer)
+    nodes = list(graph.node)
+    needs = [set(n.input).union(*(outer_reads(g) for g in _subgraphs(n))) for n in nodes]
+    pending = list(range(len(nodes)))
     ordered = []
     while pending:
         rest = []
-        for node in pending:
-            if all(i in available for i in node.input):
-                ordered.append(node)
-                available.update(node.output)
+        for k in pending:
+            if needs[k] <= available:
+                ordered.append(nodes[k])
+                available.update(nodes[k].output)
             else:
-                rest.append(node)
+                rest.append(k)
         if len(rest) == len(pending):
-            missing = sorted({i for n in rest for i in n.input} - available)
+            missing = sorted(set().union(*(needs[k] for k in rest)) - available)
             raise ValueError(f"graph has a cycle or reads undefined tensors {missing[:5]}")
         pending = rest
     del graph.node[:]

@@ -7,10 +7,16 @@ small bounded queue: a slow disk drops audit entries (counted), never
 decisions. Each sample's files are written before the index names them and
 the index is replaced atomically, so a crash leaves a readable set; when the
 ring is full the oldest sample is dropped from the index, then deleted.
+
+The set format is model-independent: each frame is stored as RGB, H x W x 3 at
+the model's input size (``sample_frame``), whatever layout and colour order the
+model takes; calibration turns it into the model's input the way the runtime
+does (``calibration.sampleset.model_feed``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -30,6 +36,19 @@ QUEUE_DEPTH = 8  # entries waiting for the disk; more are dropped (counted)
 
 class AuditError(Exception):
     """The audit log directory cannot be used."""
+
+
+def sample_frame(image: np.ndarray, pre) -> np.ndarray:
+    """A camera frame as a sample set stores it: RGB, H x W x 3 uint8 at the model's input size.
+
+    The resize is the runtime's own (``edge.fusion.prepare_image``, INTER_AREA),
+    but not the model's colour order or layout, so that for every model
+    ``prepare_image(frame, pre) == model_feed([sample_frame(frame, pre)], ...)``
+    and a recorded session calibrates exactly what the model was fed.
+    """
+    from edge.fusion import prepare_image
+
+    return prepare_image(image, dataclasses.replace(pre, image_layout="NHWC", color_order="RGB"))[0]
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

@@ -24,8 +24,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge.actuator import Actuator
-from edge.audit import AuditLog
-from edge.fusion import Decision, InferenceWorker, prepare_image
+from edge.audit import AuditLog, sample_frame
+from edge.fusion import Decision, InferenceWorker
 from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
 
@@ -297,16 +297,20 @@ class Runtime:
         verdict = "acting" if decision.accepted else "ignored"
         self.event("decision", f"heard {decision.intent!r} ({100 * decision.confidence:.0f} %), {verdict}", d)
         if self.audit is not None:
+            # What the model decided from: its camera frame in the sample-set format (RGB at the model's size,
+            # whatever layout and colour order the model takes) and the audio window the worker fed it (kept
+            # for tracking; one cut again now would differ, the ring has moved on and the newest utterance may
+            # already be another one).
             try:
                 frame = self._camera.buffer.at(decision.t_frame, tolerance_s=0.001)
-                image = prepare_image(frame.image, self.bundle.manifest.preprocessing)[0]
-                utterance = self._last_utterance
-                if utterance is not None and image.ndim == 3:
-                    from edge.fusion import audio_window
-
-                    window = audio_window(self._microphone.ring, utterance,
-                                          self.bundle.manifest.preprocessing.audio_window_samples)
-                    self.audit.record(image, window, d, t=decision.t_speech_end)
+                if frame.seq != decision.frame_seq:
+                    raise RuntimeError(f"frame {decision.frame_seq} of decision {decision.id} is no longer in the "
+                                       "camera's history")
+                window = self.worker.window(decision.utterance_id)
+                if window is None:
+                    raise RuntimeError(f"the audio window of decision {decision.id} is no longer kept")
+                image = sample_frame(frame.image, self.bundle.manifest.preprocessing)
+                self.audit.record(image, window, d, t=decision.t_speech_end)
             except Exception as exc:  # the audit log never gets in the way of the robot
                 self.alert(f"audit log: {exc}")
 
@@ -399,6 +403,8 @@ class Runtime:
             "inference": {"decisions": self.worker.decisions if self.worker else 0,
                           "errors": self.worker.errors if self.worker else 0,
                           "dropped_utterances": self.worker.utterances.dropped if self.worker else 0,
+                          "api_requests": self.worker.api_requests if self.worker else 0,
+                          "api_batches": self.worker.api_batches if self.worker else 0,
                           "tracking": self.worker.tracking if self.worker else None},
             "audit": {"samples": len(self.audit), "dropped": self.audit.dropped} if self.audit else None,
             "health": dict(self.health),

@@ -7,8 +7,12 @@ PYTHON=${PYTHON:-python3}
 # espeak-ng speaks the simulated commands; portaudio19-dev and gcc build PyAudio;
 # pulseaudio, pulseaudio-utils (pactl, pacat) and libasound2-plugins (ALSA's "pulse"
 # device) give the microphone tests a virtual audio device. chromium and chromium-driver (built
-# from one source package, so their versions match) run the control panel's browser test.
+# from one source package, so their versions match) run the control panel's browser tests.
 packages=(espeak-ng portaudio19-dev gcc make pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver)
+# Packages some archives lack: Ubuntu ships Chromium as a snap only (its chromium-browser deb is a
+# wrapper that needs snapd), so there they are skipped with a note and the browser tests skip, or
+# use Playwright's own Chromium after `.venv/bin/playwright install --with-deps chromium`.
+optional=(chromium chromium-driver)
 # A distribution Python needs its pythonX.Y-venv / pythonX.Y-dev packages for the
 # venv and for building PyAudio; a self-built Python (pyenv) already has both.
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -34,7 +38,20 @@ if [ "$(id -u)" -ne 0 ]; then
   command -v sudo >/dev/null 2>&1 || { echo "voxedge: need root or sudo to install: ${missing[*]}" >&2; exit 1; }
   SUDO="sudo"
 fi
-echo "voxedge: installing system packages: ${missing[*]}"
 # env: sudo resets the environment, which would drop DEBIAN_FRONTEND.
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+available=()
+for p in "${missing[@]}"; do
+  if [[ " ${optional[*]} " == *" $p "* ]] && ! apt-cache policy "$p" 2>/dev/null | grep -q "Candidate: [^(]"; then
+    echo "voxedge: note: $p is not in this system's package archive (Ubuntu has it as a snap only); the" \
+         "panel's browser tests will be skipped unless a Chromium is found (see scripts/install_system_deps.sh)" >&2
+    continue
+  fi
+  available+=("$p")
+done
+missing=("${available[@]}")
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+echo "voxedge: installing system packages: ${missing[*]}"
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"

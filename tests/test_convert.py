@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,7 @@ import onnxruntime as ort
 import pytest
 
 from convert.cli import DEFAULT_CHECKPOINT
-from convert.config import REFERENCE_CONFIG
+from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError, VerificationError
 from convert.pipeline import convert
 from edge.bundle import load_bundle, sha256_file
@@ -97,7 +98,7 @@ def test_wrong_factory(tmp_path):
 
 def test_outputs_that_do_not_match_the_config(tmp_path):
     raw = json.loads(REFERENCE_CONFIG.read_text())
-    cfg = _config(tmp_path, outputs=raw["outputs"][:3])
+    cfg = _config(tmp_path, outputs=raw["outputs"][:3], heads={**raw["heads"], "attention_output": None})
     with pytest.raises(ConvertError, match="returns 4 outputs but the config declares 3"):
         convert(DEFAULT_CHECKPOINT, tmp_path / "out", config_path=cfg, log=lambda *_: None)
     outputs = raw["outputs"]
@@ -106,6 +107,25 @@ def test_outputs_that_do_not_match_the_config(tmp_path):
     with pytest.raises(ConvertError, match="attention"):
         convert(DEFAULT_CHECKPOINT, tmp_path / "out", config_path=cfg, log=lambda *_: None)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda r: r["inputs"].pop(), "exactly two inputs"),
+    (lambda r: r["inputs"].reverse(), "the first input ('audio') is the camera image"),
+    (lambda r: r["inputs"][0].update(shape=[-1, 3, 120, 160]), "uint8 of shape [-1, 120, 160, 3] (NHWC"),
+    (lambda r: r["inputs"][1].update(shape=[-1, 16000]), "float32 of shape [-1, 32000]"),
+    (lambda r: r["preprocessing"].update(audio_sample_rate_hz=48000), "delivers 16000 Hz"),
+    (lambda r: r["heads"]["intent_labels"].pop(), "9 classes but 8 intent labels"),
+    (lambda r: r["heads"].update(presence_output="seen"), "heads name outputs ['seen']"),
+    (lambda r: r.update(tolerance={"max_abs": 1e-3, "cosine": 0.9}), "unknown keys ['cosine']"),
+])
+def test_configs_the_robot_could_not_run_are_refused_before_export(tmp_path, change, message):
+    raw = json.loads(REFERENCE_CONFIG.read_text())
+    change(raw)
+    cfg = tmp_path / "bad.json"
+    cfg.write_text(json.dumps(raw))
+    with pytest.raises(ConvertError, match=re.escape(message)):
+        ConvertConfig.from_file(cfg)
 
 
 def test_verification_over_tolerance_leaves_no_bundle(tmp_path):

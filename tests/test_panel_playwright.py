@@ -1,5 +1,8 @@
 """Playwright driving Debian's Chromium (by its executable path) on the real panel: live view, e-stop, screenshot.
 
+Where the system has no Chromium (Ubuntu ships it as a snap only), Playwright's
+own build is used if ``playwright install chromium`` has put it in place.
+
 The broader browser tests (drive pad, token, say box, keyboard) are in
 test_panel_browser.py (Selenium + apt's chromedriver); this one is the
 Playwright check, and leaves a screenshot of the panel in ``tmp_path``.
@@ -7,6 +10,7 @@ Playwright check, and leaves a screenshot of the panel in ``tmp_path``.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 
@@ -15,9 +19,23 @@ import pytest
 from tests.bridge_fixtures import requires_gcc
 from tests.service_fixtures import live_server, sim_bundle, sim_runtime  # noqa: F401 (fixtures)
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api", reason="playwright is a dev dependency")
-pytestmark = [requires_gcc, pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium: apt-get install chromium")]
+
+
+def _playwright_chromium() -> str | None:
+    """Playwright's own Chromium, if it has been installed (``playwright install chromium``)."""
+    try:
+        with playwright.sync_playwright() as p:
+            path = p.chromium.executable_path
+    except Exception:  # noqa: BLE001 - no driver or no browser: the test skips with the reason below
+        return None
+    return path if path and os.path.exists(path) else None
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or _playwright_chromium()
+pytestmark = [requires_gcc, pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Chromium: apt-get install chromium (Debian), or on Ubuntu "
+                             ".venv/bin/playwright install --with-deps chromium")]
 
 
 def test_panel_live_view_updates_and_estop_changes_the_state(live_server, tmp_path):  # noqa: F811
