@@ -3,7 +3,7 @@
 It is the worked example of "Bring your own model", not a good robot brain:
 it trains for a few seconds on a ``voxedge make-set`` set.
 
-Inputs (named as voxedge's calibration and accuracy gate feed them):
+Inputs (any names: the config's ``inputs`` list declares them, image first, then audio):
 - ``image``: uint8 [N, 120, 160, 3], RGB, 0..255; scaled inside the model.
 - ``audio``: float32 [N, 32000], 2 s of 16 kHz mono in [-1, 1].
 Outputs (any names: the config's ``heads`` says which is which):
