@@ -36,6 +36,10 @@ MOTION_EPS = 1e-4  # m or rad of odometry that counts as motion
 KINDS = ("go_to", "stop", "none")
 
 
+DRIVE_ATTEMPTS = 3  # "go forward" before a stop episode, said again when the robot did not move
+DRIVE_REACT_S = 3.0  # after the clip: hangover, inference and the first setpoint, with room for a loaded host
+
+
 class DemoError(Exception):
     """Bad demo settings."""
 
@@ -193,9 +197,7 @@ def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> E
             # ("lost" right at the object: it filled the view). A timeout or a wrong command is a failure.
             ep.success = ep.final_distance_m <= REACH_M and ep.outcome in ("reached", "lost")
         elif kind == "stop":
-            drive, d_last, _ = _speech("go forward", rng)
-            session.say(drive, d_last)
-            rt.link.wait_for_telemetry(lambda t: not t.motors_stopped, timeout_s=8.0)
+            _start_moving(session, rng)
             time.sleep(0.3)
             t_end = session.say(audio, last)
 
@@ -241,6 +243,23 @@ def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> E
     finally:
         session.close()
     return ep
+
+
+def _start_moving(session: _Session, rng: np.random.Generator) -> None:
+    """Get the robot driving for a stop episode: "go forward", said again (another voice) if it was not
+    heard as a motion, as an operator would; what is tested is the "stop" that follows."""
+    from firmware_bridge.errors import BridgeTimeoutError
+
+    for _ in range(DRIVE_ATTEMPTS):
+        drive, last, _ = _speech("go forward", rng)
+        session.say(drive, last)
+        try:
+            session.runtime.link.wait_for_telemetry(lambda t: not t.motors_stopped,
+                                                    timeout_s=len(drive) / 16_000 + DRIVE_REACT_S)
+            return
+        except BridgeTimeoutError:
+            continue
+    raise DemoError(f"the robot did not start moving after {DRIVE_ATTEMPTS} 'go forward' commands; nothing to stop")
 
 
 def summarize(episodes: list[Episode]) -> dict:

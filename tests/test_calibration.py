@@ -18,12 +18,9 @@ from convert.errors import ConvertError
 from convert.export import export_onnx, golden_inputs
 from convert.pipeline import convert
 from edge.bundle import Manifest, load_bundle
-from reference_model.dataset import DataConfig, SplitSize, _counts
 from reference_model.model import build_model
-from reference_model.sets import write_sim_set
 from sim.commands import INTENTS
-
-SMALL = DataConfig(seed=21, val=SplitSize(80, _counts(4, 12, 12), babble_sources=6, noise_clips=6))
+from tests.calibration_fixtures import write_small_sets
 
 
 def _arrays(n=6, seed=0):
@@ -75,10 +72,7 @@ def test_set_errors(tmp_path):
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sets")
-    write_sim_set(tmp / "calib", split="val", n=48, config=SMALL, cache_root=tmp / "data", seed=1)
-    write_sim_set(tmp / "eval", split="val", n=64, config=SMALL, cache_root=tmp / "data", seed=2)
-    return tmp
+    return write_small_sets(tmp_path_factory.mktemp("sets"))
 
 
 def test_convert_with_int8_passes_the_gate_and_records_provenance(sets, tmp_path):

@@ -24,12 +24,10 @@ from convert.pipeline import convert
 from edge.audit import sample_frame
 from edge.bundle import Manifest, Preprocessing, load_bundle
 from edge.fusion import prepare_image
-from reference_model.dataset import DataConfig, SplitSize, _counts
 from reference_model.model import ModelConfig, ReferenceModel
-from reference_model.sets import write_sim_set
 from sim.commands import INTENTS
+from tests.calibration_fixtures import write_small_sets
 
-SMALL = DataConfig(seed=21, val=SplitSize(80, _counts(4, 12, 12), babble_sources=6, noise_clips=6))
 QUIET = {"log": lambda *_: None}
 
 
@@ -93,10 +91,7 @@ def _manifest(config_path) -> Manifest:
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("sets")
-    write_sim_set(tmp / "calib", split="val", n=48, config=SMALL, cache_root=tmp / "data", seed=1)
-    write_sim_set(tmp / "eval", split="val", n=64, config=SMALL, cache_root=tmp / "data", seed=2)
-    return tmp
+    return write_small_sets(tmp_path_factory.mktemp("sets"))
 
 
 @pytest.fixture(scope="module")

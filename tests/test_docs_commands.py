@@ -35,7 +35,7 @@ SEPARATORS = {"&&", "||", "|", ";"}
 
 
 def _sh_blocks(path: Path) -> list[str]:
-    return re.findall(r"```sh\n(.*?)```", path.read_text(), flags=re.S)
+    return re.findall(r"```sh\n(.*?)```", path.read_text(), flags=re.DOTALL)
 
 
 def _lines(block: str) -> list[str]:
