@@ -65,7 +65,11 @@ class Server:
         server = self._server
         server.task_dispatcher.shutdown(timeout=timeout_s)
         if self._thread is not None and self._thread.is_alive():
-            server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            try:
+                server.trigger.pull_trigger(lambda: wasyncore.close_all(server._map))
+            except OSError as exc:  # the trigger's pipe is gone: close from here, the loop then ends on its own
+                log.warning("could not wake the HTTP loop to stop it (%s); closing its sockets directly", exc)
+                wasyncore.close_all(server._map, ignore_all=True)
             self._thread.join(timeout_s)
         else:
             wasyncore.close_all(server._map)
