@@ -11,23 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from timing import median_s
 
 
-def _median_ms(fn, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+def _median_ms(fn, repeats: int) -> float:
+    return 1e3 * median_s(fn, repeats, warmup=3)
 
 
 def main() -> None:

@@ -54,6 +54,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
+from timing import median_s
 
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_THREADS = 20  # = edge.service.config.WORKER_THREADS + max_mjpeg_viewers + max_sse_clients (8 + 4 + 8)
@@ -481,14 +482,7 @@ def _micro_costs(png: bytes, wav: bytes, bundle, model, repeats: int) -> dict:
     }
     out = {}
     for name, fn in steps.items():
-        for _ in range(10):
-            fn()
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        out[name] = 1e3 * statistics.median(times)
+        out[name] = 1e3 * median_s(fn, repeats, warmup=10)
     return out
 
 
