@@ -51,6 +51,33 @@ def test_entrypoint_builds_the_engine_only_when_missing_then_serves(tmp_path):
     assert r.returncode == 2 and "no bundle at" in r.stderr
 
 
+def test_entrypoint_copies_the_image_bundle_into_an_empty_volume_whole(tmp_path):
+    """First start on an empty volume: the image's bundle is copied in (through a .partial folder that is
+    renamed only when the copy is whole), then the engine is built and the service started."""
+    calls = tmp_path / "calls.txt"
+    fake = tmp_path / "bin" / "voxedge"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    image = tmp_path / "opt" / "bundle"
+    image.mkdir(parents=True)
+    (image / "manifest.json").write_text('{"name": "image"}')
+    (image / "model.int8.onnx").write_bytes(b"\0" * 1000)
+    bundle = tmp_path / "vol" / "bundle"
+    stale = tmp_path / "vol" / "bundle.partial"  # left by a copy cut short on an earlier start
+    stale.mkdir(parents=True)
+    (stale / "junk").write_text("x")
+    (tmp_path / "vol" / "bundle").mkdir()  # a bundle folder without a manifest: not a bundle, replaced
+    env = {"PATH": f"{fake.parent}:/usr/bin:/bin", "VOXEDGE_BUNDLE": str(bundle), "VOXEDGE_IMAGE_BUNDLE": str(image)}
+    r = subprocess.run(["sh", str(ROOT / "deploy" / "entrypoint.sh")], env=env, capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in bundle.iterdir()) == ["manifest.json", "model.int8.onnx"]
+    assert not stale.exists() and "copied the image's bundle" in r.stdout
+    assert calls.read_text().splitlines() == [f"build-engine {bundle} --precision int8 --if-missing",
+                                              f"serve {bundle}"]
+
+
 def test_udev_rule_lines_are_well_formed():
     import re
 
