@@ -30,13 +30,19 @@ def test_dockerfile_installs_the_runtime_only_and_serves_through_the_entrypoint(
     assert "voxedge-entrypoint" in text and "EXPOSE 8080" in text
 
 
-def test_entrypoint_builds_the_engine_only_when_missing_then_serves(tmp_path):
-    """Run the real entrypoint with a stand-in `voxedge` on PATH that records its calls."""
+def _recording_voxedge(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in ``voxedge`` for PATH that appends each call's arguments to calls.txt."""
     calls = tmp_path / "calls.txt"
     fake = tmp_path / "bin" / "voxedge"
     fake.parent.mkdir()
     fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return calls, fake
+
+
+def test_entrypoint_builds_the_engine_only_when_missing_then_serves(tmp_path):
+    """Run the real entrypoint with a stand-in `voxedge` on PATH that records its calls."""
+    calls, fake = _recording_voxedge(tmp_path)
     bundle = tmp_path / "vol" / "bundle"
     bundle.mkdir(parents=True)
     (bundle / "manifest.json").write_text("{}")
@@ -54,11 +60,7 @@ def test_entrypoint_builds_the_engine_only_when_missing_then_serves(tmp_path):
 def test_entrypoint_copies_the_image_bundle_into_an_empty_volume_whole(tmp_path):
     """First start on an empty volume: the image's bundle is copied in (through a .partial folder that is
     renamed only when the copy is whole), then the engine is built and the service started."""
-    calls = tmp_path / "calls.txt"
-    fake = tmp_path / "bin" / "voxedge"
-    fake.parent.mkdir()
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    calls, fake = _recording_voxedge(tmp_path)
     image = tmp_path / "opt" / "bundle"
     image.mkdir(parents=True)
     (image / "manifest.json").write_text('{"name": "image"}')
