@@ -54,7 +54,8 @@ demo-bundle: $(BUNDLE)/manifest.json
 demo-episodes: setup $(BUNDLE)/manifest.json
 	$(BIN)/voxedge demo --bundle $(BUNDLE) --episodes 100 --seed 0 --out demo-results
 
-# Reproduce the committed reference checkpoint from scratch (about 20 minutes on 2 cores).
+# Reproduce the committed reference checkpoint from scratch (18 minutes on 2 cores of the earlier
+# development machine; about 45 on a 2-core AMD EPYC with AVX2: see the README).
 reference-model: setup
 	$(BIN)/voxedge train --config reference_model/configs/reference.json --out $(CHECKPOINT)
 

@@ -61,13 +61,17 @@ class GateResult:
                 f"{100 * self.target_error_increase:.2f}, limit {100 * self.limits.max_target_error_increase:.2f})")
 
 
-def score(model_path: str | Path, eval_set: SampleSet, manifest) -> ModelScore:
-    """Intent accuracy and target error of an ONNX model on a labelled set, with ONNX Runtime (CPU)."""
+def score(model_path: str | Path, eval_set: SampleSet, manifest, emulate_qdq: bool = False) -> ModelScore:
+    """Intent accuracy and target error of an ONNX model on a labelled set, with ONNX Runtime (CPU).
+
+    ``emulate_qdq``: run a Q/DQ model's quantization in float (the arithmetic TensorRT computes) instead
+    of ONNX Runtime's int8 kernels (``edge.runners.onnxruntime.make_session``).
+    """
     from edge.runners.onnxruntime import make_session
 
     heads, pre = manifest.heads, manifest.preprocessing
     labels = list(heads.intent_labels)
-    session = make_session(model_path)
+    session = make_session(model_path, emulate_qdq=emulate_qdq)
     names = [o.name for o in session.get_outputs()]
     confusion = np.zeros((len(labels), len(labels)), np.int64)
     correct = n_intent = n_target = 0
@@ -124,15 +128,16 @@ def pseudo_labelled(eval_set: SampleSet, fp32_path, manifest) -> SampleSet:
 
 
 def accuracy_gate(fp32_path, candidate_path, eval_set: SampleSet, manifest, limits: GateLimits | None = None,
-                  reference: ModelScore | None = None) -> GateResult:
+                  reference: ModelScore | None = None, emulate_qdq: bool = False) -> GateResult:
     """Compare a candidate (e.g. INT8 Q/DQ) with the FP32 model on ``eval_set``.
 
     ``reference`` is the FP32 score when already known (the precision search
-    gates several candidates against the same FP32 model).
+    gates several candidates against the same FP32 model). ``emulate_qdq`` runs
+    the candidate's Q/DQ arithmetic in float (see ``score``).
     """
     limits = limits or DEFAULT_LIMITS
     ref = reference or score(fp32_path, eval_set, manifest)
-    cand = score(candidate_path, eval_set, manifest)
+    cand = score(candidate_path, eval_set, manifest, emulate_qdq=emulate_qdq)
     drop = ref.intent_accuracy - cand.intent_accuracy
     increase = cand.target_error_width_fraction - ref.target_error_width_fraction
     passed = drop <= limits.max_accuracy_drop + 1e-12 and increase <= limits.max_target_error_increase + 1e-12

@@ -8,17 +8,51 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from calibration.errors import CalibrationError
-from calibration.gate import DEFAULT_LIMITS, GateLimits, accuracy_gate, pseudo_labelled
+from calibration.gate import DEFAULT_LIMITS, GateLimits, ModelScore, accuracy_gate, pseudo_labelled, score
 from calibration.mixed import search_mixed_precision
 from calibration.quantize import QuantSettings, quantize_int8
 from calibration.sampleset import SampleSet, read_set
-from edge.bundle import PRECISIONS, Bundle, Manifest, ModelFile, load_bundle, write_bundle
+from edge.bundle import Bundle, Manifest, ModelFile, load_bundle, write_bundle
+from edge.int8_numerics import ONNXRUNTIME_CPU, cpu_int8
 
 INT8_ONNX = "model.int8.qdq.onnx"
+INT8_CPU_ONNX = "model.int8.cpu.qdq.onnx"
 CALIBRATION_BATCH = 32
+
+
+@dataclass(frozen=True)
+class Int8Target:
+    """One INT8 model of a bundle: which runtime it is for, its weights, and the arithmetic its gate runs."""
+
+    key: str  # its entry in the manifest's provenance.calibration.models
+    path: str
+    runtime: str | None  # edge.bundle.ModelFile.runtime
+    reduced_range_weights: bool
+    emulate_qdq: bool  # gate with the Q/DQ arithmetic in float (TensorRT's), else with ONNX Runtime's int8 kernels
+    purpose: str
+
+    def numerics(self) -> dict:
+        """The arithmetic the gate ran, with the CPU it ran on."""
+        import onnxruntime
+
+        cpu = cpu_int8()
+        kind = ("Q/DQ emulated in float (ONNX Runtime CPU, session.disable_quant_qdq): TensorRT's int8 arithmetic, "
+                "the same on every CPU" if self.emulate_qdq else
+                "ONNX Runtime's int8 CPU kernels; 7-bit weights, so no CPU's sums saturate and the result holds "
+                "on every CPU")
+        return {"kind": kind, "emulate_qdq": self.emulate_qdq, "onnxruntime": onnxruntime.__version__,
+                "cpu": cpu.to_dict(), "cpu_description": cpu.describe()}
+
+
+TENSORRT_INT8 = Int8Target("tensorrt", INT8_ONNX, None, reduced_range_weights=False, emulate_qdq=True,
+                           purpose="TensorRT and other int32-accumulating runtimes: full-range int8 weights")
+CPU_INT8 = Int8Target(ONNXRUNTIME_CPU, INT8_CPU_ONNX, ONNXRUNTIME_CPU, reduced_range_weights=True,
+                      emulate_qdq=False, purpose="ONNX Runtime's CPU kernels: 7-bit weights, no int16 saturation")
+INT8_TARGETS = (TENSORRT_INT8, CPU_INT8)
 
 
 def calibration_warnings(calib: SampleSet, manifest: Manifest) -> list[str]:
@@ -29,8 +63,10 @@ def calibration_warnings(calib: SampleSet, manifest: Manifest) -> list[str]:
 
 def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: str | Path,
               eval_set: str | Path | None, log=print, settings: QuantSettings | None = None,
-              limits: GateLimits = DEFAULT_LIMITS, search: bool = True) -> tuple[dict, dict]:
-    """Write ``out_path`` (INT8 Q/DQ) from ``fp32_path``; returns (calibration provenance, gate result).
+              limits: GateLimits = DEFAULT_LIMITS, search: bool = True,
+              target: Int8Target = TENSORRT_INT8) -> tuple[dict, dict]:
+    """Write ``out_path`` (INT8 Q/DQ for ``target``) from ``fp32_path``; returns (calibration provenance,
+    gate result). ``make_int8_models`` writes both of a bundle's INT8 models.
 
     If the INT8 model fails the accuracy gate and ``search`` is on, the most
     sensitive layers are kept in floating point until it passes
@@ -39,7 +75,12 @@ def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: 
     Raises:
         CalibrationError: unusable sets, or no model that passes the accuracy gate.
     """
-    settings = settings or QuantSettings()
+    calib, evaluation = _read_sets(fp32_path, manifest, calibration, eval_set, log)
+    return _make_one(fp32_path, out_path, manifest, calib, evaluation, log, settings or QuantSettings(), limits,
+                     search, target, reference=None)
+
+
+def _read_sets(fp32_path: Path, manifest: Manifest, calibration, eval_set, log) -> tuple[SampleSet, SampleSet]:
     calib = read_set(calibration)
     for w in calibration_warnings(calib, manifest):
         log(f"      warning (calibration set): {w}")
@@ -48,15 +89,24 @@ def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: 
         log(f"      no evaluation set: gating on agreement with the FP32 model over {len(calib)} samples")
     else:
         evaluation = read_set(eval_set)
+    return calib, evaluation
 
+
+def _make_one(fp32_path: Path, out_path: Path, manifest: Manifest, calib: SampleSet, evaluation: SampleSet, log,
+              settings: QuantSettings, limits: GateLimits, search: bool, target: Int8Target,
+              reference: ModelScore | None) -> tuple[dict, dict]:
     def batches():  # the model's own inputs (names, layout, colour order), as the robot feeds it
         return calib.feeds(manifest, CALIBRATION_BATCH)
 
-    log(f"      calibrating INT8 Q/DQ on {len(calib)} samples of {calib.path}")
-    quant_kwargs = settings.quantize_kwargs()
+    if target.reduced_range_weights:  # ONNX Runtime's quantizer makes the model for ONNX Runtime's kernels
+        settings = dataclasses.replace(settings, quantizer="onnxruntime")
+    log(f"      {target.path} ({target.purpose}): calibrating on {len(calib)} samples of {calib.path}")
+    quant_kwargs = {**settings.quantize_kwargs(), "reduced_range_weights": target.reduced_range_weights}
     summary = quantize_int8(fp32_path, out_path, batches(), **quant_kwargs)
-    log(f"      accuracy gate on {len(evaluation)} samples of {evaluation.path} (ONNX Runtime, CPU)")
-    gate = accuracy_gate(fp32_path, out_path, evaluation, manifest, limits)
+    arithmetic = "Q/DQ emulated in float" if target.emulate_qdq else "ONNX Runtime's int8 kernels"
+    log(f"      accuracy gate on {len(evaluation)} samples of {evaluation.path} ({arithmetic}, CPU)")
+    gate = accuracy_gate(fp32_path, out_path, evaluation, manifest, limits, reference=reference,
+                         emulate_qdq=target.emulate_qdq)
     log(f"      {gate.describe()}")
     kept_for_accuracy: tuple[str, ...] = ()
     if not gate.passed:
@@ -65,19 +115,47 @@ def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: 
                                    "calibration set, or keep the FP32 model")
         log("      searching for a mixed-precision model that passes")
         found = search_mixed_precision(fp32_path, out_path, batches, evaluation, manifest, quant_kwargs, gate,
-                                       summary, limits, log)
+                                       summary, limits, log, emulate_qdq=target.emulate_qdq)
         gate, summary, kept_for_accuracy = found.gate, found.summary, found.kept_float_for_accuracy
         log(f"      kept in floating point for accuracy: {', '.join(kept_for_accuracy)}")
+    numerics = target.numerics()
     info = {"id": calib.meta.get("id"), "index_sha256": calib.meta.get("index_sha256"), "n_samples": len(calib),
             "quantizer": summary, "settings": settings.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy),
             "eval_set": {"id": evaluation.meta.get("id"), "index_sha256": evaluation.meta.get("index_sha256"),
                          "labels": evaluation.meta.get("labels", "labelled")}}
-    return info, {**gate.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy)}
+    return info, {**gate.to_dict(), "kept_float_for_accuracy": list(kept_for_accuracy), "numerics": numerics}
 
 
-def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gate: dict, log) -> None:
-    """Bring the copied report up to date with the new INT8 model, as ``voxedge convert`` writes it:
-    the gate and TensorRT check in ``report.json``, and ``report.png`` with the latency figures
+def make_int8_models(fp32_path: Path, out_dir: Path, manifest: Manifest, calibration: str | Path,
+                     eval_set: str | Path | None, log=print, settings: QuantSettings | None = None,
+                     limits: GateLimits = DEFAULT_LIMITS, search: bool = True
+                     ) -> tuple[dict, dict[str, dict], list[ModelFile]]:
+    """Write a bundle's two INT8 models into ``out_dir`` (``edge.int8_numerics`` says why two), each gated
+    against FP32 on the same evaluation set. Returns (calibration provenance, gate per target key, files).
+
+    The provenance is the TensorRT model's, with ``models`` holding each model's quantizer summary, kept
+    layers, and the arithmetic and CPU its gate ran on.
+    """
+    settings = settings or QuantSettings()
+    calib, evaluation = _read_sets(fp32_path, manifest, calibration, eval_set, log)
+    reference = score(fp32_path, evaluation, manifest)
+    info, gates, models, files = None, {}, {}, []
+    for target in INT8_TARGETS:
+        one, gate = _make_one(fp32_path, out_dir / target.path, manifest, calib, evaluation, log, settings, limits,
+                              search, target, reference)
+        info = info or one
+        gates[target.key] = gate
+        models[target.key] = {"path": target.path, "purpose": target.purpose, "quantizer": one["quantizer"],
+                              "kept_float_for_accuracy": one["kept_float_for_accuracy"],
+                              "gate_passed": gate["passed"], "gate_numerics": gate["numerics"]["kind"],
+                              "gate_cpu": {k: gate["numerics"]["cpu"][k] for k in ("model", "isa", "saturates")}}
+        files.append(ModelFile(target.path, "", "int8", target.runtime))
+    return {**info, "models": models}, gates, files
+
+
+def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gates: dict[str, dict], log) -> None:
+    """Bring the copied report up to date with the new INT8 models, as ``voxedge convert`` writes it:
+    the gates and TensorRT check in ``report.json``, and ``report.png`` with the latency figures
     redrawn by ``convert.report.write_report`` from the bundle's golden inputs and PyTorch outputs."""
     import numpy as np
     import onnx
@@ -86,7 +164,7 @@ def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gate:
 
     path = tmp / manifest.reports["json"]
     report = json.loads(path.read_text())
-    report["accuracy_gate"] = gate
+    report["accuracy_gate"], report["accuracy_gate_cpu"] = gates[TENSORRT_INT8.key], gates[CPU_INT8.key]
     report.setdefault("tensorrt_check", {})["int8"] = tensorrt_warnings(onnx.load(str(tmp / INT8_ONNX)))
     golden_name = manifest.reports.get("golden")
     if golden_name and (tmp / golden_name).is_file():
@@ -95,10 +173,8 @@ def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gate:
         with np.load(tmp / golden_name) as saved:
             golden = {k.removeprefix("input."): saved[k] for k in saved.files if k.startswith("input.")}
             reference = {k.removeprefix("output."): saved[k] for k in saved.files if k.startswith("output.")}
-        by_precision = {f.precision: tmp / f.path for f in files if f.precision}
-        models = {p: by_precision[p] for p in PRECISIONS if p in by_precision}  # the conversion's order
         log("      redrawing the report (error histograms, confusion matrices, latency)")
-        report.update(write_report(tmp, models, golden, reference, manifest.heads.intent_labels, gate))
+        report.update(write_report(tmp, files, golden, reference, manifest.heads.intent_labels, gates))
         if manifest.reports.get("plots", REPORT_PNG) != REPORT_PNG:  # write_report draws REPORT_PNG
             os.replace(tmp / REPORT_PNG, tmp / manifest.reports["plots"])
     else:
@@ -109,7 +185,8 @@ def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gate:
 
 def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path | None = None, log=print,
                      quantizer: str | None = None, search: bool = True) -> Bundle:
-    """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot).
+    """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot): both INT8
+    models are made anew (a bundle from before the CPU model gains one).
 
     The bundle is rewritten atomically: if calibration or the gate fails, the old
     bundle stays exactly as it was.
@@ -119,23 +196,23 @@ def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set:
     fp32 = old.model_path("fp32")
 
     def populate(tmp: Path) -> Manifest:
-        for f in old.manifest.files:
-            if f.path != INT8_ONNX:
-                (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(old.path / f.path, tmp / f.path)
+        kept = [f for f in old.manifest.files if f.precision != "int8"]
+        for f in kept:
+            (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(old.path / f.path, tmp / f.path)
         previous = (old.manifest.provenance.get("calibration") or {}).get("settings")
         settings = QuantSettings.from_dict(previous) if previous else QuantSettings()
         if quantizer:
             settings = dataclasses.replace(settings, quantizer=quantizer)
-        info, gate = make_int8(fp32, tmp / INT8_ONNX, old.manifest, calibration, eval_set, log, settings,
-                               search=search)
-        files = [f for f in old.manifest.files if f.path != INT8_ONNX] + [ModelFile(INT8_ONNX, "", "int8")]
+        info, gates, int8_files = make_int8_models(fp32, tmp, old.manifest, calibration, eval_set, log, settings,
+                                                   search=search)
+        files = kept + int8_files
         report_name = old.manifest.reports.get("json")
         if report_name:
-            _refresh_report(tmp, old.manifest, files, gate, log)
+            _refresh_report(tmp, old.manifest, files, gates, log)
         provenance = {**old.manifest.provenance, "calibration": info}
         return Manifest(**{**vars(old.manifest), "files": tuple(files), "provenance": provenance})
 
     bundle = write_bundle(old.path, populate)
-    log(f"rewrote bundle {bundle.path} with a new INT8 model in {time.monotonic() - t0:.1f} s")
+    log(f"rewrote bundle {bundle.path} with new INT8 models in {time.monotonic() - t0:.1f} s")
     return bundle

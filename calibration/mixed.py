@@ -78,11 +78,13 @@ def layer_sensitivity(fp32_path: str | Path, int8_path: str | Path, summary: dic
 
 def search_mixed_precision(fp32_path: Path, out_path: Path, batches: Callable[[], Iterable[dict[str, np.ndarray]]],
                            eval_set, manifest, quant_kwargs: dict, failed: GateResult, failed_summary: dict,
-                           limits: GateLimits = DEFAULT_LIMITS, log=print) -> SearchResult:
+                           limits: GateLimits = DEFAULT_LIMITS, log=print, emulate_qdq: bool = False
+                           ) -> SearchResult:
     """Keep the most sensitive layers in float until the model at ``out_path`` passes the gate.
 
     ``batches`` returns a fresh iterable of calibration batches on every call: the
     model's own feeds (``calibration.sampleset.SampleSet.feeds``), keyed by its input names.
+    ``emulate_qdq`` is the gate's arithmetic (``calibration.gate.score``).
 
     Raises:
         CalibrationError: no split of the layers passes (the message lists what was tried).
@@ -98,7 +100,8 @@ def search_mixed_precision(fp32_path: Path, out_path: Path, batches: Callable[[]
         keep = tuple(n for n, _ in ranking[:k])
         summary = quantize_int8(fp32_path, out_path, batches(), **{
             **quant_kwargs, "keep_float_nodes": tuple(quant_kwargs.get("keep_float_nodes", ())) + keep})
-        gate = accuracy_gate(fp32_path, out_path, eval_set, manifest, limits, reference=reference)
+        gate = accuracy_gate(fp32_path, out_path, eval_set, manifest, limits, reference=reference,
+                             emulate_qdq=emulate_qdq)
         tried.append((k, gate.passed))
         log(f"      {k} layer(s) kept float: {gate.describe()}")
         if gate.passed:

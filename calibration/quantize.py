@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
+from edge.int8_numerics import SATURATION_FREE_WEIGHT_MAX_ABS
 
 # The log-mel front end and the per-utterance level normalisation that follows it.
 DEFAULT_KEEP_FLOAT_PREFIXES = ("/audio_encoder/frontend/", "/audio_encoder/Sub")
@@ -152,10 +153,25 @@ def dedicate_qdq_pairs(model) -> int:
     return added
 
 
+def weight_max_abs(model) -> int:
+    """The largest |value| of the int8 weights the model's DequantizeLinear nodes read (0 if none)."""
+    from onnx import TensorProto, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    largest = 0
+    for node in model.graph.node:
+        init = inits.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if init is not None and init.data_type == TensorProto.INT8:
+            values = numpy_helper.to_array(init)
+            if values.size:
+                largest = max(largest, int(np.abs(values.astype(np.int16)).max()))
+    return largest
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable[dict[str, np.ndarray]],
                   keep_float_prefixes: tuple[str, ...] = DEFAULT_KEEP_FLOAT_PREFIXES,
                   keep_float_nodes: tuple[str, ...] = (), keep_output_layers_float: bool = True,
-                  quantizer: str = "onnxruntime") -> dict:
+                  quantizer: str = "onnxruntime", reduced_range_weights: bool = False) -> dict:
     """Write an INT8 Q/DQ model calibrated on ``batches``; returns a summary (samples, nodes kept float).
 
     Nodes kept in floating point: those named by ``keep_float_prefixes`` and
@@ -163,7 +179,9 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
     produce the model's outputs (the heads: tiny, and where rounding shows most).
     ``quantizer`` is ONNX Runtime's ``quantize_static`` (the default) or NVIDIA
     ModelOpt's ONNX PTQ (the ``modelopt`` extra), which places Q/DQ by
-    TensorRT's own fusion rules.
+    TensorRT's own fusion rules. ``reduced_range_weights`` quantizes weights to
+    7 bits ([-64, 64]) so that no CPU's int8 kernels can saturate
+    (``edge.int8_numerics``); it needs the onnxruntime quantizer.
 
     Raises:
         CalibrationError: no calibration samples, batches that do not fit the model, or an unknown quantizer.
@@ -172,6 +190,8 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
 
     if quantizer not in QUANTIZERS:
         raise CalibrationError(f"unknown quantizer {quantizer!r}; choose one of {list(QUANTIZERS)}")
+    if reduced_range_weights and quantizer != "onnxruntime":
+        raise CalibrationError("7-bit weights (the CPU INT8 model) are made by the onnxruntime quantizer only")
     model = onnx.load(str(fp32_path))
     input_names = [i.name for i in model.graph.input]
     keep = {n.name for n in model.graph.node if n.name.startswith(tuple(keep_float_prefixes))} | set(keep_float_nodes)
@@ -182,19 +202,25 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, batches: Iterable
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "int8.onnx"
         if quantizer == "onnxruntime":
-            details = _quantize_onnxruntime(Path(fp32_path), staged, reader, keep, Path(tmp))
+            details = _quantize_onnxruntime(Path(fp32_path), staged, reader, keep, Path(tmp), reduced_range_weights)
         else:
             details = _quantize_modelopt(Path(fp32_path), staged, reader, keep)
         quantized = onnx.load(str(staged))
         n_pairs = dedicate_qdq_pairs(quantized)
+        largest = weight_max_abs(quantized)
+        if reduced_range_weights and largest > SATURATION_FREE_WEIGHT_MAX_ABS:
+            raise CalibrationError(f"the quantizer wrote int8 weights up to {largest}, beyond the 7-bit range "
+                                   f"(|w| <= {SATURATION_FREE_WEIGHT_MAX_ABS}) asked for")
         onnx.save(quantized, str(staged))
         Path(out_path).write_bytes(staged.read_bytes())
+    weights = "int8 symmetric per-channel, " + ("7-bit range [-64, 64]" if reduced_range_weights else "full range")
     return {"calibration_samples": reader.count, "kept_float": keep, "dedicated_qdq_pairs": n_pairs,
-            "format": "QDQ", "activations": "int8 symmetric", "weights": "int8 symmetric per-channel",
+            "format": "QDQ", "activations": "int8 symmetric", "weights": weights, "weight_max_abs": largest,
             "biases": "float", **details}
 
 
-def _quantize_onnxruntime(fp32_path: Path, staged: Path, reader: _Reader, keep: list[str], tmp: Path) -> dict:
+def _quantize_onnxruntime(fp32_path: Path, staged: Path, reader: _Reader, keep: list[str], tmp: Path,
+                          reduced_range_weights: bool = False) -> dict:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -208,6 +234,7 @@ def _quantize_onnxruntime(fp32_path: Path, staged: Path, reader: _Reader, keep: 
             activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=reduced_range_weights,  # weights only: activations keep their calibrated int8 range
             op_types_to_quantize=list(QUANTIZED_OP_TYPES),
             nodes_to_exclude=keep,
             calibrate_method=CalibrationMethod.MinMax,

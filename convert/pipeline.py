@@ -12,7 +12,7 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.gate import accuracy_gate
-from calibration.int8 import INT8_ONNX, make_int8
+from calibration.int8 import make_int8_models
 from calibration.sampleset import read_set
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
@@ -20,6 +20,7 @@ from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, v
 from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
 from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
+from edge.int8_numerics import ONNXRUNTIME_CPU
 from edge.trt_check import tensorrt_warnings
 
 FP32_ONNX = "model.fp32.onnx"
@@ -110,24 +111,25 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
                     raise ConvertError(f"FP16 model rejected: {gate.describe()}; convert without --fp16")
                 report["fp16_accuracy_gate"] = gate.to_dict()
         calib_info = None
+        gates = None
         if calibration is not None:
             probe = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
                              heads=config.heads)
             try:
-                calib_info, report["accuracy_gate"] = make_int8(tmp / FP32_ONNX, tmp / INT8_ONNX, probe,
-                                                                calibration, eval_set, log, settings,
-                                                                search=search)
+                calib_info, gates, int8_files = make_int8_models(tmp / FP32_ONNX, tmp, probe, calibration, eval_set,
+                                                                 log, settings, search=search)
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
-            files.append(ModelFile(INT8_ONNX, "", "int8"))
-        models = {f.precision: tmp / f.path for f in files}
-        report["tensorrt_check"] = {p: tensorrt_warnings(onnx.load(str(path))) for p, path in models.items()}
+            report["accuracy_gate"], report["accuracy_gate_cpu"] = gates["tensorrt"], gates[ONNXRUNTIME_CPU]
+            files.extend(int8_files)
+        # The CPU INT8 model is for ONNX Runtime only; TensorRT builds from the others.
+        report["tensorrt_check"] = {f.precision: tensorrt_warnings(onnx.load(str(tmp / f.path)))
+                                    for f in files if f.runtime is None}
         for p, warnings in report["tensorrt_check"].items():
             for w in warnings:
                 log(f"      warning: the {p} model will not build on the robot as it is: {w}")
         log("      drawing the report (error histograms, confusion matrices, latency)")
-        report.update(write_report(tmp, models, golden, reference, config.heads.intent_labels,
-                                   report.get("accuracy_gate")))
+        report.update(write_report(tmp, files, golden, reference, config.heads.intent_labels, gates))
         report["timing_s"] = {"total": time.monotonic() - t0}
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         for e in errors:

@@ -28,6 +28,7 @@ BUNDLE_FORMAT = "voxedge-bundle/1"
 MANIFEST_NAME = "manifest.json"
 DTYPES = ("uint8", "int8", "int32", "int64", "float16", "float32", "bool")
 PRECISIONS = ("fp32", "fp16", "int8")
+RUNTIMES = ("onnxruntime-cpu",)  # model files made for one runtime; the others serve any
 _HASH_CHUNK_BYTES = 1 << 20
 
 
@@ -122,12 +123,16 @@ class ModelFile:
     path: str  # relative to the bundle directory
     sha256: str
     precision: str | None = None  # for model files: fp32, fp16 or int8
+    # None: for any runtime; "onnxruntime-cpu": made for ONNX Runtime's int8 CPU kernels (edge.int8_numerics)
+    runtime: str | None = None
 
     def __post_init__(self) -> None:
         if Path(self.path).is_absolute() or ".." in Path(self.path).parts:
             raise BundleError(f"bundle file path {self.path!r} must be relative and inside the bundle")
         if self.precision is not None and self.precision not in PRECISIONS:
             raise BundleError(f"file {self.path!r}: precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.runtime is not None and self.runtime not in RUNTIMES:
+            raise BundleError(f"file {self.path!r}: runtime {self.runtime!r} is not one of {RUNTIMES} (or absent)")
 
 
 @dataclass(frozen=True)
@@ -161,11 +166,14 @@ class Manifest:
             raise BundleError(f"output {intent.name!r} has {intent.shape[-1]} classes but "
                               f"{len(self.heads.intent_labels)} intent labels are given")
 
-    def file(self, precision: str) -> ModelFile:
-        """The model file of a precision, or a BundleError listing the ones present."""
-        for f in self.files:
-            if f.precision == precision:
-                return f
+    def file(self, precision: str, runtime: str | None = None) -> ModelFile:
+        """The model file of a precision, or a BundleError listing the ones present.
+
+        With ``runtime``, a file made for that runtime is preferred to one for any runtime.
+        """
+        found = [f for f in self.files if f.precision == precision]
+        for f in sorted(found, key=lambda f: (f.runtime != runtime, f.runtime is not None)):
+            return f
         have = [f.precision for f in self.files if f.precision]
         raise BundleError(f"the bundle has no {precision} model (it has: {have}); convert with that precision")
 
@@ -197,8 +205,8 @@ class Bundle:
     path: Path
     manifest: Manifest
 
-    def model_path(self, precision: str = "fp32") -> Path:
-        return self.path / self.manifest.file(precision).path
+    def model_path(self, precision: str = "fp32", runtime: str | None = None) -> Path:
+        return self.path / self.manifest.file(precision, runtime).path
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
@@ -206,13 +214,15 @@ def write_manifest(directory: Path, manifest: Manifest) -> None:
     (directory / MANIFEST_NAME).write_bytes(data)
 
 
-def hash_files(directory: Path, precisions: dict[str, str]) -> tuple[ModelFile, ...]:
-    """A ModelFile for every file under ``directory`` except the manifest; ``precisions`` maps path -> precision."""
+def hash_files(directory: Path, known: dict[str, ModelFile]) -> tuple[ModelFile, ...]:
+    """A ModelFile for every file under ``directory`` except the manifest; ``known`` gives the precision and
+    runtime of the model files by path."""
     out = []
     for p in sorted(directory.rglob("*")):
         rel = p.relative_to(directory).as_posix()
         if p.is_file() and rel != MANIFEST_NAME:
-            out.append(ModelFile(rel, sha256_file(p), precisions.get(rel)))
+            f = known.get(rel)
+            out.append(ModelFile(rel, sha256_file(p), f.precision if f else None, f.runtime if f else None))
     return tuple(out)
 
 
@@ -229,7 +239,7 @@ def write_bundle(dest: str | Path, populate: Callable[[Path], Manifest]) -> Bund
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
     try:
         manifest = populate(tmp)
-        known = {f.path: f.precision for f in manifest.files}
+        known = {f.path: f for f in manifest.files}
         manifest = Manifest(**{**vars(manifest), "files": hash_files(tmp, known)})
         write_manifest(tmp, manifest)
         os.chmod(tmp, 0o755)

@@ -1,7 +1,7 @@
 """``voxedge doctor``: check a robot before first use and say what to fix.
 
 Checks, each OK / WARN / FAIL with a reason and a remedy:
-camera opens and delivers frames; the microphone delivers audio at a rate we
+the CPU's int8 arithmetic and the model file serve would run; camera opens and delivers frames; the microphone delivers audio at a rate we
 can resample; the serial link handshakes with matching firmware; the bundle
 loads and its engine (TensorRT) matches this device; disk space; the clock.
 Settings come from the same layers as ``voxedge serve``.
@@ -132,6 +132,26 @@ def check_bundle(settings: dict) -> Check:
     return Check("bundle", "OK", f"engine {plan.name} matches this device")
 
 
+def check_cpu(settings: dict) -> Check:
+    """The CPU's int8 arithmetic and the model file ``serve`` would run (``edge.int8_numerics``)."""
+    from edge.int8_numerics import ONNXRUNTIME_CPU, choose_model, cpu_int8
+
+    cpu = cpu_int8()
+    detail = cpu.describe()
+    if settings["backend"] == "tensorrt" or not settings["bundle"]:
+        return Check("cpu", "OK", detail)
+    from edge.bundle import load_bundle
+
+    try:
+        manifest = load_bundle(settings["bundle"], verify=False).manifest
+        choice = choose_model(manifest, settings["precision"], ONNXRUNTIME_CPU, cpu)
+    except Exception as exc:  # the bundle check says what is wrong with it
+        return Check("cpu", "OK", f"{detail}; no model chosen ({exc})")
+    if choice.precision != settings["precision"]:
+        return Check("cpu", "WARN", f"{detail}; serve runs {choice.note}")
+    return Check("cpu", "OK", f"{detail}; serve runs {choice.note}")
+
+
 def check_disk(settings: dict) -> Check:
     where = Path(settings["audit_log"] or settings["bundle"] or ".")
     while not where.exists() and where != where.parent:
@@ -156,7 +176,7 @@ def check_clock(settings: dict) -> Check:
     return Check("clock", "OK", time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))
 
 
-CHECKS = (check_bundle, check_camera, check_microphone, check_link, check_disk, check_clock)
+CHECKS = (check_bundle, check_cpu, check_camera, check_microphone, check_link, check_disk, check_clock)
 
 
 def run(settings: dict, log=print) -> list[Check]:

@@ -203,7 +203,8 @@ class Runtime:
         self._started = True
         self.started_at = time.monotonic()
         self.notifier.ready(f"serving {Path(cfg.bundle).name}")
-        self.event("info", f"runtime started: {Path(cfg.bundle).name} ({cfg.backend}, {cfg.precision})")
+        note = getattr(self._runner, "model_note", None) or f"{cfg.precision}"
+        self.event("info", f"runtime started: {Path(cfg.bundle).name} ({cfg.backend}, {note})")
         return self
 
     def stop(self) -> None:

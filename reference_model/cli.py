@@ -17,7 +17,7 @@ DEFAULT_TRAIN_CONFIG = PACKAGE_DIR / "configs" / "reference.json"
 def _cmd_train(args: argparse.Namespace) -> int:
     from reference_model.train import RunConfig, train
 
-    config = RunConfig.from_file(args.config)
+    config = RunConfig.from_file(args.config).with_budget(steps=args.steps, train_fraction=args.train_fraction)
     train(config, args.out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
     return 0
 
@@ -40,6 +40,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
     p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/state.pt if present")
+    p.add_argument("--steps", type=int, help="training steps, instead of the config's (a quick run: e.g. 500)")
+    p.add_argument("--train-fraction", type=float,
+                   help="generate and train on this fraction (0, 1] of the config's training split; validation "
+                        "and test splits stay whole, so evaluate's figures compare with the full run's")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 

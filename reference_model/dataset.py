@@ -80,6 +80,17 @@ class SplitSize:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
 
+    def scaled(self, fraction: float) -> SplitSize:
+        """This split with every count scaled by ``fraction`` (at least one of each)."""
+        if not 0.0 < fraction <= 1.0:
+            raise ConfigError(f"a split can be scaled by a fraction in (0, 1], got {fraction!r}")
+
+        def part(n: int) -> int:
+            return max(1, round(n * fraction))
+
+        return SplitSize(part(self.scenes), {k: part(v) for k, v in self.utterances.items()},
+                         babble_sources=part(self.babble_sources), noise_clips=part(self.noise_clips))
+
 
 def _counts(simple: int, obj: int, none: int) -> dict[str, int]:
     return {i: (obj if i in OBJECT_INTENTS else none if i == NONE_INTENT else simple) for i in INTENTS}

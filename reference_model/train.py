@@ -110,6 +110,26 @@ class RunConfig:
     def to_dict(self) -> dict:
         return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train)}
 
+    def with_budget(self, steps: int | None = None, train_fraction: float | None = None) -> RunConfig:
+        """This run with fewer steps and/or a fraction of the training split (``voxedge train --steps
+        --train-fraction``): a check of a set-up in minutes. The checkpoint records what actually ran."""
+        import dataclasses
+
+        config = self
+        if steps is not None:
+            if steps < 1:
+                raise ConfigError(f"--steps must be >= 1, got {steps}")
+            t = config.train
+            config = dataclasses.replace(config, train=dataclasses.replace(
+                t, steps=steps, eval_every=min(t.eval_every, steps), checkpoint_every=min(t.checkpoint_every, steps),
+                warmup_steps=min(t.warmup_steps, max(1, steps // 10))))
+        if train_fraction is not None:
+            if not 0.0 < train_fraction <= 1.0:
+                raise ConfigError(f"--train-fraction must be in (0, 1], got {train_fraction}")
+            data = config.data
+            config = dataclasses.replace(config, data=dataclasses.replace(data, train=data.train.scaled(train_fraction)))
+        return config
+
 
 def cell_labels(data, scenes: np.ndarray, grid_hw) -> np.ndarray:
     """Object type (0..11) at the grid cell holding each visible object's centre; 12 elsewhere."""

@@ -13,6 +13,9 @@ packages=(espeak-ng portaudio19-dev gcc make pulseaudio pulseaudio-utils libasou
 # wrapper that needs snapd), so there they are skipped with a note and the browser tests skip, or
 # use Playwright's own Chromium after `.venv/bin/playwright install --with-deps chromium`.
 optional=(chromium chromium-driver)
+# qemu-user runs the int8 tests under emulated CPUs with and without saturating int8 kernels
+# (tests/test_int8_numerics.py, scripts/int8_under_qemu.sh); it emulates x86-64, so only there.
+if [ "$(uname -m)" = x86_64 ]; then packages+=(qemu-user); fi
 # A distribution Python needs its pythonX.Y-venv / pythonX.Y-dev packages for the
 # venv and for building PyAudio; a self-built Python (pyenv) already has both.
 pyver=$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')

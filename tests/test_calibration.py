@@ -18,6 +18,7 @@ from convert.errors import ConvertError
 from convert.export import export_onnx, golden_inputs
 from convert.pipeline import convert
 from edge.bundle import Manifest, load_bundle
+from edge.int8_numerics import ONNXRUNTIME_CPU, cpu_int8
 from reference_model.model import build_model
 from sim.commands import INTENTS
 from tests.calibration_fixtures import write_small_sets
@@ -79,14 +80,24 @@ def test_convert_with_int8_passes_the_gate_and_records_provenance(sets, tmp_path
     bundle = convert(DEFAULT_CHECKPOINT, tmp_path / "b", calibration=sets / "calib", eval_set=sets / "eval",
                      log=lambda *_: None)
     loaded = load_bundle(bundle.path)
-    assert loaded.model_path("int8").name == "model.int8.qdq.onnx"
+    assert loaded.model_path("int8").name == "model.int8.qdq.onnx"  # TensorRT's: full-range weights
+    assert loaded.model_path("int8", ONNXRUNTIME_CPU).name == "model.int8.cpu.qdq.onnx"  # 7-bit weights
     calib = loaded.manifest.provenance["calibration"]
     assert calib["n_samples"] == 48 and calib["index_sha256"] == read_set(sets / "calib").meta["index_sha256"]
+    models = calib["models"]
+    assert models["tensorrt"]["quantizer"]["weight_max_abs"] == 127
+    assert models[ONNXRUNTIME_CPU]["quantizer"]["weight_max_abs"] <= 64
+    here = cpu_int8()
+    for model in models.values():  # which CPU each gate ran on, and whether its int8 sums saturate
+        assert model["gate_passed"] and model["gate_cpu"] == {"model": here.model, "isa": here.isa,
+                                                              "saturates": here.saturates}
     report = json.loads((bundle.path / "report.json").read_text())
-    gate = report["accuracy_gate"]
-    assert gate["passed"] and gate["reference"]["n_intent"] == 64
-    assert sum(map(sum, gate["candidate"]["confusion"])) == 64
+    for gate, emulated in ((report["accuracy_gate"], True), (report["accuracy_gate_cpu"], False)):
+        assert gate["passed"] and gate["reference"]["n_intent"] == 64
+        assert sum(map(sum, gate["candidate"]["confusion"])) == 64
+        assert gate["numerics"]["emulate_qdq"] is emulated and gate["numerics"]["cpu"]["isa"] == here.isa
     assert set(report["latency_ms_batch1"]) == {"fp32", "int8"}
+    assert set(report["tensorrt_check"]) == {"fp32", "int8"}  # the CPU model is not for TensorRT
     png = (bundle.path / loaded.manifest.reports["plots"]).read_bytes()
     assert png.startswith(b"\x89PNG")
 
@@ -121,6 +132,7 @@ def test_calibrate_rewrites_a_bundle_and_leaves_it_untouched_on_failure(sets, tm
     path = convert(DEFAULT_CHECKPOINT, tmp_path / "b", log=lambda *_: None).path
     bundle = calibrate_bundle(path, sets / "calib", sets / "eval", log=lambda *_: None)
     assert bundle.manifest.file("int8").path == "model.int8.qdq.onnx"
+    assert bundle.manifest.file("int8", ONNXRUNTIME_CPU).path == "model.int8.cpu.qdq.onnx"
     assert load_bundle(path).manifest.provenance["calibration"]["n_samples"] == 48
     before = {p.name: p.read_bytes() for p in path.iterdir()}
 
@@ -186,9 +198,10 @@ def test_calibrate_with_the_robots_audit_log_gates_on_agreement_with_fp32(sets, 
     calib = bundle.manifest.provenance["calibration"]
     assert calib["n_samples"] == len(labelled) and calib["eval_set"]["labels"].startswith("pseudo: FP32")
     assert any("agreement with the FP32 model" in line for line in lines)
-    gate = json.loads((path / "report.json").read_text())["accuracy_gate"]
-    assert gate["passed"] and gate["reference"]["intent_accuracy"] == 1.0
-    assert gate["candidate"]["intent_accuracy"] >= 0.995 - 1e-9
+    report = json.loads((path / "report.json").read_text())
+    for gate in (report["accuracy_gate"], report["accuracy_gate_cpu"]):
+        assert gate["passed"] and gate["reference"]["intent_accuracy"] == 1.0
+        assert gate["candidate"]["intent_accuracy"] >= 0.995 - 1e-9
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "calibrate", str(path), "--data", str(tmp_path / "audit"),
          "--no-precision-search"], capture_output=True, text=True)

@@ -196,9 +196,11 @@ def test_coverage_warnings_come_from_the_samples_whatever_wrote_the_set(sets, re
     missing = {w.split("intent ")[-1].strip("'") for w in warnings if "no sample of intent" in w}
     assert missing == set(INTENTS) - {"stop", "go_to"}, warnings
     # The report is refreshed as the conversion writes it: the INT8 model's latency, and report.png
-    # redrawn with its error histogram and the two confusion matrices (4 panels of 600 px; was 2).
+    # redrawn with the INT8 models' error histograms and the FP32 and two INT8 confusion matrices
+    # (5 panels of 600 px; was 2).
     report = json.loads((bundle.path / "report.json").read_text())
     assert set(report["latency_ms_batch1"]) == {"fp32", "int8"} and report["accuracy_gate"]["passed"]
+    assert report["accuracy_gate_cpu"]["passed"]
     png = (bundle.path / "report.png").read_bytes()
-    assert struct.unpack(">I", png[16:20])[0] == 2400
+    assert struct.unpack(">I", png[16:20])[0] == 3000
     assert load_bundle(bundle.path).manifest.provenance["calibration"]["n_samples"] == 4

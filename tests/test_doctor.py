@@ -39,6 +39,11 @@ def test_doctor_reports_each_check_and_what_to_fix(tmp_path):
     lines = {line.split()[1]: line for line in r.stdout.splitlines() if line[:4] in ("OK  ", "WARN", "FAIL", "SKIP")}
     assert r.returncode == 1 and "1 problem(s) to fix" in r.stdout, r.stdout + r.stderr
     assert lines["bundle"].startswith("FAIL") and "no-bundle" in lines["bundle"]
+    from edge.int8_numerics import cpu_int8
+
+    cpu = cpu_int8()  # the CPU's int8 instruction set and what the probe measured
+    assert lines["cpu"].startswith("OK") and cpu.isa in lines["cpu"] and cpu.model in lines["cpu"]
+    assert ("saturating int16" in lines["cpu"]) == cpu.saturates
     assert lines["camera"].startswith("OK") and "160x120" in lines["camera"]
     assert lines["microphone"].startswith("OK") and "48000 Hz resampled to 16 kHz" in lines["microphone"]
     assert lines["robot"].startswith("OK") and "handshake" in lines["robot"]

@@ -72,6 +72,7 @@ def test_models_without_1d_convolutions_are_untouched(tmp_path):
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
+    """The small model quantized both ways: full-range weights (TensorRT's model) and 7-bit weights (the CPU model)."""
     tmp = tmp_path_factory.mktemp("g")
     torch.manual_seed(1)
     model, _ = prepare_for_runtimes(_export(tmp, _Temporal(), (2, 8, 40)))
@@ -79,28 +80,36 @@ def quantized(tmp_path_factory):
     onnx.save(model, str(fp32))
     rng = np.random.default_rng(1)
     batches = [{"x": rng.standard_normal((4, 8, 40)).astype(np.float32)} for _ in range(4)]
-    out = tmp / "int8.onnx"
+    out, out_cpu = tmp / "int8.onnx", tmp / "int8.cpu.onnx"
     summary = quantize_int8(fp32, out, batches, keep_float_prefixes=(), keep_output_layers_float=False)
-    return fp32, out, summary
+    summary_cpu = quantize_int8(fp32, out_cpu, batches, keep_float_prefixes=(), keep_output_layers_float=False,
+                                reduced_range_weights=True)
+    return fp32, out, summary, out_cpu, summary_cpu
 
 
 def test_every_dequantize_feeds_one_node_so_onnxruntime_fuses_every_convolution(quantized, tmp_path):
-    fp32, int8, summary = quantized
-    model = onnx.load(str(int8))
-    consumers = collections.Counter(i for n in model.graph.node for i in n.input)
-    dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
-    assert dqs and all(consumers[n.output[0]] == 1 for n in dqs)
-    assert summary["dedicated_qdq_pairs"] >= 1  # the residual y is read by conv b and by the Add
-    assert dedicate_qdq_pairs(model) == 0  # idempotent
+    fp32, int8, summary, int8_cpu, summary_cpu = quantized
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"],
-                         disabled_optimizers=["CommonSubexpressionElimination"])
-    optimized = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
-    assert optimized["QLinearConv"] == 4 and optimized["Conv"] == 0
+    for path, info in ((int8, summary), (int8_cpu, summary_cpu)):
+        model = onnx.load(str(path))
+        consumers = collections.Counter(i for n in model.graph.node for i in n.input)
+        dqs = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+        assert dqs and all(consumers[n.output[0]] == 1 for n in dqs)
+        assert info["dedicated_qdq_pairs"] >= 1  # the residual y is read by conv b and by the Add
+        assert dedicate_qdq_pairs(model) == 0  # idempotent
+        options = ort.SessionOptions()
+        options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=["CommonSubexpressionElimination"])
+        optimized = collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
+        assert optimized["QLinearConv"] == 4 and optimized["Conv"] == 0
+    assert summary["weight_max_abs"] == 127 and summary_cpu["weight_max_abs"] == 64
+    # On any CPU: the full-range model in TensorRT's arithmetic (Q/DQ emulated in float), and the 7-bit model
+    # on ONNX Runtime's int8 kernels, whose pair sums cannot saturate, stay close to FP32.
     x = np.random.default_rng(2).standard_normal((2, 8, 40)).astype(np.float32)
-    a, b = make_session(fp32).run(None, {"x": x})[0], make_session(int8).run(None, {"x": x})[0]
-    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+    a = make_session(fp32).run(None, {"x": x})[0]
+    for path, emulate in ((int8, True), (int8_cpu, False), (int8_cpu, True)):
+        b = make_session(path, emulate_qdq=emulate).run(None, {"x": x})[0]
+        assert np.abs(a - b).max() < 0.05 * np.abs(a).max(), (path.name, emulate)

@@ -79,6 +79,15 @@ def test_cli_train_config_errors_are_clear(tmp_path, content, expected):
     assert list(tmp_path.iterdir()) == [cfg]
 
 
+@pytest.mark.parametrize(("flags", "expected"), [(["--steps", "0"], "--steps must be >= 1"),
+                                               (["--train-fraction", "1.5"], "--train-fraction must be in (0, 1]"),
+                                               (["--train-fraction", "0"], "--train-fraction must be in (0, 1]")])
+def test_cli_train_budget_errors_are_clear(tmp_path, flags, expected):
+    result = _voxedge("train", *flags, "--out", str(tmp_path / "o.pt"))
+    assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_evaluate_rejects_a_damaged_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

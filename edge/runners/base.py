@@ -25,11 +25,20 @@ class Runner(ABC):
     backend = "abstract"
 
     def __init__(self, bundle: Bundle, precision: str = "fp32") -> None:
+        from edge.int8_numerics import choose_model
+
         self.bundle = bundle
-        self.precision = precision
-        self.model_path = bundle.model_path(precision)
+        self.requested_precision = precision
+        choice = choose_model(bundle.manifest, precision, self.target_runtime())
+        self.precision = choice.precision  # fp32 where int8 would not decide as its gate measured
+        self.model_path = bundle.path / choice.path
+        self.model_note = choice.note  # which file runs, and why: printed by serve and doctor
         self._active = False
         self.last_latency_s: float | None = None
+
+    def target_runtime(self) -> str | None:
+        """The ``ModelFile.runtime`` this backend prefers (``edge.int8_numerics``); None: any."""
+        return None
 
     @property
     def is_active(self) -> bool:

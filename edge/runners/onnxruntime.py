@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.int8_numerics import ONNXRUNTIME_CPU
 from edge.runners.base import Runner, RunnerError
 
 # In order of preference; only those the installed onnxruntime offers are used.
@@ -16,15 +17,25 @@ DEFAULT_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUE
 # convolutions in float with their weights dequantized on every run; it has
 # nothing else to find in an exported, simplified graph.
 DISABLED_OPTIMIZERS = ("CommonSubexpressionElimination",)
+# Leaves QuantizeLinear/DequantizeLinear unfused: int8 values are rounded and clipped as the model says,
+# and the layers between them run in float. That is the arithmetic TensorRT (and any int32-accumulating
+# kernel) computes, on every CPU alike; ONNX Runtime's fused x86 kernels differ where they saturate.
+EMULATE_QDQ_CONFIG = ("session.disable_quant_qdq", "1")
 
 
-def make_session(path, providers=("CPUExecutionProvider",), intra_op_threads: int = 0):
-    """An ``onnxruntime.InferenceSession`` for a bundle model, with the options every caller should use."""
+def make_session(path, providers=("CPUExecutionProvider",), intra_op_threads: int = 0, emulate_qdq: bool = False):
+    """An ``onnxruntime.InferenceSession`` for a bundle model, with the options every caller should use.
+
+    ``emulate_qdq`` runs a Q/DQ model's quantization in float instead of ONNX Runtime's int8 kernels
+    (``edge.int8_numerics``): slower, the same on every CPU, and what TensorRT computes.
+    """
     import onnxruntime as ort  # lazy: the runtime may run TensorRT only
 
     options = ort.SessionOptions()
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
+    if emulate_qdq:
+        options.add_session_config_entry(*EMULATE_QDQ_CONFIG)
     return ort.InferenceSession(str(path), options, providers=list(providers),
                                 disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
@@ -34,20 +45,32 @@ class OnnxRuntimeRunner(Runner):
 
     def __init__(self, bundle, precision: str = "fp32", providers: tuple[str, ...] = DEFAULT_PROVIDERS,
                  intra_op_threads: int = 0) -> None:
-        super().__init__(bundle, precision)
         self.requested_providers = tuple(providers)
         self.intra_op_threads = intra_op_threads
         self._session = None
+        super().__init__(bundle, precision)
 
-    def _activate_impl(self) -> None:
-        import onnxruntime as ort  # lazy: the runtime may run TensorRT only
+    def _usable_providers(self) -> list[str]:
+        import onnxruntime as ort
 
         available = ort.get_available_providers()
         providers = [p for p in self.requested_providers if p in available]
         if not providers:
             raise RunnerError(f"none of the providers {list(self.requested_providers)} is available "
                               f"(this onnxruntime offers {available})")
-        self._session = make_session(self.model_path, providers, self.intra_op_threads)
+        return providers
+
+    def target_runtime(self) -> str | None:
+        """ONNX Runtime's CPU int8 kernels when the CPU is the first provider that runs; GPU providers
+        accumulate int8 in int32 like TensorRT and take the full-range model."""
+        try:
+            first = self._usable_providers()[0]
+        except (ImportError, RunnerError):
+            return ONNXRUNTIME_CPU  # activate() will say what is missing
+        return ONNXRUNTIME_CPU if first == "CPUExecutionProvider" else None
+
+    def _activate_impl(self) -> None:
+        self._session = make_session(self.model_path, self._usable_providers(), self.intra_op_threads)
         self._output_names = [o.name for o in self.bundle.manifest.outputs]
 
     @property

@@ -29,6 +29,7 @@ class TensorRtRunner(Runner):
         # The base class names the ONNX file; an engine of precision p is built from onnx_precision(p).
         super().__init__(bundle, onnx_precision(precision))
         self.precision = precision
+        self.model_note = f"{precision} TensorRT engine built from {self.model_path.name}"
         self.max_batch = max_batch
         self.device = device
         self.engine_path = None

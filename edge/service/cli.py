@@ -50,6 +50,18 @@ def microphone_config(spec: str | None) -> dict:
     return {"type": "pyaudio", "device": int(spec) if spec.isdigit() else spec}
 
 
+def runtime_summary(runtime) -> str:
+    """Which model runs, and on what: the CPU's int8 arithmetic (``edge.int8_numerics``) for ONNX Runtime."""
+    runner = runtime.runner
+    lines = []
+    if runner.backend == "onnxruntime":
+        from edge.int8_numerics import cpu_int8
+
+        lines.append(f"cpu: {cpu_int8().describe()}")
+    lines.append(f"model ({runner.backend}): {getattr(runner, 'model_note', runner.precision)}")
+    return "\n".join(lines)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edge.runtime import Runtime, RuntimeConfig
     from edge.service import ServiceConfig, create_app
@@ -92,6 +104,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         runtime.start()
         server = Server(create_app(runtime, service), service)
         print(banner(service, server.url), flush=True)
+        print(runtime_summary(runtime), flush=True)
         if microphone is not None:
             print("simulated microphone: type a command into the panel's say box, e.g. \"go to the red ball\"",
                   flush=True)

@@ -32,15 +32,19 @@ def bundle_summary(runtime) -> dict:
     if bundle is None:
         return {}
     m = bundle.manifest
+    runner = runtime.runner
     return {
         "name": bundle.path.name,
-        "precision": runtime.config.precision,
+        "precision": getattr(runner, "precision", runtime.config.precision),
+        "requested_precision": runtime.config.precision,
+        "model": getattr(runner, "model_note", None),
         "backend": runtime.config.backend,
         "intents": list(m.heads.intent_labels),
         "command_threshold": m.heads.command_threshold,
         "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in m.inputs],
         "outputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in m.outputs],
-        "files": [{"path": f.path, "precision": f.precision, "sha256": f.sha256} for f in m.files],
+        "files": [{"path": f.path, "precision": f.precision, "runtime": f.runtime, "sha256": f.sha256}
+                  for f in m.files],
         "engines": list(m.engines),
         "provenance": {k: m.provenance.get(k) for k in ("checkpoint", "checkpoint_sha256", "git_commit", "versions",
                                                          "created_unix_s")},
