@@ -54,7 +54,7 @@ setup(
     package_data={"convert": ["configs/*.json"],
                   "firmware_bridge": ["protocol_vectors.json", "deploy/*", "firmware/core/*", "firmware/sim/*",
                                       "firmware/tools/*", "firmware/arduino/voxedge_mcu/*", "firmware/*.md"],
-                  "edge": ["service/templates/*", "service/static/*", "service/static/**/*"],
+                  "edge": ["int8_probe.onnx", "service/templates/*", "service/static/*", "service/static/**/*"],
                   "reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json"]},
     install_requires=["numpy>=1.23"],
     extras_require=EXTRAS,
