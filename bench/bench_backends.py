@@ -1,10 +1,13 @@
 """Reference model latency per backend on this CPU, and the time of a full conversion.
 
 Side by side in one run, batch 1 and 8: PyTorch eager FP32, ONNX Runtime FP32,
-ONNX Runtime INT8 Q/DQ. Then a full ``voxedge convert`` with a 512-sample
-calibration set and a 512-sample gate set (export, verify, calibrate, gate).
+ONNX Runtime INT8 Q/DQ (the bundle's CPU model, ``model.int8.cpu.qdq.onnx``, as
+``voxedge serve`` runs it on a CPU). Then a full ``voxedge convert`` with a 512-sample
+calibration set and a 512-sample gate set (export, verify, calibrate and gate both
+INT8 models). ``--rounds`` repeats the latency measurements to show their spread;
+the output names the CPU and its int8 instruction set, on which INT8's speed depends.
 
-    .venv/bin/python bench/bench_backends.py [--out bench/results/backends.json]
+    .venv/bin/python bench/bench_backends.py [--rounds 5] [--out bench/results/backends.json]
 """
 
 from __future__ import annotations
@@ -34,8 +37,12 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="bench/results/backends.json")
-    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--repeats", type=int, default=30, help="calls per median")
+    parser.add_argument("--rounds", type=int, default=3, help="medians per figure, to show their spread")
     args = parser.parse_args()
+    from edge.int8_numerics import ONNXRUNTIME_CPU, cpu_int8
+
+    cpu = cpu_int8().describe()
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -48,9 +55,9 @@ def main() -> None:
 
         model, _ = load_checkpoint(DEFAULT_CHECKPOINT)
         # The sessions our runners and the accuracy gate use (edge.runners.onnxruntime.make_session).
-        sessions = {p: make_session(bundle.model_path(p)) for p in ("fp32", "int8")}
+        sessions = {p: make_session(bundle.model_path(p, ONNXRUNTIME_CPU)) for p in ("fp32", "int8")}
         rows = []
-        for batch in (1, 8):
+        for batch, _ in ((b, k) for k in range(args.rounds) for b in (1, 8)):
             rng = np.random.default_rng(batch)
             image = rng.integers(0, 256, (batch, 120, 160, 3), dtype=np.uint8)
             audio = (rng.standard_normal((batch, 32000)) * 0.1).astype(np.float32)
@@ -66,21 +73,33 @@ def main() -> None:
                                                         args.repeats)
             rows.append(row)
 
-    print(f"reference model latency, median of {args.repeats} runs, {torch.get_num_threads()} threads")
+    print(f"cpu: {cpu}")
+    print(f"reference model latency, median of {args.repeats} runs, {torch.get_num_threads()} threads, "
+          f"{args.rounds} rounds")
     print(f"{'batch':>5} {'torch eager fp32':>17} {'ORT fp32':>9} {'ORT int8':>9} {'eager/ORT int8':>15} {'ORT fp32/int8':>14}")
-    for r in rows:
+    for r in sorted(rows, key=lambda r: r["batch"]):
         print(f"{r['batch']:>5} {r['torch_eager_fp32_ms']:>14.2f} ms {r['onnxruntime_fp32_ms']:>6.2f} ms "
               f"{r['onnxruntime_int8_ms']:>6.2f} ms {r['torch_eager_fp32_ms'] / r['onnxruntime_int8_ms']:>14.2f}x "
               f"{r['onnxruntime_fp32_ms'] / r['onnxruntime_int8_ms']:>13.2f}x")
+    for batch in (1, 8):
+        ratios = sorted(r["torch_eager_fp32_ms"] / r["onnxruntime_int8_ms"] for r in rows if r["batch"] == batch)
+        print(f"batch {batch}: ONNX Runtime INT8 vs PyTorch eager {ratios[len(ratios) // 2]:.2f}x "
+              f"(rounds: {ratios[0]:.2f}x to {ratios[-1]:.2f}x)")
     print(f"full conversion (export, verify, calibrate on 512, gate on 512): {convert_s:.1f} s")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"latency": rows, "convert_s": convert_s}, indent=2) + "\n")
-    _plot(rows, convert_s, out.with_suffix(".png"))
+    out.write_text(json.dumps({"cpu": cpu_int8().to_dict(), "latency": rows, "convert_s": convert_s}, indent=2) + "\n")
+    _plot([r for r in rows if r is _median_row(rows, r["batch"])], convert_s, out.with_suffix(".png"), cpu)
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
-def _plot(rows: list[dict], convert_s: float, path: Path) -> None:
+def _median_row(rows: list[dict], batch: int) -> dict:
+    """The round whose INT8 latency is the median of that batch size's rounds."""
+    same = sorted((r for r in rows if r["batch"] == batch), key=lambda r: r["onnxruntime_int8_ms"])
+    return same[len(same) // 2]
+
+
+def _plot(rows: list[dict], convert_s: float, path: Path, cpu: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -98,7 +117,7 @@ def _plot(rows: list[dict], convert_s: float, path: Path) -> None:
         ax.set_title(f"batch {r['batch']}")
         ax.set_ylabel("ms per call (median)")
         ax.set_ylim(0, max(values) * 1.3)
-    fig.suptitle(f"reference model on this CPU; full conversion {convert_s:.1f} s")
+    fig.suptitle(f"reference model on {cpu.split(';')[0]}; full conversion {convert_s:.1f} s", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -465,7 +465,9 @@ def _micro_costs(png: bytes, wav: bytes, bundle, model, repeats: int) -> dict:
 
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
     audio = decode_wav(wav)[None].astype(np.float32)
-    session = make_session(bundle.model_path("int8"))
+    from edge.int8_numerics import ONNXRUNTIME_CPU
+
+    session = make_session(bundle.model_path("int8", ONNXRUNTIME_CPU))  # the INT8 model the CPU runs
     outputs = [o.name for o in bundle.manifest.outputs]
     feed = {"image": img[None], "audio": audio}
 

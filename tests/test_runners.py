@@ -77,3 +77,39 @@ def test_onnxruntime_cuda_provider_matches_cpu(bundle):
         out = gpu.infer(feed)
     for name in ref:
         np.testing.assert_allclose(out[name], ref[name], atol=1e-3)
+
+
+def _legacy_int8_bundle(bundle, tmp_path):
+    """A bundle as voxedge made it before the CPU INT8 model: one full-range ``int8`` file, its gate's CPU
+    unrecorded. (Its int8 file is a copy of the FP32 model here; what is checked is which file is chosen.)"""
+    import dataclasses
+    import shutil
+
+    from edge.bundle import ModelFile, load_bundle, write_bundle
+
+    def populate(tmp):
+        for f in bundle.manifest.files:
+            shutil.copy2(bundle.path / f.path, tmp / f.path)
+        shutil.copy2(bundle.path / "model.fp32.onnx", tmp / "model.int8.qdq.onnx")
+        files = (*bundle.manifest.files, ModelFile("model.int8.qdq.onnx", "", "int8"))
+        return dataclasses.replace(bundle.manifest, files=files)
+
+    write_bundle(tmp_path / "legacy", populate)
+    return load_bundle(tmp_path / "legacy")
+
+
+@pytest.mark.parametrize("saturates", [True, False])
+def test_an_old_int8_bundle_runs_fp32_on_a_cpu_whose_int8_sums_saturate(bundle, tmp_path, monkeypatch, saturates):
+    import edge.int8_numerics as numerics
+
+    legacy = _legacy_int8_bundle(bundle, tmp_path)
+    cpu = numerics.CpuInt8("x86_64", "test CPU", "AVX2" if saturates else "AVX-512 VNNI", (), saturates, saturates)
+    monkeypatch.setattr(numerics, "cpu_int8", lambda: cpu)
+    with make_runner("onnxruntime", legacy, "int8", providers=("CPUExecutionProvider",)) as runner:
+        assert runner.requested_precision == "int8"
+        if saturates:
+            assert runner.precision == "fp32" and runner.model_path.name == "model.fp32.onnx"
+            assert "saturating int16" in runner.model_note and "instead of int8" in runner.model_note
+        else:
+            assert runner.precision == "int8" and runner.model_path.name == "model.int8.qdq.onnx"
+        runner.infer(_feed())

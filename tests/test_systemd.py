@@ -111,6 +111,10 @@ def test_voxedge_serve_tells_systemd_ready_pings_its_watchdog_and_says_stopping(
         assert set(tail[:-1]) <= {b"WATCHDOG=1"}, tail
         out, _ = proc.communicate(timeout=30)
         assert proc.returncode == 0, out[-3000:]
+        from edge.int8_numerics import cpu_int8
+
+        # what runs, and on what: the CPU's int8 arithmetic, then the model file
+        assert f"cpu: {cpu_int8().describe()}" in out and "model (onnxruntime): fp32: model.fp32.onnx" in out, out
     finally:
         if proc.poll() is None:
             proc.kill()
