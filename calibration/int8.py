@@ -55,6 +55,11 @@ CPU_INT8 = Int8Target(ONNXRUNTIME_CPU, INT8_CPU_ONNX, ONNXRUNTIME_CPU, reduced_r
 INT8_TARGETS = (TENSORRT_INT8, CPU_INT8)
 
 
+def gate_report(gates: dict[str, dict]) -> dict:
+    """The report.json entries of both INT8 gates (``make_int8_models``' gates by target key)."""
+    return {"accuracy_gate": gates[TENSORRT_INT8.key], "accuracy_gate_cpu": gates[CPU_INT8.key]}
+
+
 def calibration_warnings(calib: SampleSet, manifest: Manifest) -> list[str]:
     """The coverage warnings of a calibration set, recomputed from its samples whatever wrote it
     (make-set, import-set or the robot's audit log): too few samples, an intent missing, clipped audio."""
@@ -164,7 +169,7 @@ def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gates
 
     path = tmp / manifest.reports["json"]
     report = json.loads(path.read_text())
-    report["accuracy_gate"], report["accuracy_gate_cpu"] = gates[TENSORRT_INT8.key], gates[CPU_INT8.key]
+    report.update(gate_report(gates))
     report.setdefault("tensorrt_check", {})["int8"] = tensorrt_warnings(onnx.load(str(tmp / INT8_ONNX)))
     golden_name = manifest.reports.get("golden")
     if golden_name and (tmp / golden_name).is_file():

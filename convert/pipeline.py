@@ -12,7 +12,7 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.gate import accuracy_gate
-from calibration.int8 import make_int8_models
+from calibration.int8 import gate_report, make_int8_models
 from calibration.sampleset import read_set
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
@@ -20,7 +20,6 @@ from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, v
 from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
 from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
-from edge.int8_numerics import ONNXRUNTIME_CPU
 from edge.trt_check import tensorrt_warnings
 
 FP32_ONNX = "model.fp32.onnx"
@@ -120,7 +119,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
                                                                  log, settings, search=search)
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
-            report["accuracy_gate"], report["accuracy_gate_cpu"] = gates["tensorrt"], gates[ONNXRUNTIME_CPU]
+            report.update(gate_report(gates))
             files.extend(int8_files)
         # The CPU INT8 model is for ONNX Runtime only; TensorRT builds from the others.
         report["tensorrt_check"] = {f.precision: tensorrt_warnings(onnx.load(str(tmp / f.path)))
