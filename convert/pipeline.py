@@ -18,6 +18,7 @@ from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
 from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
 from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
+from convert.notices import third_party_parts, write_notices
 from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
 from edge.trt_check import tensorrt_warnings
@@ -133,12 +134,16 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
         for e in errors:
             log(f"      {e.name:<14} max abs {e.max_abs:.2e}  max rel {e.max_rel:.2e}  cosine {e.cosine:.8f}")
+        third_party = write_notices(third_party_parts(model), tmp)
+        for part in third_party:
+            log(f"      contains {part['author']}'s {part['name']} ({part['license']}): see {part['notice_file']}")
         return Manifest(
             inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing, heads=config.heads,
             files=tuple(files),
             provenance={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
                         "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
-                        "calibration": calib_info, "created_unix_s": int(time.time())},
+                        "calibration": calib_info, "third_party": third_party,
+                        "created_unix_s": int(time.time())},
             reports={"json": REPORT_JSON, "golden": GOLDEN, "plots": REPORT_PNG},
         )
 

@@ -27,14 +27,18 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
-                                  out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet)
+                                  out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
+                                  synthesizer=args.synthesizer)
     print(format_metrics(metrics))
-    print(f"wrote {out_dir / f'metrics-{args.split}.json'} and {out_dir / f'confusion-{args.split}.png'}")
+    name = args.split if args.synthesizer == "espeak-ng" else f"{args.split}-{args.synthesizer}"
+    print(f"wrote {out_dir / f'metrics-{name}.json'} and {out_dir / f'confusion-{name}.png'}")
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register this package's subcommands on the ``voxedge`` parser."""
+    from reference_model.evaluate import SYNTHESIZERS  # numpy only, no torch
+
     p = sub.add_parser("train", help="train the reference multimodal model on simulated data")
     p.add_argument("--config", default=str(DEFAULT_TRAIN_CONFIG), help="training config JSON (default: %(default)s)")
     p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
@@ -54,6 +58,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     noise.add_argument("--snr-db", type=float, default=10.0,
                        help="speech-to-noise ratio of the mixed-in noise, in dB (default: %(default)s)")
     noise.add_argument("--clean", action="store_true", help="evaluate on clean speech, no noise mixed in")
+    p.add_argument("--synthesizer", default="espeak-ng", choices=SYNTHESIZERS,
+                   help="who speaks the split's commands: espeak-ng (the split's own unseen voices) or sam "
+                        "(SAM, a synthesizer no split uses, installed from npm on first use; needs node.js) "
+                        "(default: %(default)s)")
     p.add_argument("--out", help="folder for metrics JSON and confusion plot (default: next to the checkpoint)")
     p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

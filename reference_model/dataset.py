@@ -419,13 +419,22 @@ def targets(data: SplitData, s: Sample) -> dict[str, np.ndarray]:
     }
 
 
-def collate(data: SplitData, samples: list[Sample]) -> dict[str, np.ndarray]:
-    """Stack samples into model inputs and labels."""
+def collate(data: SplitData, samples: list[Sample], bank=None, rng: np.random.Generator | None = None
+            ) -> dict[str, np.ndarray]:
+    """Stack samples into model inputs and labels.
+
+    With a feature bank (``reference_model.audio_bank``) the audio of each sample is
+    a random precomputed window of its utterance, as ``audio_features``, not ``audio``.
+    """
     labels = [targets(data, s) for s in samples]
     batch = {k: np.stack([lab[k] for lab in labels]) for k in labels[0]}
     batch["scene"] = np.array([s.scene for s in samples], np.int64)
     batch["image"] = data.images[batch["scene"]]
-    batch["audio"] = np.stack([sample_audio(data, s) for s in samples])
+    if bank is None:
+        batch["audio"] = np.stack([sample_audio(data, s) for s in samples])
+    else:
+        entries = [bank.entry(s.utt, rng) for s in samples]
+        batch["audio_features"] = bank.features[entries].astype(np.float32)
     return batch
 
 
@@ -437,8 +446,10 @@ class TrainSampler:
     # speech, so they get a fair share of the "none" examples.
     NONE_KINDS = (("speech", 0.5), ("noise", 0.3), ("silence", 0.2))
 
-    def __init__(self, data: SplitData, present_fraction: float, snr_range_db=(0.0, 30.0), clean_fraction=0.1):
+    def __init__(self, data: SplitData, present_fraction: float, snr_range_db=(0.0, 30.0), clean_fraction=0.1,
+                 bank=None):
         self.data = data
+        self.bank = bank
         self.present_fraction = present_fraction
         self.snr_range_db = snr_range_db
         self.clean_fraction = clean_fraction
@@ -462,7 +473,7 @@ class TrainSampler:
         return draw_sample(self.data, utt, rng, present_fraction=self.present_fraction, snr_db=snr)
 
     def batch(self, rng: np.random.Generator, size: int) -> dict[str, np.ndarray]:
-        return collate(self.data, [self.draw(rng) for _ in range(size)])
+        return collate(self.data, [self.draw(rng) for _ in range(size)], self.bank, rng)
 
 
 def evaluation_samples(data: SplitData, seed: int, snr_db: float | None, present_fraction: float,

@@ -134,9 +134,38 @@ def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = No
             metrics.update(
                 n_target_samples=int(visible.sum()),
                 target_in_box_rate=float(inside.mean()),
+                # the named object grounded: the right intent *and* the point inside its box
+                grounded_rate=float((inside & (pred[visible] == label[visible])).mean()),
                 target_error_mean_width_fraction=float(np.hypot(err[:, 0], err[:, 1] * 0.75).mean()),
             )
     return metrics
+
+
+def synthesis_method(voice: str) -> str:
+    """``"klatt"`` for espeak-ng's Klatt-engine variants (never trained on), ``"sam"`` for SAM, else ``"espeak-ng"``."""
+    from sim.speech import HELD_OUT_METHOD_VARIANTS
+
+    if voice.startswith("sam:"):
+        return "sam"
+    variant = voice.split("+", 1)[1] if "+" in voice else None
+    return "klatt" if variant in HELD_OUT_METHOD_VARIANTS else "espeak-ng"
+
+
+def sample_methods(data, samples) -> np.ndarray:
+    """Per sample, the synthesis method of its speech; ``""`` for noise-only and silent windows."""
+    return np.array([synthesis_method(str(data.utt_voice[s.utt])) if s.utt >= 0 else "" for s in samples])
+
+
+def metrics_by_method(out: dict[str, np.ndarray], methods: np.ndarray, utt_kind: np.ndarray | None = None,
+                      image_width: int = 160, threshold: float = 0.0) -> dict[str, dict]:
+    """``compute_metrics`` per synthesis method; noise-only and silent windows count in every group."""
+    groups = sorted({str(m) for m in methods} - {""})  # plain str keys: checkpoints load weights-only
+    result = {}
+    for method in groups:
+        sel = (methods == method) | (methods == "")
+        result[method] = compute_metrics({k: v[sel] for k, v in out.items()},
+                                         None if utt_kind is None else utt_kind[sel], image_width, threshold)
+    return result
 
 
 def utterance_kinds(samples) -> np.ndarray:
@@ -176,10 +205,48 @@ def plot_confusion(matrix, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+SYNTHESIZERS = ("espeak-ng", "sam")
+
+
+def respoken(data, synthesizer: str, cache_root: str | Path):
+    """``data`` with every utterance spoken again by ``synthesizer`` (same text, labels, scenes and noise).
+
+    "sam" (``sim.sam``) is a synthesizer the model never heard in any split: evaluation only.
+    The respoken utterances are cached beside the split.
+    """
+    import dataclasses
+
+    from reference_model.io import atomic_write
+
+    if synthesizer == "espeak-ng":
+        return data
+    if synthesizer != "sam":
+        raise ValueError(f"unknown synthesizer {synthesizer!r}; expected one of {SYNTHESIZERS}")
+    from sim import sam
+
+    texts = [str(t) for t in data.utt_text]
+    key = hashlib.sha256(("\n".join(texts) + repr(sam.VOICES) + sam.SAM_PACKAGE).encode()).hexdigest()[:16]
+    path = Path(cache_root) / f"{data.name}-sam-{key}.npz"
+    if path.exists():
+        with np.load(path) as z:
+            audio_cat, offsets, names = z["audio"], z["offsets"], z["voices"]
+    else:
+        voices = [sam.VOICES[i % len(sam.VOICES)] for i in range(len(texts))]
+        audio = sam.synthesize_sam_fitting(texts, voices, Path(cache_root))
+        offsets = np.concatenate([[0], np.cumsum([len(a) for a in audio])]).astype(np.int64)
+        audio_cat = np.concatenate(audio).astype(np.float32)
+        names = np.array([f"sam:{v.name}" for v in voices])
+        atomic_write(path, lambda f: np.savez(f, audio=audio_cat, offsets=offsets, voices=names))
+    return dataclasses.replace(data, utt_audio=audio_cat, utt_offsets=offsets, utt_voice=names)
+
+
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: float | None = DEFAULT_SNR_DB,
                         out_dir: str | Path | None = None, cache_root: str | Path = "data",
-                        progress: bool = True) -> dict:
-    """Evaluate a checkpoint on a split at a fixed SNR; writes metrics JSON and a confusion plot."""
+                        progress: bool = True, synthesizer: str = "espeak-ng") -> dict:
+    """Evaluate a checkpoint on a split at a fixed SNR; writes metrics JSON and a confusion plot.
+
+    ``synthesizer="sam"`` speaks the split's commands again with SAM, which no split uses.
+    """
     from reference_model.dataset import DataConfig, evaluation_samples, load_split
     from reference_model.model import load_checkpoint
 
@@ -190,18 +257,24 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
         )
     model, meta = load_checkpoint(checkpoint)
     data_cfg = DataConfig.from_dict(meta["data_config"])
-    data = load_split(data_cfg, split, cache_root, progress=progress)
+    data = respoken(load_split(data_cfg, split, cache_root, progress=progress), synthesizer, cache_root)
     samples = evaluation_samples(data, EVAL_SEED, snr_db, data_cfg.present_fraction)
     out = run_model(model, data, samples, progress=progress)
-    metrics = compute_metrics(out, utterance_kinds(samples), image_width=data_cfg.image_width,
-                              threshold=meta.get("command_threshold", 0.0))
-    metrics.update(split=split, snr_db=snr_db, checkpoint=checkpoint.name,
+    kinds = utterance_kinds(samples)
+    threshold = meta.get("command_threshold", 0.0)
+    metrics = compute_metrics(out, kinds, image_width=data_cfg.image_width, threshold=threshold)
+    methods = sample_methods(data, samples)
+    if len(set(methods) - {""}) > 1:
+        metrics["by_synthesis_method"] = metrics_by_method(out, methods, kinds, data_cfg.image_width, threshold)
+    metrics.update(split=split, snr_db=snr_db, synthesizer=synthesizer, checkpoint=checkpoint.name,
                    checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
     if out_dir is not None:
         out_dir = Path(out_dir)
-        plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion-{split}.png",
-                       f"{split} split (unseen voices and scenes), {_snr_text(snr_db)}")
-        write_json(out_dir / f"metrics-{split}.json", metrics)
+        name = split if synthesizer == "espeak-ng" else f"{split}-{synthesizer}"
+        voices = "unseen voices" if synthesizer == "espeak-ng" else f"spoken by {synthesizer}"
+        plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion-{name}.png",
+                       f"{split} split ({voices}, unseen scenes), {_snr_text(snr_db)}")
+        write_json(out_dir / f"metrics-{name}.json", metrics)
     return metrics
 
 
@@ -212,13 +285,15 @@ def _snr_text(snr_db: float | None) -> str:
 def format_metrics(m: dict) -> str:
     """A short human-readable summary."""
     lines = [
-        f"split {m.get('split', '?')} at {_snr_text(m.get('snr_db'))}, {m['n_samples']} samples",
+        f"split {m.get('split', '?')} spoken by {m.get('synthesizer', 'espeak-ng')} at {_snr_text(m.get('snr_db'))}, "
+        f"{m['n_samples']} samples",
         f"  command threshold          {m.get('command_threshold', 0.0):.2f}   (chosen on the validation split)",
         f"  intent accuracy            {100 * m['intent_accuracy']:.2f} %   (target >= 97 %)",
     ]
     if m.get("target_in_box_rate") is not None:
         lines.append(f"  target point inside box    {100 * m['target_in_box_rate']:.2f} %   (target >= 95 %,"
                      f" n={m['n_target_samples']})")
+        lines.append(f"  named object grounded      {100 * m['grounded_rate']:.2f} %   (right intent and point in box)")
     for size, v in (m.get("target_in_box_by_width_px") or {}).items():
         lines.append(f"    object {size:>6} px wide         {100 * v['rate']:6.2f} %   (n={v['n']})")
     if m.get("false_accept_rate") is not None:
@@ -234,4 +309,8 @@ def format_metrics(m: dict) -> str:
         lines.append(f"  presence accuracy          {100 * m['presence_accuracy']:.2f} %")
     for name, acc in m["per_intent_accuracy"].items():
         lines.append(f"    {name:<12} {100 * acc:6.2f} %")
+    for method, mm in (m.get("by_synthesis_method") or {}).items():
+        lines.append(f"  speech synthesized by {method}: intent {100 * mm['intent_accuracy']:.2f} %, grounded "
+                     f"{100 * mm.get('grounded_rate', float('nan')):.2f} %, false accept "
+                     f"{100 * (mm['false_accept_rate'] or 0):.2f} %")
     return "\n".join(lines)

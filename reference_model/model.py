@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from reference_model.errors import CheckpointError, ConfigError
+from reference_model import speech_embedding
 from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
 from sim.commands import INTENTS, OBJECT_TYPES
 
@@ -37,6 +38,10 @@ PIXEL_STD = 0.25 * 255.0
 INPUT_NAMES = ("image", "audio")
 OUTPUT_NAMES = ("intent_logits", "target_xy", "target_logit", "attention")
 N_OBJECT_TYPES = len(OBJECT_TYPES)
+# How the audio side hears: "speech_embedding" (Google's encoder pretrained on real
+# speech, frozen; see reference_model/speech_embedding.py) or "logmel" (a log-mel and
+# a TC-ResNet trained from scratch, which learns the training synthesizer's voice).
+AUDIO_FRONTENDS = ("speech_embedding", "logmel")
 
 
 @dataclass(frozen=True)
@@ -52,8 +57,12 @@ class ModelConfig:
     attn_dim: int = 64
     grid_stride: int = 8
     n_intents: int = len(INTENTS)
+    audio_frontend: str = "speech_embedding"
+    head_dropout: float = 0.1  # on the speech embeddings in training (speech_embedding only)
 
     def __post_init__(self) -> None:
+        if self.audio_frontend not in AUDIO_FRONTENDS:
+            raise ConfigError(f"audio_frontend {self.audio_frontend!r} is not one of {AUDIO_FRONTENDS}")
         if self.image_width * 3 != self.image_height * 4:
             raise ConfigError(
                 f"image size {self.image_width}x{self.image_height} is not 4:3; the camera contract is 4:3"
@@ -171,17 +180,62 @@ class AudioEncoder(nn.Module):
         return self.proj(pooled)
 
 
+class SpeechEmbeddingEncoder(nn.Module):
+    """Waveform [N, samples] -> command embedding [N, D] on top of the frozen ``speech_embedding``.
+
+    ``features`` (mel + pretrained network, no trainable weights) and ``head`` are
+    separate so that training can compute the features once per augmented window.
+    """
+
+    def __init__(self, channels: tuple[int, int, int], embed_dim: int, dropout: float = 0.1,
+                 pretrained: bool = True) -> None:
+        super().__init__()
+        c1, c2, _ = channels
+        self.frontend = speech_embedding.SpeechMelFrontEnd()
+        self.embedding = speech_embedding.SpeechEmbedding()
+        if pretrained:
+            self.embedding.load_pretrained()
+        self.embedding.requires_grad_(False)
+        d = speech_embedding.EMBED_DIM
+        self.dropout = nn.Dropout(dropout)
+        self.blocks = nn.Sequential(_TemporalBlock(d, c1, stride=1), _TemporalBlock(c1, c2, stride=1, dilation=2))
+        self.pool_score = nn.Conv1d(c2, 1, 1)
+        self.proj = nn.Sequential(nn.Linear(2 * c2, embed_dim), nn.ReLU())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.embedding.eval()  # frozen: never in training mode
+        return self
+
+    def features(self, audio: torch.Tensor) -> torch.Tensor:
+        """[N, samples] -> [N, 96, 16] speech embeddings at an 80 ms step."""
+        return self.embedding(self.frontend(audio))
+
+    def head(self, feats: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.dropout(feats))
+        weights = torch.softmax(self.pool_score(x), dim=-1)
+        pooled = torch.cat([(x * weights).sum(-1), x.amax(-1)], dim=1)
+        return self.proj(pooled)
+
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(audio))
+
+
 class ReferenceModel(nn.Module):
     """Camera image + spoken command -> intent, target point, presence, attention."""
 
-    def __init__(self, config: ModelConfig | None = None) -> None:
+    def __init__(self, config: ModelConfig | None = None, pretrained: bool = True) -> None:
         super().__init__()
         self.config = config or ModelConfig()
         cfg = self.config
         c_img = cfg.image_channels[-1]
         grid_h, grid_w = cfg.grid_hw
         self.image_encoder = ImageEncoder(cfg.image_channels, cfg.grid_stride)
-        self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.embed_dim)
+        if cfg.audio_frontend == "speech_embedding":
+            self.audio_encoder = SpeechEmbeddingEncoder(cfg.audio_channels, cfg.embed_dim, cfg.head_dropout,
+                                                        pretrained=pretrained)
+        else:
+            self.audio_encoder = AudioEncoder(cfg.audio_channels, cfg.embed_dim)
         self.intent_head = nn.Sequential(
             nn.Linear(cfg.embed_dim, cfg.embed_dim), nn.ReLU(), nn.Linear(cfg.embed_dim, cfg.n_intents)
         )
@@ -215,16 +269,24 @@ class ReferenceModel(nn.Module):
     def forward(self, image: torch.Tensor, audio: torch.Tensor):
         return self._forward(image, audio)[0]
 
-    def forward_train(self, image: torch.Tensor, audio: torch.Tensor):
-        """Outputs plus the logits trained with their own labels: object [N, 12], cell types [N, 13, h, w]."""
-        return self._forward(image, audio)
+    def forward_train(self, image: torch.Tensor, audio: torch.Tensor | None = None,
+                      audio_features: torch.Tensor | None = None):
+        """Outputs plus the logits trained with their own labels: object [N, 12], cell types [N, 13, h, w].
 
-    def _forward(self, image: torch.Tensor, audio: torch.Tensor):
+        With the frozen speech embedding, ``audio_features`` (``audio_encoder.features(audio)``,
+        computed once per window) may stand in for ``audio``.
+        """
+        return self._forward(image, audio, audio_features)
+
+    def _forward(self, image: torch.Tensor, audio: torch.Tensor | None, audio_features: torch.Tensor | None = None):
         feats = self.image_encoder(image)  # [N, C, h, w]
         n, _, h, w = feats.shape
         grid = self.grid_xy.expand(n, -1, -1, -1)
         feats_xy = torch.cat([feats, grid], dim=1)
-        emb = self.audio_encoder(audio)  # [N, D]
+        if audio_features is not None:
+            emb = self.audio_encoder.head(audio_features)
+        else:
+            emb = self.audio_encoder(audio)  # [N, D]
         intent_logits = self.intent_head(emb)
 
         q = self.query(emb)  # [N, A]
@@ -245,6 +307,10 @@ class ReferenceModel(nn.Module):
         target_logit = self.presence_head(torch.cat([attended, q, peak], dim=1)).squeeze(-1)
         return (intent_logits, target_xy, target_logit, attn.view(n, h, w)), object_logits, cell_logits
 
+    def third_party(self) -> list[dict]:
+        """Pretrained parts made by others, with their licences (the converter puts them in the bundle)."""
+        return [speech_embedding.third_party_entry()] if self.config.audio_frontend == "speech_embedding" else []
+
     @torch.no_grad()
     def predict(self, image: torch.Tensor, audio: torch.Tensor) -> dict[str, torch.Tensor]:
         """Eval-mode forward returning a name -> tensor dict."""
@@ -252,9 +318,17 @@ class ReferenceModel(nn.Module):
         return dict(zip(OUTPUT_NAMES, self(image, audio)))
 
 
-def build_model(config: dict | None = None) -> ReferenceModel:
-    """Model factory (``reference_model.model:build_model``) used by the converter."""
-    return ReferenceModel(ModelConfig.from_dict(config) if config else ModelConfig())
+def build_model(config: dict | None = None, pretrained: bool = True) -> ReferenceModel:
+    """Model factory (``reference_model.model:build_model``) used by the converter.
+
+    ``config`` is a checkpoint's ``model_config``, which names every field; one
+    without ``audio_frontend`` was written before the speech embedding existed,
+    so its model hears through the log-mel. ``pretrained=False`` skips reading the
+    speech embedding's weights (a checkpoint brings its own).
+    """
+    if not config:
+        return ReferenceModel(ModelConfig(), pretrained=pretrained)
+    return ReferenceModel(ModelConfig.from_dict({"audio_frontend": "logmel", **config}), pretrained=pretrained)
 
 
 def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, dict]:
@@ -274,7 +348,7 @@ def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, di
             f"{path} is not a voxedge reference checkpoint (no state_dict/model_config); "
             "train one with `voxedge train`"
         )
-    model = build_model(blob["model_config"])
+    model = build_model(blob["model_config"], pretrained=False)
     try:
         model.load_state_dict(blob["state_dict"])
     except RuntimeError as exc:

@@ -17,13 +17,17 @@ import numpy as np
 import torch
 from torch import nn
 
+from reference_model.audio_bank import BankConfig, load_bank
+from reference_model.augment import AugmentConfig
 from reference_model.dataset import ABSENT, DataConfig, TrainSampler, evaluation_samples, load_split
 from reference_model.errors import CheckpointError, ConfigError
 from reference_model.evaluate import (
     THRESHOLD_MAX_FALSE_ACCEPT,
     choose_threshold,
     compute_metrics,
+    metrics_by_method,
     run_model,
+    sample_methods,
     utterance_kinds,
 )
 from reference_model.io import atomic_write, progress_bar, write_json
@@ -64,13 +68,17 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be in (0, 1), got {self.lr!r}")
 
 
+_SECTIONS = ("model", "data", "train", "bank")
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """A whole training run: model, data and optimiser settings (one JSON file)."""
+    """A whole training run: model, data, optimiser and augmented-window bank settings (one JSON file)."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    bank: BankConfig = field(default_factory=BankConfig)  # used with the speech-embedding front end
 
     def __post_init__(self) -> None:
         model_hw = (self.model.image_width, self.model.image_height)
@@ -90,25 +98,30 @@ class RunConfig:
             raise ConfigError(f"training config {path} is not valid JSON: {exc}") from exc
         if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
             raise ConfigError(f"training config {path} must be a JSON object of sections "
-                              '{"model": {...}, "data": {...}, "train": {...}}')
-        unknown = set(raw) - {"model", "data", "train"}
+                              '{"model": {...}, "data": {...}, "train": {...}, "bank": {...}}')
+        unknown = set(raw) - set(_SECTIONS)
         if unknown:
             raise ConfigError(f"training config {path} has unknown sections {sorted(unknown)}; "
-                              "expected model, data, train")
+                              f"expected {', '.join(_SECTIONS)}")
         try:
             train = dict(raw.get("train", {}))
             if "snr_range_db" in train:
                 train["snr_range_db"] = tuple(train["snr_range_db"])
+            bank = dict(raw.get("bank", {}))
+            if "augment" in bank:
+                bank["augment"] = AugmentConfig(**bank["augment"])
             return cls(
                 model=ModelConfig.from_dict(raw.get("model", {})),
                 data=DataConfig.from_dict(raw.get("data", {})),
                 train=TrainConfig(**train),
+                bank=BankConfig(**bank),
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"training config {path}: {exc}") from exc
 
     def to_dict(self) -> dict:
-        return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train)}
+        return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train),
+                "bank": self.bank.to_dict()}
 
     def with_budget(self, steps: int | None = None, train_fraction: float | None = None) -> RunConfig:
         """This run with fewer steps and/or a fraction of the training split (``voxedge train --steps
@@ -126,8 +139,11 @@ class RunConfig:
         if train_fraction is not None:
             if not 0.0 < train_fraction <= 1.0:
                 raise ConfigError(f"--train-fraction must be in (0, 1], got {train_fraction}")
-            data = config.data
-            config = dataclasses.replace(config, data=dataclasses.replace(data, train=data.train.scaled(train_fraction)))
+            data, bank = config.data, config.bank
+            config = dataclasses.replace(
+                config, data=dataclasses.replace(data, train=data.train.scaled(train_fraction)),
+                bank=dataclasses.replace(bank, noise_only_windows=max(1, round(bank.noise_only_windows * train_fraction)),
+                                         silence_windows=max(1, round(bank.silence_windows * train_fraction))))
         return config
 
 
@@ -197,9 +213,23 @@ def _load_state(path: Path) -> dict:
 
 
 def validate(model, data, samples) -> dict:
+    """Validation metrics, overall and per synthesis method (the Klatt method is never trained on)."""
     out = run_model(model, data, samples)
     model.train()
-    return compute_metrics(out, utterance_kinds(samples))
+    kinds = utterance_kinds(samples)
+    metrics = compute_metrics(out, kinds)
+    methods = sample_methods(data, samples)
+    if len(set(methods) - {""}) > 1:
+        metrics["by_synthesis_method"] = metrics_by_method(out, methods, kinds)
+    return metrics
+
+
+def _held_out_text(m: dict) -> str:
+    held = (m.get("by_synthesis_method") or {}).get("klatt")
+    if not held:
+        return ""
+    return (f" | unseen method (Klatt): intent {100 * held['intent_accuracy']:.2f}%, grounded "
+            f"{100 * held.get('grounded_rate', float('nan')):.2f}%")
 
 
 def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data", run_dir: str | Path | None = None,
@@ -218,12 +248,19 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
     train_data = load_split(config.data, "train", cache_root, progress=progress)
     val_data = load_split(config.data, "val", cache_root, progress=progress)
     val_samples = evaluation_samples(val_data, cfg.seed, cfg.val_snr_db, config.data.present_fraction)
+    model = ReferenceModel(config.model)
+    bank = None
+    if config.model.audio_frontend == "speech_embedding":
+        log("speech-embedding features of augmented training windows (cached under %s after the first run)"
+            % cache_root)
+        bank = load_bank(model.audio_encoder, train_data, config.data.digest("train"), config.bank, cfg.seed,
+                         cache_root, cfg.snr_range_db, cfg.clean_fraction, progress=progress, log=log)
     data_s = time.monotonic() - t0
 
-    model = ReferenceModel(config.model)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    trainable = [p for p in model.parameters() if p.requires_grad]  # the pretrained speech embedding is frozen
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 99])
-    sampler = TrainSampler(train_data, config.data.present_fraction, cfg.snr_range_db, cfg.clean_fraction)
+    sampler = TrainSampler(train_data, config.data.present_fraction, cfg.snr_range_db, cfg.clean_fraction, bank=bank)
     start_step, history, elapsed_before = 0, [], 0.0
     if resume and state_path.exists():
         state = _load_state(state_path)
@@ -251,7 +288,11 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
             group["lr"] = _lr_at(step, cfg)
         batch = sampler.batch(rng, cfg.batch_size)
         batch["cells"] = cell_labels(train_data, batch["scene"], config.model.grid_hw)
-        outputs = model.forward_train(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
+        if bank is None:
+            outputs = model.forward_train(torch.from_numpy(batch["image"]), torch.from_numpy(batch["audio"]))
+        else:
+            outputs = model.forward_train(torch.from_numpy(batch["image"]),
+                                          audio_features=torch.from_numpy(batch["audio_features"]))
         losses = _losses(outputs, batch, cfg, config.model.grid_hw)
         loss = sum(losses.values())
         optimizer.zero_grad(set_to_none=True)
@@ -268,7 +309,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
             history.append({"step": done, "loss": dict(running), "val": m, "elapsed_s": time.monotonic() - train_t0})
             log(f"step {done}: val intent acc {100 * m['intent_accuracy']:.2f}% | target in box "
                 f"{100 * m.get('target_in_box_rate', float('nan')):.2f}% | false accept "
-                f"{100 * (m['false_accept_rate'] or 0):.2f}%")
+                f"{100 * (m['false_accept_rate'] or 0):.2f}%{_held_out_text(m)}")
         if done % cfg.checkpoint_every == 0 or done == cfg.steps:
             _atomic_torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                 "rng": rng.bit_generator.state, "torch_rng": torch.get_rng_state(),

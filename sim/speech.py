@@ -33,7 +33,7 @@ from scipy.signal import resample_poly
 from sim.errors import EspeakNotFoundError, SynthesisError
 
 __all__ = [
-    "BASE_VOICES", "CACHE_FORMAT_VERSION", "SAMPLE_RATE_HZ", "SPLITS", "TEST_ONLY_BASES",
+    "BASE_VOICES", "CACHE_FORMAT_VERSION", "HELD_OUT_METHOD_VARIANTS", "SAMPLE_RATE_HZ", "SPLITS", "TEST_ONLY_BASES",
     "TEST_ONLY_VARIANTS", "VAL_ONLY_BASES", "VAL_ONLY_VARIANTS", "VARIANTS", "WINDOW_SAMPLES",
     "SpeechRequest", "Voice", "cache_key", "espeak_version", "place_in_window", "random_request",
     "synthesize", "synthesize_many", "trim_silence", "voice_split",
@@ -106,6 +106,11 @@ TEST_ONLY_BASES: tuple[str, ...] = ("en-029", "en-gb-x-gbcwmd")
 VAL_ONLY_BASES: tuple[str, ...] = ("en-us-nyc",)
 TEST_ONLY_VARIANTS: tuple[str, ...] = ("m7", "f4", "klatt3", "belinda", "michel", "quincy", "adam")
 VAL_ONLY_VARIANTS: tuple[str, ...] = ("m6", "f5", "Mike", "benjamin")
+# espeak-ng's Klatt variants make their waveform with another synthesis method (a
+# Klatt cascade/parallel formant synthesizer instead of espeak-ng's own). They are
+# never trained on: validation on them measures generalisation to a synthesis
+# method the model never heard, not only to unseen voices of the one it learned.
+HELD_OUT_METHOD_VARIANTS: tuple[str, ...] = ("klatt", "klatt2", "klatt3")
 
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
@@ -146,8 +151,9 @@ def voice_split() -> dict[str, tuple[Voice, ...]]:
     Rule: every pair of BASE_VOICES x (None + VARIANTS) goes to exactly one set:
     ``test`` if its base is in TEST_ONLY_BASES or its variant in
     TEST_ONLY_VARIANTS; otherwise ``val`` if its base is in VAL_ONLY_BASES or
-    its variant in VAL_ONLY_VARIANTS; otherwise ``train``. So neither a
-    held-out accent nor a held-out variant is ever heard in training, and
+    its variant in VAL_ONLY_VARIANTS or HELD_OUT_METHOD_VARIANTS; otherwise
+    ``train``. So neither a held-out accent, nor a held-out variant, nor the
+    Klatt synthesis method is ever heard in training, and
     test voices are unseen in val too. Order is deterministic (base-major, in
     the order of the constant tuples).
 
@@ -159,7 +165,7 @@ def voice_split() -> dict[str, tuple[Voice, ...]]:
         for variant in (None, *VARIANTS):
             if base in TEST_ONLY_BASES or variant in TEST_ONLY_VARIANTS:
                 split = "test"
-            elif base in VAL_ONLY_BASES or variant in VAL_ONLY_VARIANTS:
+            elif base in VAL_ONLY_BASES or variant in VAL_ONLY_VARIANTS or variant in HELD_OUT_METHOD_VARIANTS:
                 split = "val"
             else:
                 split = "train"

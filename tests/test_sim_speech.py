@@ -15,6 +15,7 @@ from sim import speech
 from sim.errors import EspeakNotFoundError, SimError, SynthesisError
 from sim.speech import (
     BASE_VOICES,
+    HELD_OUT_METHOD_VARIANTS,
     SAMPLE_RATE_HZ,
     VARIANTS,
     SpeechRequest,
@@ -281,6 +282,9 @@ def test_voice_split_is_disjoint_and_complete():
     train_bases, train_variants = parts(train)
     val_bases, val_variants = parts(val)
     test_bases, test_variants = parts(test)
+    # The Klatt synthesis method is never heard in training (it validates generalisation).
+    assert not train_variants & set(HELD_OUT_METHOD_VARIANTS)
+    assert set(HELD_OUT_METHOD_VARIANTS) <= val_variants | test_variants
     # Held out entirely: accents and variants never heard in training.
     assert len(test_bases - train_bases - val_bases) >= 1
     assert len(test_variants - train_variants - val_variants) >= 3

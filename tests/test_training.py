@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from reference_model.audio_bank import BankConfig, load_bank
+from reference_model.augment import AugmentConfig
 from reference_model.dataset import (
     ABSENT,
     NONE_NOISE_ONLY,
@@ -28,6 +30,10 @@ TINY = DataConfig(
     val=SplitSize(60, _counts(3, 12, 6), babble_sources=4, noise_clips=4),
     test=SplitSize(60, _counts(3, 12, 6), babble_sources=4, noise_clips=4),
 )
+
+
+SMALL_BANK = BankConfig(windows_per_utterance=3, noise_only_windows=60, silence_windows=40,
+                        augment=AugmentConfig(rirs=8))
 
 
 @pytest.fixture(scope="module")
@@ -102,7 +108,8 @@ def test_tiny_training_run_learns(cache, tmp_path):
     from reference_model.train import RunConfig, TrainConfig, train
 
     config = RunConfig(data=TINY, train=TrainConfig(steps=160, batch_size=32, lr=3e-3, warmup_steps=10,
-                                                    eval_every=80, checkpoint_every=80, snr_range_db=(20, 30)))
+                                                    eval_every=80, checkpoint_every=80, snr_range_db=(20, 30)),
+                       bank=SMALL_BANK)
     out = tmp_path / "tiny.pt"
     meta = train(config, out, cache_root=cache, run_dir=tmp_path / "run", progress=False, log=lambda *_: None)
     assert out.is_file() and out.with_suffix(".json").is_file()
@@ -149,3 +156,27 @@ def test_a_damaged_cache_file_is_regenerated(cache, capsys):
     assert "regenerating" in capsys.readouterr().out
     assert np.array_equal(first.images, again.images) and np.array_equal(first.utt_audio, again.utt_audio)
     assert path.stat().st_size == len(data)
+
+
+def test_the_feature_bank_holds_augmented_windows_of_every_utterance_and_is_cached(cache, train_split, capsys):
+    from reference_model.model import ReferenceModel
+    from reference_model.speech_embedding import EMBED_DIM
+
+    encoder = ReferenceModel().audio_encoder
+    digest = TINY.digest("train")
+    bank = load_bank(encoder, train_split, digest, SMALL_BANK, seed=0, cache_root=cache, snr_range_db=(0, 30))
+    n = train_split.n_utterances
+    assert bank.features.shape == (3 * n + 100, EMBED_DIM, 16) and bank.features.dtype == np.float16
+    assert np.isfinite(bank.features).all()
+    assert list(bank.utt[:6]) == [0, 0, 0, 1, 1, 1]
+    assert (bank.utt == NONE_NOISE_ONLY).sum() == 60 and (bank.utt == NONE_SILENCE).sum() == 40
+    # three different windows of one utterance (augmentation, offset, noise), not one copied
+    assert not np.array_equal(bank.features[0], bank.features[1])
+    rng = np.random.default_rng(0)
+    assert all(bank.utt[bank.entry(u, rng)] == u for u in (0, 5, n - 1, NONE_NOISE_ONLY, NONE_SILENCE))
+    # the second load reads the cache: the same windows
+    again = load_bank(encoder, train_split, digest, SMALL_BANK, seed=0, cache_root=cache, snr_range_db=(0, 30))
+    assert np.array_equal(again.features, bank.features)
+    # a sampler with the bank hands out features in place of audio
+    batch = TrainSampler(train_split, 0.85, bank=bank).batch(rng, 16)
+    assert "audio" not in batch and batch["audio_features"].shape == (16, EMBED_DIM, 16)

@@ -1,0 +1,71 @@
+"""Evaluation by synthesis method: the Klatt method held out of training, and SAM speaking a split again."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from reference_model.dataset import DataConfig, SplitSize, _counts, evaluation_samples, load_split
+from reference_model.evaluate import (
+    compute_metrics,
+    metrics_by_method,
+    respoken,
+    run_model,
+    sample_methods,
+    synthesis_method,
+    utterance_kinds,
+)
+
+SMALL = DataConfig(seed=5, val=SplitSize(40, _counts(4, 12, 12), babble_sources=4, noise_clips=4))
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def val(cache):
+    return load_split(SMALL, "val", cache)
+
+
+def test_voices_map_to_their_synthesis_method():
+    assert synthesis_method("en-us+klatt2") == "klatt"
+    assert synthesis_method("en+klatt") == "klatt"
+    assert synthesis_method("en-us+m3") == "espeak-ng"
+    assert synthesis_method("en-029") == "espeak-ng"
+    assert synthesis_method("sam:Elf") == "sam"
+
+
+def test_validation_reports_the_held_out_method_beside_the_rest(val):
+    from reference_model.model import ReferenceModel
+
+    samples = evaluation_samples(val, 0, 10.0, 0.85)
+    methods = sample_methods(val, samples)
+    assert {"espeak-ng", "klatt"} <= set(methods)  # the validation voices include the Klatt method
+    assert (methods == "").sum() == sum(s.utt < 0 for s in samples)
+    out = run_model(ReferenceModel().eval(), val, samples)
+    kinds = utterance_kinds(samples)
+    overall = compute_metrics(out, kinds)
+    groups = metrics_by_method(out, methods, kinds)
+    assert set(groups) == {"espeak-ng", "klatt"} and all(isinstance(k, str) for k in groups)
+    n_none_audio = int((methods == "").sum())
+    assert sum(g["n_samples"] for g in groups.values()) == overall["n_samples"] + n_none_audio
+    for g in groups.values():
+        assert 0.0 <= g["intent_accuracy"] <= 1.0
+
+
+@pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="SAM needs node.js and npm")
+def test_a_split_spoken_again_by_sam_keeps_its_labels_scenes_and_noise(val, cache):
+    again = respoken(val, "sam", cache)
+    assert again.n_utterances == val.n_utterances
+    assert np.array_equal(again.utt_intent, val.utt_intent) and np.array_equal(again.utt_text, val.utt_text)
+    assert again.images is val.images and again.noise is val.noise
+    assert all(v.startswith("sam:") for v in again.utt_voice)
+    assert not np.array_equal(again.utterance(0)[:1000], val.utterance(0)[:1000])
+    assert len(list(cache.glob("val-sam-*.npz"))) == 1  # cached: the second call reads it
+    np.testing.assert_array_equal(respoken(val, "sam", cache).utt_audio, again.utt_audio)
+    with pytest.raises(ValueError, match="unknown synthesizer"):
+        respoken(val, "pico", cache)
