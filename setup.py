@@ -31,6 +31,8 @@ EXTRAS = {
         "tqdm>=4.66",
         "matplotlib>=3.8",
         "scikit-learn>=1.4",
+        # image-source room impulse responses for training augmentation (reference_model/augment.py)
+        "pyroomacoustics>=0.7",
     ],
     "trt": ["tensorrt>=10.3", "pycuda>=2024.1"],
     # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces

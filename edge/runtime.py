@@ -186,7 +186,8 @@ class Runtime:
             self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),
                                      stalled_for=self.worker.stalled_for)
             self.actuator.on_tick = self._on_tick
-            self.listener = Listener(self._microphone.ring, self._on_utterance, cfg.endpointer)
+            self.listener = Listener(self._microphone.ring, self._on_utterance, cfg.endpointer,
+                                     on_tentative=self.worker.prepare)
             self.actuator.start()
             opened.append(self.actuator.stop)
             self.worker.start()

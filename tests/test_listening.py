@@ -191,3 +191,48 @@ def test_listener_thread_hands_over_utterances_with_capture_times(commands):
     assert threading.active_count() == before
     assert u is not None and u.t_start == pytest.approx(100.0 + u.start_index / RATE)
     assert u.start_index <= spans[0][0] and listener.state.utterances == 1
+
+
+def _run_with_tentatives(endpointer: Endpointer, stream: np.ndarray):
+    """(utterances, [(frame index when offered, tentative)])."""
+    out, offered = [], []
+    for i in range(0, stream.size - VAD_FRAME_SAMPLES + 1, VAD_FRAME_SAMPLES):
+        u = endpointer.process(stream[i : i + VAD_FRAME_SAMPLES], i)
+        t = endpointer.take_tentative()
+        if t is not None:
+            offered.append((i, t))
+        if u is not None:
+            out.append((i, u))
+    return out, offered
+
+
+def test_the_tentative_utterance_is_offered_a_hangover_early_and_is_exactly_the_one_that_ends(commands):
+    stream, _ = _stream([(0.8, commands[0]), (4.0, commands[1])], 6.0, snr_db=10.0)
+    ep = Endpointer(EndpointerConfig(), vad=SileroVad())
+    utts, offered = _run_with_tentatives(ep, stream)
+    assert len(utts) == 2
+    for (i_end, u) in utts:
+        match = [(i, t) for i, t in offered if t.end_index == u.end_index]
+        assert len(match) == 1
+        i_offer, t = match[0]
+        # offered when the trailing pad is in: the hangover minus the pad before the end
+        assert (i_end - i_offer) // VAD_FRAME_SAMPLES == ep._hang - ep._pad
+        assert np.array_equal(t.audio, u.audio)
+        assert (t.start_index, t.end_index, t.speech_end_index, t.t_speech_end, t.peak_probability) == (
+            u.start_index, u.end_index, u.speech_end_index, u.t_speech_end, u.peak_probability)
+    assert ep.take_tentative() is None  # each is offered once
+
+
+def test_speech_that_resumes_in_the_hangover_replaces_the_tentative_end():
+    # 0.6 s of speech, 0.2 s pause (shorter than the 0.384 s hangover), 0.6 s of speech, then silence
+    pattern = [0.95] * 19 + [0.05] * 6 + [0.95] * 19 + [0.05] * 20
+    probs = iter(pattern)
+    ep = Endpointer(EndpointerConfig(), vad=lambda f: next(probs))
+    utts, offered = _run_with_tentatives(ep, np.zeros(len(pattern) * VAD_FRAME_SAMPLES, np.float32))
+    assert len(utts) == 1 and len(offered) == 2  # one tentative end in the pause, one after the speech
+    first, second = offered[0][1], offered[1][1]
+    assert first.end_index < utts[0][1].end_index == second.end_index
+    # a short burst is never offered
+    probs = iter([0.95] * 3 + [0.05] * 20)
+    ep = Endpointer(EndpointerConfig(), vad=lambda f: next(probs))
+    assert _run_with_tentatives(ep, np.zeros(23 * VAD_FRAME_SAMPLES, np.float32)) == ([], [])
