@@ -62,6 +62,30 @@ def runtime_summary(runtime) -> str:
     return "\n".join(lines)
 
 
+def decision_line(decision) -> str | None:
+    """One line for the terminal (and the journal) per heard utterance; None for tracking updates."""
+    if decision.kind != "utterance":
+        return None
+    verdict = "acting" if decision.accepted else "not acting"
+    if not decision.accepted and decision.intent == "none":
+        best = max(decision.probabilities.items(), key=lambda kv: kv[1])
+        verdict = "no command" if best[0] == "none" else f"not sure enough ({best[0]!r} {100 * best[1]:.0f} %)"
+    parts = [f"heard {decision.intent!r} ({100 * decision.confidence:.0f} %): {verdict}"]
+    if decision.accepted and decision.target_xy is not None and decision.presence is not None:
+        x, y = decision.target_xy
+        parts.append(f"target x={x:.2f} y={y:.2f}, in view {100 * decision.presence:.0f} %")
+    latency = decision.latency_ms.get("speech_end_to_decision")
+    if latency is not None:
+        parts.append(f"{latency:.0f} ms after the end of speech")
+    return "; ".join(parts)
+
+
+def print_decision(decision) -> None:
+    line = decision_line(decision)
+    if line is not None:
+        print(line, flush=True)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from edge.runtime import Runtime, RuntimeConfig
     from edge.service import ServiceConfig, create_app
@@ -72,8 +96,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
              "backend": args.backend, "host": args.host, "port": args.port,
              "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log, "seed": args.seed}
-    if args.sim:
-        flags.update(camera="sim", mic="sim", link="sim")
+    if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
+        flags.update({k: "sim" for k in ("camera", "mic", "link") if flags[k] is None})
     s = resolve(flags, args.config)
     if not s["bundle"]:
         raise ServiceConfigError("give the bundle directory (voxedge serve BUNDLE, or \"bundle\" in --config)")
@@ -108,6 +132,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         if microphone is not None:
             print("simulated microphone: type a command into the panel's say box, e.g. \"go to the red ball\"",
                   flush=True)
+        runtime.add_decision_listener(print_decision)
 
         def on_term(*_):  # SIGTERM (systemd, docker stop) ends the loop like Ctrl-C does
             raise KeyboardInterrupt
@@ -134,7 +159,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                    "environment variables (e.g. VOXEDGE_TOKEN, VOXEDGE_LINK), then these flags.")
     p.add_argument("bundle", nargs="?", help="bundle directory (voxedge convert)")
     p.add_argument("--config", help="JSON file of settings (keys as the flags, with underscores)")
-    p.add_argument("--sim", action="store_true", help="shorthand for --camera sim --mic sim --link sim")
+    p.add_argument("--sim", action="store_true", help="shorthand for --camera sim --mic sim --link sim, for those not given "
+                   "(--sim --mic command.wav: the simulated robot hears your recording)")
     p.add_argument("--seed", type=int, help="arena of the simulated robot")
     p.add_argument("--link", "--robot", dest="link", help="robot serial port, e.g. /dev/robot, or 'sim'")
     p.add_argument("--camera", help="V4L2 index or /dev/video*, video file, URL, GStreamer pipeline, or 'sim'")
