@@ -95,7 +95,9 @@ class FeatureBank:
 
 def _source_digest() -> str:
     h = hashlib.sha256()
-    for module in (augment, speech_embedding):
+    from reference_model import model  # the encoder's features() lives there
+
+    for module in (augment, speech_embedding, model):
         h.update(Path(module.__file__).read_bytes())
     h.update(Path(__file__).read_bytes())
     return h.hexdigest()

@@ -209,7 +209,7 @@ class SpeechEmbeddingEncoder(nn.Module):
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:
         """[N, samples] -> [N, 96, 16] speech embeddings at an 80 ms step."""
-        return self.embedding(self.frontend(audio))
+        return self.embedding(self.frontend(speech_embedding.remove_dc(audio)))
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.dropout(feats))

@@ -183,6 +183,12 @@ class SpeechMelFrontEnd(nn.Module):
         return (db * MEL_SCALE + MEL_OFFSET).unsqueeze(1)
 
 
+def remove_dc(audio: torch.Tensor) -> torch.Tensor:
+    """The window without its mean: a microphone's DC offset would otherwise leak into the lowest
+    mel bands of quiet frames (a 0.1 offset moved features by up to 23 dB)."""
+    return audio - audio.mean(dim=-1, keepdim=True)
+
+
 class _Act(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(nn.functional.leaky_relu(x, LEAKY_SLOPE), min=ACT_FLOOR)

@@ -129,3 +129,16 @@ def test_notice_names_the_licence_and_the_source():
     text = se.notice_text()
     assert "Apache License, Version 2.0" in text and "openwakeword 0.5.1" in text and se.EMBEDDING_SHA256 in text
     assert "CC BY-NC-SA 4.0) are not used" in text
+
+
+def test_dc_offset_silence_and_clipping_are_harmless():
+    model = ReferenceModel().eval()
+    enc = model.audio_encoder
+    audio = _speechlike(1)
+    with torch.no_grad():
+        clean = enc.features(torch.from_numpy(audio))
+        offset = enc.features(torch.from_numpy(audio + 0.1))  # a microphone's DC offset
+        torch.testing.assert_close(offset, clean, atol=1e-3 * float(clean.abs().max()), rtol=0)
+        for odd in (np.zeros_like(audio), np.clip(audio * 50, -1, 1), np.full_like(audio, 0.5)):
+            out = model(torch.zeros(1, 120, 160, 3, dtype=torch.uint8), torch.from_numpy(odd))
+            assert all(torch.isfinite(t).all() for t in out)
