@@ -20,8 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import warnings
-import zipfile
-import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,7 +38,7 @@ from reference_model.dataset import (
     _level,
 )
 from reference_model.errors import ConfigError
-from reference_model.io import atomic_write, progress_bar
+from reference_model.io import atomic_write, load_or_build, progress_bar
 from sim import noise as sim_noise
 from sim import speech as sim_speech
 
@@ -195,12 +193,7 @@ def load_bank(encoder, data: SplitData, data_digest: str, config: BankConfig, se
     """The bank from the cache, built (and cached) first if needed."""
     cache_root = Path(cache_root)
     digest = bank_digest(data_digest, config, seed, snr_range_db, clean_fraction)
-    path = cache_root / f"bank-{data.name}-{digest}.npz"
-    if path.exists():
-        try:
-            return FeatureBank.load(path)
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
-            log(f"warning: cached feature bank {path} is unreadable ({exc}); rebuilding")
-    bank = build_bank(encoder, data, config, seed, cache_root, snr_range_db, clean_fraction, progress)
-    bank.save(path)
-    return bank
+    return load_or_build(cache_root / f"bank-{data.name}-{digest}.npz", FeatureBank.load,
+                         lambda: build_bank(encoder, data, config, seed, cache_root, snr_range_db, clean_fraction,
+                                            progress),
+                         lambda bank, path: bank.save(path), "feature bank", log)

@@ -17,15 +17,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import zipfile
-import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from reference_model.errors import ConfigError
-from reference_model.io import atomic_write, progress_bar
+from reference_model.io import atomic_write, load_or_build, progress_bar
 from sim import camera as sim_camera
 from sim import noise as sim_noise
 from sim import speech as sim_speech
@@ -330,16 +328,9 @@ def generate_split(config: DataConfig, split: str, cache_root: Path, progress: b
 def load_split(config: DataConfig, split: str, cache_root: str | Path = "data", progress: bool = False) -> SplitData:
     """Load a split from the cache, generating (and caching) it first if needed."""
     cache_root = Path(cache_root)
-    path = cache_root / f"{split}-{config.digest(split)}.npz"
-    if path.exists():
-        try:
-            return SplitData.load(path)
-        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
-            # a damaged or outdated cache file is rebuilt, never trusted
-            print(f"warning: cached split {path} is unreadable ({exc}); regenerating")
-    data = generate_split(config, split, cache_root, progress)
-    data.save(path)
-    return data
+    return load_or_build(cache_root / f"{split}-{config.digest(split)}.npz", SplitData.load,
+                         lambda: generate_split(config, split, cache_root, progress),
+                         lambda data, path: data.save(path), "split")
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from reference_model.errors import CheckpointError
-from reference_model.io import atomic_write, progress_bar, write_json
+from reference_model.io import atomic_write, load_or_build, progress_bar, write_json
 from sim.commands import INTENTS, NONE_INTENT, OBJECT_INTENTS
 
 NONE_INDEX = INTENTS.index(NONE_INTENT)
@@ -216,8 +216,6 @@ def respoken(data, synthesizer: str, cache_root: str | Path):
     """
     import dataclasses
 
-    from reference_model.io import atomic_write
-
     if synthesizer == "espeak-ng":
         return data
     if synthesizer != "sam":
@@ -226,18 +224,22 @@ def respoken(data, synthesizer: str, cache_root: str | Path):
 
     texts = [str(t) for t in data.utt_text]
     key = hashlib.sha256(("\n".join(texts) + repr(sam.VOICES) + sam.SAM_PACKAGE).encode()).hexdigest()[:16]
-    path = Path(cache_root) / f"{data.name}-sam-{key}.npz"
-    if path.exists():
-        with np.load(path) as z:
-            audio_cat, offsets, names = z["audio"], z["offsets"], z["voices"]
-    else:
+
+    def speak() -> dict[str, np.ndarray]:
         voices = [sam.VOICES[i % len(sam.VOICES)] for i in range(len(texts))]
         audio = sam.synthesize_sam_fitting(texts, voices, Path(cache_root))
-        offsets = np.concatenate([[0], np.cumsum([len(a) for a in audio])]).astype(np.int64)
-        audio_cat = np.concatenate(audio).astype(np.float32)
-        names = np.array([f"sam:{v.name}" for v in voices])
-        atomic_write(path, lambda f: np.savez(f, audio=audio_cat, offsets=offsets, voices=names))
-    return dataclasses.replace(data, utt_audio=audio_cat, utt_offsets=offsets, utt_voice=names)
+        return {"audio": np.concatenate(audio).astype(np.float32),
+                "offsets": np.concatenate([[0], np.cumsum([len(a) for a in audio])]).astype(np.int64),
+                "voices": np.array([f"sam:{v.name}" for v in voices])}
+
+    def load(path: Path) -> dict[str, np.ndarray]:
+        with np.load(path) as z:
+            return {k: z[k] for k in ("audio", "offsets", "voices")}
+
+    spoken = load_or_build(Path(cache_root) / f"{data.name}-sam-{key}.npz", load, speak,
+                           lambda arrays, path: atomic_write(path, lambda f: np.savez(f, **arrays)), "SAM speech")
+    return dataclasses.replace(data, utt_audio=spoken["audio"], utt_offsets=spoken["offsets"],
+                               utt_voice=spoken["voices"])
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: float | None = DEFAULT_SNR_DB,

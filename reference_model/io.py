@@ -40,3 +40,23 @@ def progress_bar(total: int, desc: str, enabled: bool = True):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="it", disable=not enabled, leave=False, dynamic_ncols=True)
+
+
+def load_or_build(path: Path, load: Callable[[Path], object], build: Callable[[], object],
+                  save: Callable[[object, Path], object], what: str, log=print):
+    """The cached object at ``path``, or ``build()`` saved there first.
+
+    A damaged or outdated cache file is rebuilt, never trusted (and said so through ``log``).
+    """
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    if path.exists():
+        try:
+            return load(path)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, zlib.error) as exc:
+            log(f"warning: cached {what} {path} is unreadable ({exc}); rebuilding")
+    obj = build()
+    save(obj, path)
+    return obj
