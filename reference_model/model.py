@@ -81,7 +81,12 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        data = dict(data)
+        """A config from its dict (a checkpoint's ``model_config`` or a training config's ``model``).
+
+        A dict that names no ``audio_frontend`` was written before the speech embedding
+        existed, so it describes a log-mel model: old checkpoints keep loading.
+        """
+        data = {"audio_frontend": "logmel", **data}
         for key in ("image_channels", "audio_channels"):
             if key in data:
                 data[key] = tuple(data[key])
@@ -321,14 +326,10 @@ class ReferenceModel(nn.Module):
 def build_model(config: dict | None = None, pretrained: bool = True) -> ReferenceModel:
     """Model factory (``reference_model.model:build_model``) used by the converter.
 
-    ``config`` is a checkpoint's ``model_config``, which names every field; one
-    without ``audio_frontend`` was written before the speech embedding existed,
-    so its model hears through the log-mel. ``pretrained=False`` skips reading the
-    speech embedding's weights (a checkpoint brings its own).
+    ``config`` is a checkpoint's ``model_config`` (see ``ModelConfig.from_dict``);
+    ``pretrained=False`` skips reading the speech embedding's weights (a checkpoint brings its own).
     """
-    if not config:
-        return ReferenceModel(ModelConfig(), pretrained=pretrained)
-    return ReferenceModel(ModelConfig.from_dict({"audio_frontend": "logmel", **config}), pretrained=pretrained)
+    return ReferenceModel(ModelConfig.from_dict(config) if config else ModelConfig(), pretrained=pretrained)
 
 
 def load_checkpoint(path, map_location: str = "cpu") -> tuple[ReferenceModel, dict]:
