@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -98,11 +98,6 @@ def prepare_image(image: np.ndarray, pre) -> np.ndarray:
     return np.ascontiguousarray(image)[None]
 
 
-def _identity(utterance: Utterance) -> tuple:
-    """What makes two utterances the same audio (a tentative one and the one that then ends)."""
-    return (utterance.start_index, utterance.end_index, utterance.speech_end_index, utterance.forced_end)
-
-
 def audio_window(ring, utterance: Utterance, window_samples: int) -> np.ndarray:
     """The model's audio window cut from the microphone ring around the utterance.
 
@@ -165,11 +160,6 @@ class InferenceWorker:
         self.frames = frames
         self.ring = ring
         self.utterances: LatestSlot[Utterance] = LatestSlot()
-        # Tentative utterances (edge.listening.Endpointer.take_tentative) are decided during the
-        # hangover; when the utterance then ends there, that decision is published at once.
-        self.tentatives: LatestSlot[Utterance] = LatestSlot()
-        self._speculative: tuple[tuple, Decision, np.ndarray] | None = None
-        self.speculative_hits = 0
         self._on_decision = on_decision
         self._on_error = on_error or (lambda message: None)
         self.max_frame_age_s = max_frame_age_s
@@ -194,16 +184,6 @@ class InferenceWorker:
     def submit(self, utterance: Utterance) -> None:
         """Hand over a new utterance (from the listener thread); replaces one still waiting."""
         self.utterances.put(utterance)
-        with self._wake:
-            self._wake.notify_all()
-
-    def prepare(self, utterance: Utterance) -> None:
-        """Hand over a tentative utterance (from the listener thread) to decide during the hangover.
-
-        Utterances, tracking and API requests go first; a decision made this way is
-        used only if the utterance that arrives is this one, sample for sample.
-        """
-        self.tentatives.put(utterance)
         with self._wake:
             self._wake.notify_all()
 
@@ -261,7 +241,6 @@ class InferenceWorker:
         while not self._stop.is_set():
             with self._wake:
                 self._wake.wait_for(lambda: self._stop.is_set() or bool(self.utterances) or bool(self._requests)
-                                    or bool(self.tentatives)
                                     or (self.tracking is not None and time.monotonic() >= next_track),
                                     timeout=max(0.0, next_track - time.monotonic()) if self.tracking else 0.2)
                 requests = self._take_requests() if self._requests and not self.utterances else []
@@ -276,10 +255,6 @@ class InferenceWorker:
                     self._decide_track()
                 if requests:
                     self._serve_batch(requests)
-                if not self.utterances:
-                    tentative = self.tentatives.take(timeout_s=0)
-                    if tentative is not None:
-                        self._speculate(tentative)
             except Exception as exc:  # one bad frame or utterance must not kill the worker: report it
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
@@ -367,11 +342,6 @@ class InferenceWorker:
 
     def decide_utterance(self, utterance: Utterance) -> Decision:
         """Decide one utterance now, in the caller's thread (the worker thread, or a test)."""
-        return self._decide(utterance, publish=True)[0]
-
-    def _decide(self, utterance: Utterance, publish: bool) -> tuple[Decision, np.ndarray]:
-        """(decision, audio window). ``publish=False`` (speculative): decision id 0 and the window
-        not kept yet; ``_publishable`` and ``_keep_window`` do that when it is used."""
         t0 = time.monotonic()
         try:
             frame = self.frames.at(utterance.t_end)
@@ -384,42 +354,15 @@ class InferenceWorker:
         t1 = time.monotonic()
         window = audio_window(self.ring, utterance, self.manifest.preprocessing.audio_window_samples)
         uid = next(self._utterance_ids)
-        if publish:
-            self._keep_window(uid, window)
-        return self._infer("utterance", uid, frame, window, utterance, {"frame_match": t1 - t0}, t0, publish), window
-
-    def _keep_window(self, uid: int, window: np.ndarray) -> None:
-        """Keep the newest utterance's audio window (and the tracked one's) for tracking."""
         with self._lock:
             self._windows = {k: v for k, v in self._windows.items() if self._tracking and k == self._tracking[0]}
             self._windows[uid] = window
+        return self._infer("utterance", uid, frame, window, utterance, {"frame_match": t1 - t0}, t0)
 
     def _decide_utterance(self, utterance: Utterance) -> None:
-        speculative, self._speculative = self._speculative, None
-        if speculative is not None and speculative[0] == _identity(utterance):
-            decision = self._publishable(speculative[1], utterance)
-            self._keep_window(decision.utterance_id, speculative[2])
-            self.speculative_hits += 1
-        else:
-            decision = self.decide_utterance(utterance)
+        decision = self.decide_utterance(utterance)
         self.decisions += 1
         self._on_decision(decision)
-
-    def _speculate(self, tentative: Utterance) -> None:
-        try:
-            decision, window = self._decide(tentative, publish=False)
-        except FusionError:
-            self._speculative = None  # the utterance, if it comes, is decided (and any error reported) as usual
-            return
-        self._speculative = (_identity(tentative), decision, window)
-
-    def _publishable(self, decision: Decision, utterance: Utterance) -> Decision:
-        """A speculative decision made final: its own id, and latencies measured to now."""
-        now = time.monotonic()
-        latency = dict(decision.latency_ms)
-        latency["speech_end_to_decision"] = 1e3 * (now - (utterance.t_speech_end or utterance.t_end))
-        latency["decided_during_hangover"] = 1e3 * (now - decision.t_decided)
-        return replace(decision, id=next(self._ids), t_decided=now, latency_ms=latency)
 
     def _decide_track(self) -> None:
         with self._lock:
@@ -432,7 +375,7 @@ class InferenceWorker:
         self._on_decision(decision)
 
     def _infer(self, kind: str, uid: int, frame, window: np.ndarray, utterance: Utterance | None,
-               timings: dict[str, float], t0: float, publish: bool = True) -> Decision:
+               timings: dict[str, float], t0: float) -> Decision:
         pre, heads = self.manifest.preprocessing, self.manifest.heads
         t1 = time.monotonic()
         feed = {self.manifest.inputs[0].name: prepare_image(frame.image, pre),
@@ -464,7 +407,7 @@ class InferenceWorker:
         if utterance is not None:
             latency["speech_end_to_decision"] = now - (utterance.t_speech_end or utterance.t_end)
         return Decision(
-            id=next(self._ids) if publish else 0, kind=kind, utterance_id=uid, intent=intent, confidence=float(probs[best]),
+            id=next(self._ids), kind=kind, utterance_id=uid, intent=intent, confidence=float(probs[best]),
             accepted=bool(accepted), probabilities={label: float(p) for label, p in zip(labels, probs)},
             target_xy=target, presence=presence, attention=attention,
             t_speech_start=utterance.t_start if utterance else 0.0,

@@ -174,7 +174,6 @@ class Endpointer:
         self._peak = 0.0
         self._prob = 0.0
         self._next_index: int | None = None
-        self._tentative: Utterance | None = None
         self.utterances = self.rejected_short = self.forced_ends = 0
 
     @property
@@ -182,22 +181,9 @@ class Endpointer:
         end = self._next_index or 0
         return VadState(self._speaking, self._prob, end, self.utterances, self.rejected_short, self.forced_ends)
 
-    def take_tentative(self) -> Utterance | None:
-        """The utterance that will end here if the hangover stays silent, once (else None).
-
-        It is offered as soon as the trailing pad after the last voiced frame is in,
-        a whole hangover before the utterance ends, and it is exactly what ``process``
-        then returns: the same audio and indices. If speech resumes it never ends
-        there, and a later one is offered. So a consumer may decide it speculatively
-        during the hangover and use that decision when the utterance arrives.
-        """
-        tentative, self._tentative = self._tentative, None
-        return tentative
-
     def reset(self) -> None:
         """Forget everything (after a gap in the audio stream)."""
         self._frames.clear()
-        self._tentative = None
         self._speaking = False
         self._next_index = None
         reset = getattr(self._vad, "reset", None)
@@ -228,25 +214,19 @@ class Endpointer:
             return self._finish(forced=True, last_frame=k)
         if k - self._last_voiced >= self._hang:
             return self._finish(forced=False, last_frame=min(k, self._last_voiced + self._pad))
-        if k - self._last_voiced == self._pad and self._voiced >= self._min:
-            self._tentative = self._build(forced=False, last_frame=k)
         return None
 
     def _finish(self, forced: bool, last_frame: int) -> Utterance | None:
         self._speaking = False
-        self._tentative = None
         if self._voiced < self._min:
             self.rejected_short += 1
             return None
-        self.utterances += 1
-        self.forced_ends += int(forced)
-        return self._build(forced, last_frame)
-
-    def _build(self, forced: bool, last_frame: int) -> Utterance:
         first = self._start_frame - self._pre
         frames = [(i, f) for i, f in self._frames if first <= i // VAD_FRAME_SAMPLES <= last_frame]
         audio = np.concatenate([f for _, f in frames])
         start, end = frames[0][0], frames[-1][0] + VAD_FRAME_SAMPLES
+        self.utterances += 1
+        self.forced_ends += int(forced)
         speech_end = min(end, (self._last_voiced + 1) * VAD_FRAME_SAMPLES)
         return Utterance(audio, start, end, self._time_of(start), self._time_of(end - 1),
                          self._start_frame * VAD_FRAME_SAMPLES, forced, self._peak, speech_end,
@@ -264,11 +244,9 @@ class Listener:
     POLL_S = 0.01
 
     def __init__(self, ring, on_utterance: Callable[[Utterance], object],
-                 config: EndpointerConfig = EndpointerConfig(), vad=None,
-                 on_tentative: Callable[[Utterance], object] | None = None) -> None:
+                 config: EndpointerConfig = EndpointerConfig(), vad=None) -> None:
         self._ring = ring
         self._on_utterance = on_utterance
-        self._on_tentative = on_tentative
         self.endpointer = Endpointer(config, vad, time_of=ring.time_of)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -318,8 +296,5 @@ class Listener:
             cursor += VAD_FRAME_SAMPLES
             with self._lock:
                 self._state = self.endpointer.state
-            tentative = self.endpointer.take_tentative()
-            if tentative is not None and self._on_tentative is not None:
-                self._on_tentative(tentative)
             if utterance is not None:
                 self._on_utterance(utterance)

@@ -186,10 +186,6 @@ class Runtime:
             self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),
                                      stalled_for=self.worker.stalled_for)
             self.actuator.on_tick = self._on_tick
-            # Not wired yet: Listener(..., on_tentative=self.worker.prepare) decides during the hangover,
-            # but its audio window then ends at the utterance (the ring has nothing later), while the
-            # final window is centred; the committed model heard "stop now" as pick_up that way
-            # (tests/test_runtime.py). The window rule must first be the same for both.
             self.listener = Listener(self._microphone.ring, self._on_utterance, cfg.endpointer)
             self.actuator.start()
             opened.append(self.actuator.stop)

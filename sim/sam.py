@@ -5,8 +5,7 @@ hears words rather than one synthesizer, it is evaluated on speech from a
 synthesizer it never saw, made by a different method: SAM is a 1982 phoneme
 synthesizer with its own text-to-phoneme rules ("reciter") and its own
 formant tables, unrelated to espeak-ng. It is used only to evaluate; never
-for training, validation or model selection. (``flite`` and ``festival`` are
-reserved for an independent evaluation and are never used here.)
+for training, validation or model selection.
 
 ``sam-js`` (npm, 0.3.1) is a JavaScript port of the C64 program; its
 README calls the original abandonware, so it is not shipped with voxedge:

@@ -179,34 +179,3 @@ def test_a_bad_request_in_a_batch_fails_alone(manifest, bad):
     assert results[2][0]["intent_logits"].shape == (2, 9)  # a request of batch 2 gets its two rows back
     # after the first request alone: one batch of all the others was tried only if they stack
     assert (5 in runner.tried) == (bad == "refused") and worker.api_requests == 4
-
-
-def test_a_tentative_utterance_is_decided_in_the_hangover_and_published_when_it_ends_there(manifest):
-    frames = _frames(t0=time.monotonic() - 1.5, n=30)
-    ring = AudioRing(capacity_s=30.0)
-    ring.write(np.zeros(16000 * 2, np.float32), t_end=time.monotonic())
-    decided = []
-    runner = _Runner(manifest, delay_s=0.05)
-    worker = InferenceWorker(runner, frames, ring, on_decision=decided.append)
-    worker.start()
-    try:
-        end = ring.end_index
-        u = _utterance(ring, end - 16000, end - 4000)
-        worker.prepare(u)
-        time.sleep(0.3)  # the hangover: the model runs now
-        assert len(runner.fed) == 1 and decided == []  # decided, not published
-        worker.submit(u)  # the same utterance ends: published at once, no second run
-        time.sleep(0.2)
-        assert len(runner.fed) == 1 and len(decided) == 1 and worker.speculative_hits == 1
-        d = decided[0]
-        assert d.id == 1 and d.latency_ms["decided_during_hangover"] >= 100
-        assert worker.window(d.utterance_id) is not None  # kept for tracking, as for any decision
-        # speech went on: a different utterance ends, and is decided afresh
-        worker.prepare(_utterance(ring, end - 16000, end - 6000))
-        time.sleep(0.2)
-        worker.submit(_utterance(ring, end - 16000, end - 2000))
-        time.sleep(0.3)
-        assert len(runner.fed) == 3 and len(decided) == 2 and worker.speculative_hits == 1
-        assert decided[1].id == 2 and "decided_during_hangover" not in decided[1].latency_ms
-    finally:
-        worker.stop()
