@@ -456,16 +456,36 @@ class TrainSampler:
         self.intent_p = weights / weights.sum()
         self.none_p = np.array([p for _, p in self.NONE_KINDS])
 
-    def draw(self, rng: np.random.Generator) -> Sample:
+    def draw_utterance(self, rng: np.random.Generator) -> int:
+        """An utterance index (or NONE_NOISE_ONLY / NONE_SILENCE) with the intents balanced."""
         intent = int(rng.choice(len(INTENTS), p=self.intent_p))
         source = "speech"
         if INTENTS[intent] == NONE_INTENT:
             source = self.NONE_KINDS[int(rng.choice(len(self.NONE_KINDS), p=self.none_p))][0]
         if source == "speech":
             pool = self.by_intent[intent]
-            utt = int(pool[rng.integers(len(pool))])
-        else:
-            utt = NONE_NOISE_ONLY if source == "noise" else NONE_SILENCE
+            return int(pool[rng.integers(len(pool))])
+        return NONE_NOISE_ONLY if source == "noise" else NONE_SILENCE
+
+    def draw_utterances(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """``n`` draws of ``draw_utterance`` at once (another random stream, the same distribution)."""
+        intents = rng.choice(len(INTENTS), size=n, p=self.intent_p)
+        utts = np.empty(n, np.int64)
+        for i in range(len(INTENTS)):
+            sel = np.flatnonzero(intents == i)
+            if INTENTS[i] != NONE_INTENT:
+                utts[sel] = rng.choice(self.by_intent[i], size=len(sel))
+                continue
+            source = rng.choice(len(self.NONE_KINDS), size=len(sel), p=self.none_p)
+            pool = self.by_intent[i]
+            kinds = {"speech": rng.choice(pool, size=len(sel)) if len(pool) else np.full(len(sel), NONE_NOISE_ONLY),
+                     "noise": np.full(len(sel), NONE_NOISE_ONLY), "silence": np.full(len(sel), NONE_SILENCE)}
+            for j, (name, _) in enumerate(self.NONE_KINDS):
+                utts[sel[source == j]] = kinds[name][source == j]
+        return utts
+
+    def draw(self, rng: np.random.Generator) -> Sample:
+        utt = self.draw_utterance(rng)
         snr = None if rng.random() < self.clean_fraction else float(rng.uniform(*self.snr_range_db))
         return draw_sample(self.data, utt, rng, present_fraction=self.present_fraction, snr_db=snr)
 

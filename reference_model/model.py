@@ -214,7 +214,7 @@ class SpeechEmbeddingEncoder(nn.Module):
 
     def features(self, audio: torch.Tensor) -> torch.Tensor:
         """[N, samples] -> [N, 96, 16] speech embeddings at an 80 ms step."""
-        return self.embedding(self.frontend(speech_embedding.remove_dc(audio)))
+        return speech_embedding.features(self.frontend, self.embedding, audio)
 
     def head(self, feats: torch.Tensor) -> torch.Tensor:
         x = self.blocks(self.dropout(feats))

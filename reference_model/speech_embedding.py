@@ -189,6 +189,12 @@ def remove_dc(audio: torch.Tensor) -> torch.Tensor:
     return audio - audio.mean(dim=-1, keepdim=True)
 
 
+def features(frontend: SpeechMelFrontEnd, embedding: SpeechEmbedding, audio: torch.Tensor) -> torch.Tensor:
+    """[N, samples] waveform -> [N, EMBED_DIM, n_embeddings(samples)]: what the trainable head hears.
+    The training bank caches these (``reference_model/audio_bank.py``, keyed by this file's hash)."""
+    return embedding(frontend(remove_dc(audio)))
+
+
 class _Act(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.clamp(nn.functional.leaky_relu(x, LEAKY_SLOPE), min=ACT_FLOOR)

@@ -7,6 +7,7 @@ and keeps a resumable training state under ``runs/<name>/state.pt``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import platform
 import time
@@ -32,7 +33,7 @@ from reference_model.evaluate import (
 )
 from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
-from sim.commands import INTENTS, OBJECT_TYPES
+from sim.commands import INTENTS, NONE_INTENT, OBJECT_TYPES
 
 CHECKPOINT_FORMAT = "voxedge-reference/1"
 CELL_POSITIVE_WEIGHT = 10.0
@@ -59,13 +60,23 @@ class TrainConfig:
     val_snr_db: float = 10.0
     seed: int = 0
     threads: int = 0  # 0: torch's default (all cores)
+    # Speech-embedding models only: before the joint steps, the audio side (head, intent and
+    # object-identity heads) learns on the cached feature bank alone. Those steps cost
+    # about 1/50 of a joint step (no image), so the audio side sees many more windows.
+    audio_pretrain_steps: int = 0
+    audio_pretrain_batch: int = 256
+    audio_lr_scale: float = 1.0  # learning rate of the pretrained audio parts in the joint steps, x lr
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "eval_every", "checkpoint_every"):
+        for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "audio_pretrain_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)!r}")
         if not 0 < self.lr < 1:
             raise ConfigError(f"train.lr must be in (0, 1), got {self.lr!r}")
+        if self.audio_pretrain_steps < 0:
+            raise ConfigError(f"train.audio_pretrain_steps must be >= 0, got {self.audio_pretrain_steps!r}")
+        if not 0 < self.audio_lr_scale <= 1:
+            raise ConfigError(f"train.audio_lr_scale must be in (0, 1], got {self.audio_lr_scale!r}")
 
 
 _SECTIONS = ("model", "data", "train", "bank")
@@ -212,6 +223,49 @@ def _load_state(path: Path) -> dict:
         raise CheckpointError(f"training state {path} is unreadable ({exc}); delete it to start afresh") from exc
 
 
+def _audio_parts(model: ReferenceModel) -> list[nn.Module]:
+    """What hears the command: the audio head and the heads fed by its embedding alone."""
+    return [model.audio_encoder, model.intent_head, model.object_head]
+
+
+def pretrain_audio(model: ReferenceModel, bank, sampler: TrainSampler, cfg: TrainConfig, rng: np.random.Generator,
+                   progress: bool = True) -> dict[str, float]:
+    """Train the audio side on the feature bank alone (intent + named object), intents balanced as in
+    the joint steps; returns the final running losses."""
+    data = sampler.data
+    params = [p for part in _audio_parts(model) for p in part.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    schedule = dataclasses.replace(cfg, steps=cfg.audio_pretrain_steps)
+    running: dict[str, float] = {}
+    with progress_bar(cfg.audio_pretrain_steps, "audio pretrain", progress) as bar:
+        for step in range(cfg.audio_pretrain_steps):
+            for group in optimizer.param_groups:
+                group["lr"] = _lr_at(step, schedule)
+            utts = sampler.draw_utterances(rng, cfg.audio_pretrain_batch)
+            feats = torch.from_numpy(bank.features[bank.entries(utts, rng)].astype(np.float32))
+            speech = utts >= 0
+            intent = np.full(len(utts), INTENTS.index(NONE_INTENT), np.int64)
+            intent[speech] = data.utt_intent[utts[speech]]
+            named = np.full(len(utts), -1, np.int64)
+            named[speech] = data.utt_object[utts[speech]]
+            emb = model.audio_encoder.head(feats)
+            losses = {"intent": nn.functional.cross_entropy(model.intent_head(emb), torch.from_numpy(intent),
+                                                            label_smoothing=cfg.label_smoothing)}
+            has = torch.from_numpy(named >= 0)
+            if has.any():
+                losses["aux_object"] = cfg.w_aux * nn.functional.cross_entropy(
+                    model.object_head(emb[has]), torch.from_numpy(named)[has])
+            loss = sum(losses.values())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in losses.items():
+                running[k] = 0.95 * running.get(k, v.item()) + 0.05 * v.item()
+            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+            bar.update()
+    return running
+
+
 def validate(model, data, samples) -> dict:
     """Validation metrics, overall and per synthesis method (the Klatt method is never trained on)."""
     out = run_model(model, data, samples)
@@ -257,8 +311,13 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
                          cache_root, cfg.snr_range_db, cfg.clean_fraction, progress=progress, log=log)
     data_s = time.monotonic() - t0
 
-    trainable = [p for p in model.parameters() if p.requires_grad]  # the pretrained speech embedding is frozen
-    optimizer = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # The pretrained speech embedding is frozen; the audio parts may learn slower in the joint steps.
+    audio_ids = {id(p) for part in _audio_parts(model) for p in part.parameters()}
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in trainable if id(p) not in audio_ids], "scale": 1.0},
+              {"params": [p for p in trainable if id(p) in audio_ids],
+               "scale": cfg.audio_lr_scale if bank is not None else 1.0}]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 99])
     sampler = TrainSampler(train_data, config.data.present_fraction, cfg.snr_range_db, cfg.clean_fraction, bank=bank)
     start_step, history, elapsed_before = 0, [], 0.0
@@ -279,13 +338,20 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         log(f"starting afresh: {state_path} will be replaced (use --resume to continue it)")
 
     model.train()
+    if bank is not None and cfg.audio_pretrain_steps and start_step == 0:
+        t_pre = time.monotonic()
+        pre_losses = pretrain_audio(model, bank, sampler, cfg, np.random.default_rng([cfg.seed, 77]), progress)
+        m = validate(model, val_data, val_samples)
+        history.append({"step": 0, "loss": pre_losses, "val": m, "elapsed_s": time.monotonic() - t_pre})
+        log(f"audio pretraining ({cfg.audio_pretrain_steps} steps, {time.monotonic() - t_pre:.0f} s): val intent acc "
+            f"{100 * m['intent_accuracy']:.2f}%{_held_out_text(m)}")
     train_t0 = time.monotonic() - elapsed_before
     running: dict[str, float] = {}
     bar = progress_bar(cfg.steps, "train", progress)
     bar.update(start_step)
     for step in range(start_step, cfg.steps):
         for group in optimizer.param_groups:
-            group["lr"] = _lr_at(step, cfg)
+            group["lr"] = _lr_at(step, cfg) * group["scale"]
         batch = sampler.batch(rng, cfg.batch_size)
         batch["cells"] = cell_labels(train_data, batch["scene"], config.model.grid_hw)
         if bank is None:

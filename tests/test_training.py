@@ -175,9 +175,65 @@ def test_the_feature_bank_holds_augmented_windows_of_every_utterance_and_is_cach
     assert not np.array_equal(bank.features[0], bank.features[1])
     rng = np.random.default_rng(0)
     assert all(bank.utt[bank.entry(u, rng)] == u for u in (0, 5, n - 1, NONE_NOISE_ONLY, NONE_SILENCE))
+    many = np.array([0, 5, n - 1, NONE_NOISE_ONLY, NONE_SILENCE] * 40)
+    picked = bank.entries(many, rng)
+    assert np.array_equal(bank.utt[picked], many)
+    assert len(set(picked[many == 5])) == 3  # every window of an utterance is used
     # the second load reads the cache: the same windows
     again = load_bank(encoder, train_split, digest, SMALL_BANK, seed=0, cache_root=cache, snr_range_db=(0, 30))
     assert np.array_equal(again.features, bank.features)
     # a sampler with the bank hands out features in place of audio
     batch = TrainSampler(train_split, 0.85, bank=bank).batch(rng, 16)
     assert "audio" not in batch and batch["audio_features"].shape == (16, EMBED_DIM, 16)
+
+
+def test_audio_pretraining_learns_the_commands_from_the_bank_and_leaves_the_image_side_alone(cache, train_split):
+    from reference_model.model import ReferenceModel
+    from reference_model.train import TrainConfig, pretrain_audio
+
+    torch.manual_seed(0)
+    model = ReferenceModel()
+    bank = load_bank(model.audio_encoder, train_split, TINY.digest("train"), SMALL_BANK, seed=0, cache_root=cache,
+                     snr_range_db=(0, 30))
+    image_before = {k: v.clone() for k, v in model.image_encoder.state_dict().items()}
+    head_before = model.intent_head[0].weight.detach().clone()
+    embedding_before = next(model.audio_encoder.embedding.parameters()).detach().clone()
+    sampler = TrainSampler(train_split, 0.85, bank=bank)
+    cfg = TrainConfig(audio_pretrain_steps=150, audio_pretrain_batch=64, lr=3e-3, warmup_steps=10)
+    model.train()
+    losses = pretrain_audio(model, bank, sampler, cfg, np.random.default_rng(0), progress=False)
+    # 9 intents: chance-level cross-entropy is ln 9 = 2.2
+    assert losses["intent"] < 1.2, losses
+    assert "aux_object" in losses
+    assert not torch.equal(model.intent_head[0].weight, head_before)
+    assert torch.equal(next(model.audio_encoder.embedding.parameters()), embedding_before)  # frozen
+    for k, v in model.image_encoder.state_dict().items():
+        assert torch.equal(v, image_before[k]), k
+
+
+def test_audio_pretraining_settings_are_checked():
+    from reference_model.errors import ConfigError
+    from reference_model.train import TrainConfig
+
+    with pytest.raises(ConfigError, match="audio_pretrain_steps"):
+        TrainConfig(audio_pretrain_steps=-1)
+    with pytest.raises(ConfigError, match="audio_lr_scale"):
+        TrainConfig(audio_lr_scale=0.0)
+
+
+def test_batched_utterance_draws_follow_the_single_draw_distribution(train_split):
+    sampler = TrainSampler(train_split, 0.85)
+    many = sampler.draw_utterances(np.random.default_rng(1), 20000)
+    one_by_one = np.array([sampler.draw_utterance(np.random.default_rng([2, i])) for i in range(4000)])
+    none = INTENT_INDEX["none"]
+
+    def shares(utts):
+        speech = utts[utts >= 0]
+        intents = np.bincount(train_split.utt_intent[speech], minlength=len(INTENTS)).astype(float)
+        intents[none] += (utts < 0).sum()
+        return intents / len(utts), (utts == NONE_NOISE_ONLY).mean(), (utts == NONE_SILENCE).mean()
+
+    a, b = shares(many), shares(one_by_one)
+    assert np.abs(a[0] - b[0]).max() < 0.03, (a, b)
+    assert abs(a[1] - b[1]) < 0.02 and abs(a[2] - b[2]) < 0.02
+    assert a[1] > 0.03 and a[2] > 0.02  # noise-only and silence windows are drawn
