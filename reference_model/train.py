@@ -223,6 +223,17 @@ def _load_state(path: Path) -> dict:
         raise CheckpointError(f"training state {path} is unreadable ({exc}); delete it to start afresh") from exc
 
 
+def _step(optimizer, losses: dict[str, torch.Tensor], running: dict[str, float], bar) -> None:
+    """One optimiser step on the summed losses; keeps their running means on the progress bar."""
+    optimizer.zero_grad(set_to_none=True)
+    sum(losses.values()).backward()
+    optimizer.step()
+    for k, v in losses.items():
+        running[k] = 0.95 * running.get(k, v.item()) + 0.05 * v.item()
+    bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
+    bar.update()
+
+
 def _audio_parts(model: ReferenceModel) -> list[nn.Module]:
     """What hears the command: the audio head and the heads fed by its embedding alone."""
     return [model.audio_encoder, model.intent_head, model.object_head]
@@ -255,14 +266,7 @@ def pretrain_audio(model: ReferenceModel, bank, sampler: TrainSampler, cfg: Trai
             if has.any():
                 losses["aux_object"] = cfg.w_aux * nn.functional.cross_entropy(
                     model.object_head(emb[has]), torch.from_numpy(named)[has])
-            loss = sum(losses.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for k, v in losses.items():
-                running[k] = 0.95 * running.get(k, v.item()) + 0.05 * v.item()
-            bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
-            bar.update()
+            _step(optimizer, losses, running, bar)
     return running
 
 
@@ -360,14 +364,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
             outputs = model.forward_train(torch.from_numpy(batch["image"]),
                                           audio_features=torch.from_numpy(batch["audio_features"]))
         losses = _losses(outputs, batch, cfg, config.model.grid_hw)
-        loss = sum(losses.values())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        for k, v in losses.items():
-            running[k] = 0.95 * running.get(k, v.item()) + 0.05 * v.item()
-        bar.set_postfix({k: f"{v:.3f}" for k, v in running.items()}, refresh=False)
-        bar.update()
+        _step(optimizer, losses, running, bar)
 
         done = step + 1
         if done % cfg.eval_every == 0 or done == cfg.steps:
