@@ -71,15 +71,8 @@ class FeatureBank:
     utt: np.ndarray  # int64 [E]: utterance index, NONE_NOISE_ONLY or NONE_SILENCE
     windows_per_utterance: int
 
-    def entry(self, utt: int, rng: np.random.Generator) -> int:
-        """A random bank window of utterance ``utt`` (or of noise-only / silence)."""
-        if utt >= 0:
-            return utt * self.windows_per_utterance + int(rng.integers(self.windows_per_utterance))
-        pool = self._pools[utt]
-        return int(pool[rng.integers(len(pool))])
-
-    def entries(self, utts: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """``entry`` for many utterances at once."""
+    def entries(self, utts, rng: np.random.Generator) -> np.ndarray:
+        """A random bank window of each utterance (or of noise-only / silence), as bank indices."""
         utts = np.asarray(utts, np.int64)
         out = utts * self.windows_per_utterance + rng.integers(self.windows_per_utterance, size=len(utts))
         for kind, pool in self._pools.items():

@@ -402,10 +402,20 @@ def sample_audio(data: SplitData, s: Sample) -> np.ndarray:
     return np.clip(window, -1.0, 1.0).astype(np.float32)
 
 
+def utterance_labels(data: SplitData, utts) -> tuple[np.ndarray, np.ndarray]:
+    """(intent, named object or -1) of utterance indices; noise-only and silence windows are "none"."""
+    utts = np.asarray(utts, np.int64)
+    speech = utts >= 0
+    intent = np.full(len(utts), INTENT_INDEX[NONE_INTENT], np.int64)
+    obj = np.full(len(utts), -1, np.int64)
+    intent[speech] = data.utt_intent[utts[speech]]
+    obj[speech] = data.utt_object[utts[speech]]
+    return intent, obj
+
+
 def targets(data: SplitData, s: Sample) -> dict[str, np.ndarray]:
     """Labels of a sample: intent, presence, and target point/box where the object is visible."""
-    intent = int(data.utt_intent[s.utt]) if s.utt >= 0 else INTENT_INDEX[NONE_INTENT]
-    obj = int(data.utt_object[s.utt]) if s.utt >= 0 else -1
+    intent, obj = (int(x[0]) for x in utterance_labels(data, [s.utt]))
     present = obj >= 0 and data.obj_state[s.scene, obj] == VISIBLE
     return {
         "intent": np.int64(intent),
@@ -430,7 +440,7 @@ def collate(data: SplitData, samples: list[Sample], bank=None, rng: np.random.Ge
     if bank is None:
         batch["audio"] = np.stack([sample_audio(data, s) for s in samples])
     else:
-        entries = [bank.entry(s.utt, rng) for s in samples]
+        entries = bank.entries([s.utt for s in samples], rng)
         batch["audio_features"] = bank.features[entries].astype(np.float32)
     return batch
 
@@ -476,12 +486,11 @@ class TrainSampler:
             if INTENTS[i] != NONE_INTENT:
                 utts[sel] = rng.choice(self.by_intent[i], size=len(sel))
                 continue
-            source = rng.choice(len(self.NONE_KINDS), size=len(sel), p=self.none_p)
-            pool = self.by_intent[i]
-            kinds = {"speech": rng.choice(pool, size=len(sel)) if len(pool) else np.full(len(sel), NONE_NOISE_ONLY),
-                     "noise": np.full(len(sel), NONE_NOISE_ONLY), "silence": np.full(len(sel), NONE_SILENCE)}
-            for j, (name, _) in enumerate(self.NONE_KINDS):
-                utts[sel[source == j]] = kinds[name][source == j]
+            source = np.array([name for name, _ in self.NONE_KINDS])[
+                rng.choice(len(self.NONE_KINDS), size=len(sel), p=self.none_p)]
+            utts[sel] = np.where(source == "noise", NONE_NOISE_ONLY, NONE_SILENCE)
+            speech = sel[source == "speech"]
+            utts[speech] = rng.choice(self.by_intent[i], size=len(speech))
         return utts
 
     def draw(self, rng: np.random.Generator) -> Sample:

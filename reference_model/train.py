@@ -20,7 +20,14 @@ from torch import nn
 
 from reference_model.audio_bank import BankConfig, load_bank
 from reference_model.augment import AugmentConfig
-from reference_model.dataset import ABSENT, DataConfig, TrainSampler, evaluation_samples, load_split
+from reference_model.dataset import (
+    ABSENT,
+    DataConfig,
+    TrainSampler,
+    evaluation_samples,
+    load_split,
+    utterance_labels,
+)
 from reference_model.errors import CheckpointError, ConfigError
 from reference_model.evaluate import (
     THRESHOLD_MAX_FALSE_ACCEPT,
@@ -33,7 +40,7 @@ from reference_model.evaluate import (
 )
 from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
-from sim.commands import INTENTS, NONE_INTENT, OBJECT_TYPES
+from sim.commands import INTENTS, OBJECT_TYPES
 
 CHECKPOINT_FORMAT = "voxedge-reference/1"
 CELL_POSITIVE_WEIGHT = 10.0
@@ -61,8 +68,9 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch's default (all cores)
     # Speech-embedding models only: before the joint steps, the audio side (head, intent and
-    # object-identity heads) learns on the cached feature bank alone. Those steps cost
-    # about 1/50 of a joint step (no image), so the audio side sees many more windows.
+    # object-identity heads) learns on the cached feature bank alone. With no image, a step at
+    # 4x the batch costs about a third of a joint step (2-core AMD EPYC), so the audio side
+    # sees many more windows.
     audio_pretrain_steps: int = 0
     audio_pretrain_batch: int = 256
     audio_lr_scale: float = 1.0  # learning rate of the pretrained audio parts in the joint steps, x lr
@@ -171,17 +179,23 @@ def cell_labels(data, scenes: np.ndarray, grid_hw) -> np.ndarray:
     return labels
 
 
+def _command_losses(logits, object_logits, intent: np.ndarray, named: np.ndarray,
+                    cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """What the audio side is trained on: the intent, and which object the command names (where it names one)."""
+    losses = {"intent": nn.functional.cross_entropy(logits, torch.from_numpy(intent),
+                                                    label_smoothing=cfg.label_smoothing)}
+    has = torch.from_numpy(named >= 0)
+    if has.any():
+        losses["aux_object"] = cfg.w_aux * nn.functional.cross_entropy(object_logits[has],
+                                                                       torch.from_numpy(named)[has])
+    return losses
+
+
 def _losses(outputs, batch, cfg: TrainConfig, grid_hw) -> dict[str, torch.Tensor]:
     (logits, xy, presence_logit, attn), object_logits, cell_logits = outputs
-    intent = torch.from_numpy(batch["intent"])
     presence = torch.from_numpy(batch["presence"])
-    losses = {
-        "intent": nn.functional.cross_entropy(logits, intent, label_smoothing=cfg.label_smoothing),
-        "presence": cfg.w_presence * nn.functional.binary_cross_entropy_with_logits(presence_logit, presence),
-    }
-    named = torch.from_numpy(batch["object"])
-    if (named >= 0).any():
-        losses["aux_object"] = cfg.w_aux * nn.functional.cross_entropy(object_logits[named >= 0], named[named >= 0])
+    losses = _command_losses(logits, object_logits, batch["intent"], batch["object"], cfg)
+    losses["presence"] = cfg.w_presence * nn.functional.binary_cross_entropy_with_logits(presence_logit, presence)
     cells = torch.from_numpy(batch["cells"])
     weight = torch.ones(len(OBJECT_TYPES) + 1)
     weight[:-1] = CELL_POSITIVE_WEIGHT  # a few object cells among ~300 background ones
@@ -243,7 +257,6 @@ def pretrain_audio(model: ReferenceModel, bank, sampler: TrainSampler, cfg: Trai
                    progress: bool = True) -> dict[str, float]:
     """Train the audio side on the feature bank alone (intent + named object), intents balanced as in
     the joint steps; returns the final running losses."""
-    data = sampler.data
     params = [p for part in _audio_parts(model) for p in part.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = dataclasses.replace(cfg, steps=cfg.audio_pretrain_steps)
@@ -254,18 +267,9 @@ def pretrain_audio(model: ReferenceModel, bank, sampler: TrainSampler, cfg: Trai
                 group["lr"] = _lr_at(step, schedule)
             utts = sampler.draw_utterances(rng, cfg.audio_pretrain_batch)
             feats = torch.from_numpy(bank.features[bank.entries(utts, rng)].astype(np.float32))
-            speech = utts >= 0
-            intent = np.full(len(utts), INTENTS.index(NONE_INTENT), np.int64)
-            intent[speech] = data.utt_intent[utts[speech]]
-            named = np.full(len(utts), -1, np.int64)
-            named[speech] = data.utt_object[utts[speech]]
+            intent, named = utterance_labels(sampler.data, utts)
             emb = model.audio_encoder.head(feats)
-            losses = {"intent": nn.functional.cross_entropy(model.intent_head(emb), torch.from_numpy(intent),
-                                                            label_smoothing=cfg.label_smoothing)}
-            has = torch.from_numpy(named >= 0)
-            if has.any():
-                losses["aux_object"] = cfg.w_aux * nn.functional.cross_entropy(
-                    model.object_head(emb[has]), torch.from_numpy(named)[has])
+            losses = _command_losses(model.intent_head(emb), model.object_head(emb), intent, named, cfg)
             _step(optimizer, losses, running, bar)
     return running
 

@@ -174,7 +174,7 @@ def test_the_feature_bank_holds_augmented_windows_of_every_utterance_and_is_cach
     # three different windows of one utterance (augmentation, offset, noise), not one copied
     assert not np.array_equal(bank.features[0], bank.features[1])
     rng = np.random.default_rng(0)
-    assert all(bank.utt[bank.entry(u, rng)] == u for u in (0, 5, n - 1, NONE_NOISE_ONLY, NONE_SILENCE))
+    assert all(bank.utt[bank.entries([u], rng)[0]] == u for u in (0, 5, n - 1, NONE_NOISE_ONLY, NONE_SILENCE))
     many = np.array([0, 5, n - 1, NONE_NOISE_ONLY, NONE_SILENCE] * 40)
     picked = bank.entries(many, rng)
     assert np.array_equal(bank.utt[picked], many)
