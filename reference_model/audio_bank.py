@@ -1,18 +1,20 @@
 """Speech-embedding features of augmented training windows, computed once and cached.
 
-The pretrained ``speech_embedding`` is frozen, and it is the expensive part of
-the audio side (~0.7 s per batch of 64 windows on 2 cores, more than the rest
-of a training step). So training does not run it: for every training
+The pretrained ``speech_embedding`` is frozen (all of it, or all but its last
+blocks), and it is the expensive part of the audio side (~0.7 s per batch of
+64 windows on 2 cores, more than the rest of a training step). So training
+does not run its frozen part: for every training
 utterance the bank holds ``windows_per_utterance`` different 2 s windows (the
 utterance augmented by ``reference_model.augment``, placed at a random offset
 and gain, mixed with noise at a random SNR, through a random gain stage and
-ADC), plus noise-only and near-silent windows, each turned into its
-[96, 16] embedding sequence once. A training step draws a window of the
-utterance it picked and runs only the trainable head on it.
+ADC), plus noise-only and near-silent windows, each turned into what the frozen part
+computes once ([96, 16] embeddings; [96, 40, 2] activations when the last
+block is fine-tuned). A training step draws a window of the utterance it
+picked and runs only the trainable part on it.
 
 The bank is cached under ``data/`` by a hash of everything that determines it
 (the split, the augmentation settings, the sources of the augmentation and the
-front end, the pretrained weights).
+front end, the pretrained weights, where the frozen part ends).
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class BankConfig:
 
 @dataclass
 class FeatureBank:
-    features: np.ndarray  # float16 [E, 96, T]
+    features: np.ndarray  # float16 [E, ...]: the frozen part's output (SpeechEmbeddingEncoder.features)
     utt: np.ndarray  # int64 [E]: utterance index, NONE_NOISE_ONLY or NONE_SILENCE
     windows_per_utterance: int
 
@@ -101,8 +103,10 @@ def _source_digest() -> str:
     return h.hexdigest()
 
 
-def bank_digest(data_digest: str, config: BankConfig, seed: int, snr_range_db, clean_fraction: float) -> str:
+def bank_digest(data_digest: str, config: BankConfig, seed: int, snr_range_db, clean_fraction: float,
+                finetune_blocks: int = 0) -> str:
     blob = json.dumps({"data": data_digest, "bank": config.to_dict(), "seed": seed, "v": BANK_FORMAT_VERSION,
+                       "frozen_below_blocks": finetune_blocks,
                        "snr": list(snr_range_db), "clean": clean_fraction,
                        "weights": speech_embedding.EMBEDDING_SHA256, "src": _source_digest()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -171,10 +175,10 @@ def build_bank(encoder, data: SplitData, config: BankConfig, seed: int, cache_ro
     utts = np.concatenate([np.repeat(np.arange(data.n_utterances), k),
                            np.full(config.noise_only_windows, NONE_NOISE_ONLY),
                            np.full(config.silence_windows, NONE_SILENCE)]).astype(np.int64)
-    n_steps = speech_embedding.n_embeddings(WINDOW_SAMPLES)
-    features = np.empty((len(utts), speech_embedding.EMBED_DIM, n_steps), np.float16)
     was_training = encoder.training
     encoder.eval()
+    shape = tuple(encoder.features(torch.zeros(1, WINDOW_SAMPLES)).shape[1:])
+    features = np.empty((len(utts), *shape), np.float16)
     features_of = _feature_runner(encoder)
     with progress_bar(len(utts), "augment + speech embedding", progress) as bar:
         for start in range(0, len(utts), FEATURE_BATCH):
@@ -192,7 +196,7 @@ def load_bank(encoder, data: SplitData, data_digest: str, config: BankConfig, se
               progress: bool = False, log=print) -> FeatureBank:
     """The bank from the cache, built (and cached) first if needed."""
     cache_root = Path(cache_root)
-    digest = bank_digest(data_digest, config, seed, snr_range_db, clean_fraction)
+    digest = bank_digest(data_digest, config, seed, snr_range_db, clean_fraction, encoder.finetune_blocks)
     return load_or_build(cache_root / f"bank-{data.name}-{digest}.npz", FeatureBank.load,
                          lambda: build_bank(encoder, data, config, seed, cache_root, snr_range_db, clean_fraction,
                                             progress),

@@ -85,6 +85,7 @@ _LAYOUT: tuple = (
     (96, (1, 3)), (96, (3, 1)), (96, (1, 3)), (96, (3, 1)), ("pool", (2, 2)),
     (96, (3, 1)),
 )  # fmt: skip
+N_BLOCKS = sum(1 for kind, _ in _LAYOUT if kind == "pool")  # see SpeechEmbedding.split_index
 
 
 class PretrainedWeightsError(RuntimeError):
@@ -189,10 +190,16 @@ def remove_dc(audio: torch.Tensor) -> torch.Tensor:
     return audio - audio.mean(dim=-1, keepdim=True)
 
 
-def features(frontend: SpeechMelFrontEnd, embedding: SpeechEmbedding, audio: torch.Tensor) -> torch.Tensor:
-    """[N, samples] waveform -> [N, EMBED_DIM, n_embeddings(samples)]: what the trainable head hears.
-    The training bank caches these (``reference_model/audio_bank.py``, keyed by this file's hash)."""
-    return embedding(frontend(remove_dc(audio)))
+def features(frontend: SpeechMelFrontEnd, embedding: SpeechEmbedding, audio: torch.Tensor,
+             trainable_blocks: int = 0) -> torch.Tensor:
+    """[N, samples] waveform -> the output of the frozen part of the network: what training caches.
+
+    With ``trainable_blocks`` 0 that is the whole network, [N, EMBED_DIM, n_embeddings(samples)];
+    otherwise the activations below the last ``trainable_blocks`` blocks (``SpeechEmbedding.upper``
+    finishes them). The training bank caches these (``reference_model/audio_bank.py``, keyed by
+    this file's hash).
+    """
+    return embedding.lower(frontend(remove_dc(audio)), trainable_blocks)
 
 
 class _Act(nn.Module):
@@ -220,6 +227,28 @@ class SpeechEmbedding(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features).squeeze(-1)  # mel axis pooled to 1
+
+    # A "block" is what follows one max-pool: the last block is the four convolutions after the
+    # fourth pool, the fifth pool and the final convolution. ``lower`` and ``upper`` split the
+    # network below the last ``blocks`` blocks (the same layers, so the exported graph is unchanged):
+    # training caches what ``lower`` computes and fine-tunes ``upper``.
+    def split_index(self, blocks: int) -> int:
+        pools = [i for i, m in enumerate(self.net) if isinstance(m, nn.MaxPool2d)]
+        if not 0 <= blocks <= len(pools):
+            raise ValueError(f"trainable blocks must be in 0..{len(pools)}, got {blocks!r}")
+        return len(self.net) if blocks == 0 else ([-1] + pools)[len(pools) - blocks] + 1
+
+    def lower(self, features: torch.Tensor, blocks: int = 0) -> torch.Tensor:
+        out = self.net[: self.split_index(blocks)](features)
+        return out.squeeze(-1) if blocks == 0 else out
+
+    def upper(self, hidden: torch.Tensor, blocks: int = 0) -> torch.Tensor:
+        return hidden if blocks == 0 else self.net[self.split_index(blocks):](hidden).squeeze(-1)
+
+    def unfreeze(self, blocks: int) -> None:
+        """Train the last ``blocks`` blocks; everything below them stays frozen."""
+        self.requires_grad_(False)
+        self.net[self.split_index(blocks):].requires_grad_(blocks > 0)
 
     def convs(self) -> list[nn.Conv2d]:
         return [m for m in self.net if isinstance(m, nn.Conv2d)]

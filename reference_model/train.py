@@ -74,6 +74,7 @@ class TrainConfig:
     audio_pretrain_steps: int = 0
     audio_pretrain_batch: int = 256
     audio_lr_scale: float = 1.0  # learning rate of the pretrained audio parts in the joint steps, x lr
+    finetune_lr_scale: float = 0.1  # of speech_embedding's fine-tuned blocks (model.finetune_blocks), x their part's
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "eval_every", "checkpoint_every", "audio_pretrain_batch"):
@@ -83,8 +84,9 @@ class TrainConfig:
             raise ConfigError(f"train.lr must be in (0, 1), got {self.lr!r}")
         if self.audio_pretrain_steps < 0:
             raise ConfigError(f"train.audio_pretrain_steps must be >= 0, got {self.audio_pretrain_steps!r}")
-        if not 0 < self.audio_lr_scale <= 1:
-            raise ConfigError(f"train.audio_lr_scale must be in (0, 1], got {self.audio_lr_scale!r}")
+        for name in ("audio_lr_scale", "finetune_lr_scale"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"train.{name} must be in (0, 1], got {getattr(self, name)!r}")
 
 
 _SECTIONS = ("model", "data", "train", "bank")
@@ -253,18 +255,32 @@ def _audio_parts(model: ReferenceModel) -> list[nn.Module]:
     return [model.audio_encoder, model.intent_head, model.object_head]
 
 
+def _param_groups(model: ReferenceModel, parts: list[nn.Module], cfg: TrainConfig, audio_scale: float) -> list[dict]:
+    """The trainable parameters of ``parts`` in groups by learning-rate scale (``group["scale"]`` x lr):
+    the audio parts at ``audio_scale``, fine-tuned pretrained blocks at ``cfg.finetune_lr_scale`` of that."""
+    audio = {id(p) for part in _audio_parts(model) for p in part.parameters()}
+    pretrained = {id(p) for p in getattr(model.audio_encoder, "embedding", nn.Module()).parameters()}
+    groups: dict[float, list] = {}
+    for part in parts:
+        for p in part.parameters():
+            if p.requires_grad:
+                scale = (audio_scale if id(p) in audio else 1.0) * (cfg.finetune_lr_scale if id(p) in pretrained else 1.0)
+                groups.setdefault(scale, []).append(p)
+    return [{"params": params, "scale": scale} for scale, params in groups.items()]
+
+
 def pretrain_audio(model: ReferenceModel, bank, sampler: TrainSampler, cfg: TrainConfig, rng: np.random.Generator,
                    progress: bool = True) -> dict[str, float]:
     """Train the audio side on the feature bank alone (intent + named object), intents balanced as in
     the joint steps; returns the final running losses."""
-    params = [p for part in _audio_parts(model) for p in part.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(_param_groups(model, _audio_parts(model), cfg, 1.0), lr=cfg.lr,
+                                  weight_decay=cfg.weight_decay)
     schedule = dataclasses.replace(cfg, steps=cfg.audio_pretrain_steps)
     running: dict[str, float] = {}
     with progress_bar(cfg.audio_pretrain_steps, "audio pretrain", progress) as bar:
         for step in range(cfg.audio_pretrain_steps):
             for group in optimizer.param_groups:
-                group["lr"] = _lr_at(step, schedule)
+                group["lr"] = _lr_at(step, schedule) * group["scale"]
             utts = sampler.draw_utterances(rng, cfg.audio_pretrain_batch)
             feats = torch.from_numpy(bank.features[bank.entries(utts, rng)].astype(np.float32))
             intent, named = utterance_labels(sampler.data, utts)
@@ -319,12 +335,8 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
                          cache_root, cfg.snr_range_db, cfg.clean_fraction, progress=progress, log=log)
     data_s = time.monotonic() - t0
 
-    # The pretrained speech embedding is frozen; the audio parts may learn slower in the joint steps.
-    audio_ids = {id(p) for part in _audio_parts(model) for p in part.parameters()}
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in trainable if id(p) not in audio_ids], "scale": 1.0},
-              {"params": [p for p in trainable if id(p) in audio_ids],
-               "scale": cfg.audio_lr_scale if bank is not None else 1.0}]
+    # The audio parts may learn slower in the joint steps, the fine-tuned pretrained blocks slower still.
+    groups = _param_groups(model, [model], cfg, cfg.audio_lr_scale if bank is not None else 1.0)
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     rng = np.random.default_rng([cfg.seed, 99])
     sampler = TrainSampler(train_data, config.data.present_fraction, cfg.snr_range_db, cfg.clean_fraction, bank=bank)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from reference_model import speech_embedding as se
-from reference_model.model import ReferenceModel
+from reference_model.model import ModelConfig, ReferenceModel
 
 WINDOW = 32000
 
@@ -123,6 +123,50 @@ def test_features_then_head_is_the_same_as_the_whole_encoder():
         split = model.forward_train(image, audio_features=model.audio_encoder.features(audio))[0]
     for a, b in zip(whole, split):
         torch.testing.assert_close(a, b)
+
+
+def test_fine_tuning_splits_the_same_network_below_the_trainable_blocks():
+    from reference_model.errors import ConfigError
+
+    net = se.SpeechEmbedding()
+    net.load_pretrained()
+    mel = se.SpeechMelFrontEnd()(torch.from_numpy(_speechlike(2)))
+    with torch.no_grad():
+        whole = net(mel)
+        for blocks in range(se.N_BLOCKS + 1):
+            hidden = net.lower(mel, blocks)
+            torch.testing.assert_close(net.upper(hidden, blocks), whole)
+            net.unfreeze(blocks)
+            trainable = {name.split(".")[1] for name, p in net.named_parameters() if p.requires_grad}
+            assert trainable == {str(i) for i in range(net.split_index(blocks), len(net.net))
+                                 if any(True for _ in net.net[i].parameters())}, blocks
+    # one block: the activations after the fourth pool (time 40, mel 2) are what training caches
+    assert tuple(net.lower(mel, 1).shape) == (2, 96, 40, 2)
+    assert net.split_index(se.N_BLOCKS) == 0 and net.split_index(0) == len(net.net)
+    with pytest.raises(ValueError, match="trainable blocks"):
+        net.split_index(se.N_BLOCKS + 1)
+    with pytest.raises(ConfigError, match="finetune_blocks"):
+        ModelConfig(finetune_blocks=se.N_BLOCKS + 1)
+    with pytest.raises(ConfigError, match="speech_embedding front end only"):
+        ModelConfig(audio_frontend="logmel", finetune_blocks=1)
+
+
+def test_a_fine_tuned_model_has_the_frozen_models_graph_and_trains_only_its_last_block():
+    frozen, tuned = ReferenceModel(), ReferenceModel(ModelConfig(finetune_blocks=1))
+    # the same parameters under the same names: the exported graph and the checkpoint layout do not change
+    assert [n for n, _ in frozen.named_parameters()] == [n for n, _ in tuned.named_parameters()]
+    tuned.load_state_dict(frozen.state_dict())
+    audio = torch.from_numpy(_speechlike(2))
+    image = torch.randint(0, 256, (2, 120, 160, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        for a, b in zip(frozen.eval()(image, audio), tuned.eval()(image, audio)):
+            torch.testing.assert_close(a, b)
+        split = tuned.forward_train(image, audio_features=tuned.audio_encoder.features(audio))[0]
+    for a, b in zip(tuned(image, audio), split):
+        torch.testing.assert_close(a, b)
+    cut = tuned.audio_encoder.embedding.split_index(1)
+    for i, layer in enumerate(tuned.audio_encoder.embedding.net):
+        assert all(p.requires_grad == (i >= cut) for p in layer.parameters()), i
 
 
 def test_notice_names_the_licence_and_the_source():

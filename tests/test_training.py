@@ -211,6 +211,32 @@ def test_audio_pretraining_learns_the_commands_from_the_bank_and_leaves_the_imag
         assert torch.equal(v, image_before[k]), k
 
 
+def test_fine_tuning_caches_the_activations_below_the_last_block_and_trains_that_block_slower(cache, train_split):
+    from reference_model.model import ModelConfig, ReferenceModel
+    from reference_model.train import TrainConfig, _param_groups, pretrain_audio
+
+    torch.manual_seed(0)
+    model = ReferenceModel(ModelConfig(finetune_blocks=1))
+    embedding = model.audio_encoder.embedding
+    bank = load_bank(model.audio_encoder, train_split, TINY.digest("train"), SMALL_BANK, seed=0, cache_root=cache,
+                     snr_range_db=(0, 30))
+    assert bank.features.shape[1:] == (96, 40, 2)  # a bank of its own, not the frozen model's
+    cut = embedding.split_index(1)
+    lower_before = [p.detach().clone() for p in embedding.net[:cut].parameters()]
+    upper_before = [p.detach().clone() for p in embedding.net[cut:].parameters()]
+    cfg = TrainConfig(audio_pretrain_steps=30, audio_pretrain_batch=32, lr=3e-3, warmup_steps=5,
+                      finetune_lr_scale=0.1)
+    scales = {id(p): g["scale"] for g in _param_groups(model, [model], cfg, 0.3) for p in g["params"]}
+    assert all(scales[id(p)] == pytest.approx(0.03) for p in embedding.net[cut:].parameters())
+    assert scales[id(model.intent_head[0].weight)] == 0.3 and scales[id(model.key.weight)] == 1.0
+    assert not any(id(p) in scales for p in embedding.net[:cut].parameters())
+    model.train()
+    pretrain_audio(model, bank, TrainSampler(train_split, 0.85, bank=bank), cfg, np.random.default_rng(0),
+                   progress=False)
+    assert all(torch.equal(p, b) for p, b in zip(embedding.net[:cut].parameters(), lower_before))
+    assert not all(torch.equal(p, b) for p, b in zip(embedding.net[cut:].parameters(), upper_before))
+
+
 def test_audio_pretraining_settings_are_checked():
     from reference_model.errors import ConfigError
     from reference_model.train import TrainConfig
@@ -219,6 +245,8 @@ def test_audio_pretraining_settings_are_checked():
         TrainConfig(audio_pretrain_steps=-1)
     with pytest.raises(ConfigError, match="audio_lr_scale"):
         TrainConfig(audio_lr_scale=0.0)
+    with pytest.raises(ConfigError, match="finetune_lr_scale"):
+        TrainConfig(finetune_lr_scale=1.5)
 
 
 def test_batched_utterance_draws_follow_the_single_draw_distribution(train_split):
