@@ -34,7 +34,10 @@ EXTRAS = {
         # image-source room impulse responses for training augmentation (reference_model/augment.py)
         "pyroomacoustics>=0.7",
     ],
-    "trt": ["tensorrt>=10.3", "pycuda>=2024.1"],
+    # On a Jetson (aarch64, JetPack 6) TensorRT comes with JetPack, in the system site-packages
+    # (use a venv with --system-site-packages): PyPI's aarch64 tensorrt wheels are for SBSA
+    # servers, not Jetson, so the extra must not pull one there.
+    "trt": ["tensorrt>=10.3; platform_machine != 'aarch64'", "pycuda>=2024.1"],
     # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces
     # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
     "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
@@ -56,7 +59,8 @@ setup(
     package_data={"convert": ["configs/*.json"],
                   "firmware_bridge": ["protocol_vectors.json", "deploy/*", "firmware/core/*", "firmware/sim/*",
                                       "firmware/tools/*", "firmware/arduino/voxedge_mcu/*", "firmware/*.md"],
-                  "edge": ["int8_probe.onnx", "service/templates/*", "service/static/*", "service/static/**/*"],
+                  "edge": ["int8_probe.onnx", "trt_ops/*.json", "service/templates/*", "service/static/*",
+                           "service/static/**/*"],
                   "reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json",
                                       "pretrained/*.onnx", "pretrained/*.txt"]},
     install_requires=["numpy>=1.23"],

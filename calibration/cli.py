@@ -9,7 +9,7 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.int8 import calibrate_bundle
 
     calibrate_bundle(args.bundle, args.calibration, args.eval, quantizer=args.quantizer,
-                     search=not args.no_precision_search)
+                     search=not args.no_precision_search, allow_trt_findings=args.allow_trt_findings)
     return 0
 
 
@@ -36,6 +36,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="INT8 quantizer (default: the one the bundle was made with)")
     p.add_argument("--no-precision-search", action="store_true",
                    help="fail when INT8 misses the accuracy gate instead of keeping sensitive layers in float")
+    p.add_argument("--allow-trt-findings", action="store_true",
+                   help="rewrite the bundle even if TensorRT's ONNX parser would refuse the new INT8 model "
+                        "(voxedge check-trt)")
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("import-set", help="make a sample set from your own picture + WAV pairs")

@@ -158,19 +158,17 @@ def make_int8_models(fp32_path: Path, out_dir: Path, manifest: Manifest, calibra
     return {**info, "models": models}, gates, files
 
 
-def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gates: dict[str, dict], log) -> None:
+def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gates: dict[str, dict], log,
+                    trt_findings: list[str]) -> None:
     """Bring the copied report up to date with the new INT8 models, as ``voxedge convert`` writes it:
     the gates and TensorRT check in ``report.json``, and ``report.png`` with the latency figures
     redrawn by ``convert.report.write_report`` from the bundle's golden inputs and PyTorch outputs."""
     import numpy as np
-    import onnx
-
-    from edge.trt_check import tensorrt_warnings
 
     path = tmp / manifest.reports["json"]
     report = json.loads(path.read_text())
     report.update(gate_report(gates))
-    report.setdefault("tensorrt_check", {})["int8"] = tensorrt_warnings(onnx.load(str(tmp / INT8_ONNX)))
+    report.setdefault("tensorrt_check", {})["int8"] = trt_findings
     golden_name = manifest.reports.get("golden")
     if golden_name and (tmp / golden_name).is_file():
         from convert.report import REPORT_PNG, write_report
@@ -189,13 +187,18 @@ def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gates
 
 
 def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path | None = None, log=print,
-                     quantizer: str | None = None, search: bool = True) -> Bundle:
+                     quantizer: str | None = None, search: bool = True, allow_trt_findings: bool = False) -> Bundle:
     """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot): both INT8
     models are made anew (a bundle from before the CPU model gains one).
 
-    The bundle is rewritten atomically: if calibration or the gate fails, the old
-    bundle stays exactly as it was.
+    The bundle is rewritten atomically: if calibration or the gate fails, or TensorRT's ONNX
+    parser would refuse the new INT8 model (unless ``allow_trt_findings``), the old bundle
+    stays exactly as it was.
     """
+    import onnx
+
+    from edge.trt_check import findings_error, tensorrt_warnings
+
     t0 = time.monotonic()
     old = load_bundle(bundle_path)
     fp32 = old.model_path("fp32")
@@ -212,9 +215,13 @@ def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set:
         info, gates, int8_files = make_int8_models(fp32, tmp, old.manifest, calibration, eval_set, log, settings,
                                                    search=search)
         files = kept + int8_files
+        trt_findings = tensorrt_warnings(onnx.load(str(tmp / INT8_ONNX)))
+        refusal = findings_error({"int8": trt_findings})
+        if refusal and not allow_trt_findings:
+            raise CalibrationError(refusal)
         report_name = old.manifest.reports.get("json")
         if report_name:
-            _refresh_report(tmp, old.manifest, files, gates, log)
+            _refresh_report(tmp, old.manifest, files, gates, log, trt_findings)
         provenance = {**old.manifest.provenance, "calibration": info}
         return Manifest(**{**vars(old.manifest), "files": tuple(files), "provenance": provenance})
 

@@ -14,7 +14,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
     convert(args.checkpoint, args.out, config_path=args.config, factory=args.factory,
             calibration=args.calibration, eval_set=args.eval, fp16=args.fp16, quantizer=args.quantizer,
-            search=not args.no_precision_search)
+            search=not args.no_precision_search, allow_trt_findings=args.allow_trt_findings)
     return 0
 
 
@@ -33,5 +33,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="INT8 quantizer (default: the config's, else onnxruntime); modelopt needs voxedge[modelopt]")
     p.add_argument("--no-precision-search", action="store_true",
                    help="fail when INT8 misses the accuracy gate instead of keeping sensitive layers in float")
+    p.add_argument("--allow-trt-findings", action="store_true",
+                   help="write the bundle even if TensorRT's ONNX parser would refuse a model (voxedge check-trt); "
+                        "ONNX Runtime still runs it, the robot's build-engine will not")
     p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically if it exists)")
     p.set_defaults(func=_cmd_convert)

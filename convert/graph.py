@@ -9,6 +9,12 @@ rewritten form better:
   QLinearConv but leaves 1-D ones as float Conv with a DequantizeLinear on every
   weight at every run, and its blocked (NCHWc) float kernels are 2-D only.
   TensorRT turns 1-D convolutions into 2-D ones internally anyway.
+- ``cast_inputs_first``: where a uint8 (or int8) network input goes through
+  layout ops (Transpose, Reshape, Slice, ...) before its Cast to float, the Cast
+  moves to the input. TensorRT's ONNX parser takes 8-bit integer tensors only as
+  network inputs and outputs ("TensorRT does not support UINT8 types for
+  intermediate tensors"), and PyTorch's ``image.permute(...).float()`` exports
+  exactly that pattern. Layout ops do not change values, so the move is exact.
 """
 
 from __future__ import annotations
@@ -215,8 +221,76 @@ def sink_squeezes(model):
     return onnx.shape_inference.infer_shapes(model), total
 
 
+# Ops that move or select elements without computing on them: a Cast commutes with each
+# (on their first input; the others are shapes, indices or axes).
+LAYOUT_OPS = frozenset({"Transpose", "Reshape", "Slice", "Squeeze", "Unsqueeze", "Flatten", "Identity",
+                        "Expand", "Gather", "Tile", "DepthToSpace", "SpaceToDepth"})
+_EIGHT_BIT = (2, 3)  # onnx.TensorProto.UINT8, INT8
+
+
+def cast_inputs_first(model):
+    """Move the Cast of each 8-bit integer network input ahead of the layout ops before it.
+
+    A rewrite happens only where everything the input reaches through layout ops ends in Casts
+    to one type (so no 8-bit tensor is left between the input and the Cast); anything else is left
+    for ``voxedge check-trt`` to report. Returns (model, number of inputs rewritten).
+    """
+    import onnx
+    from onnx import helper
+
+    graph = model.graph
+    fresh = _namer(model)
+    outputs = {o.name for o in graph.output}
+    total = 0
+    for inp in graph.input:
+        if inp.type.tensor_type.elem_type not in _EIGHT_BIT:
+            continue
+        region, casts, frontier, ok = [], [], [inp.name], True
+        while frontier and ok:
+            name = frontier.pop()
+            for node in graph.node:
+                if name not in node.input:
+                    continue
+                if node.op_type == "Cast" and node.input[0] == name:
+                    casts.append(node)
+                elif node.op_type in LAYOUT_OPS and node.input[0] == name and name not in node.input[1:]:
+                    region.append(node)
+                    frontier.extend(node.output)
+                else:
+                    ok = False
+            ok = ok and (name == inp.name or name not in outputs)
+        targets = {helper.get_attribute_value(a) for c in casts for a in c.attribute if a.name == "to"}
+        if not ok or not region or len(targets) != 1:
+            continue
+        cast_out = fresh(f"{inp.name}_cast")
+        for node in region:
+            if node.input[0] == inp.name:
+                node.input[0] = cast_out
+        for cast in casts:  # the Cast's readers now read its (already float) input
+            if cast.input[0] == inp.name:
+                cast.input[0] = cast_out
+            if cast.output[0] in outputs:
+                cast.op_type = "Identity"
+                del cast.attribute[:]
+                continue
+            for node in graph.node:
+                for i, x in enumerate(node.input):
+                    if x == cast.output[0]:
+                        node.input[i] = cast.input[0]
+            graph.node.remove(cast)
+        graph.node.insert(0, helper.make_node("Cast", [inp.name], [cast_out], to=targets.pop(),
+                                              name=f"{inp.name}/cast_first"))
+        total += 1
+    if total:
+        toposort(graph)
+        del graph.value_info[:]  # the moved tensors' element types changed; infer them afresh
+        model = onnx.shape_inference.infer_shapes(model)
+    return model, total
+
+
 def prepare_for_runtimes(model):
     """The exact rewrites of this module in order; returns (model, {rewrite: count})."""
+    model, n_cast = cast_inputs_first(model)
     model, n_conv = conv1d_as_conv2d(model)
     model, n_sunk = sink_squeezes(model) if n_conv else (model, 0)
-    return model, {"conv1d_as_conv2d": n_conv, "squeezes_sunk": n_sunk}
+    return model, {"casts_moved_to_inputs": n_cast, "conv1d_as_conv2d": n_conv, "squeezes_sunk": n_sunk}

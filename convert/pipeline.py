@@ -21,7 +21,7 @@ from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
 from convert.notices import third_party_parts, write_notices
 from convert.report import REPORT_PNG, write_report
 from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
-from edge.trt_check import tensorrt_warnings
+from edge.trt_check import findings_error, tensorrt_warnings
 
 FP32_ONNX = "model.fp32.onnx"
 GOLDEN = "golden.npz"
@@ -61,14 +61,17 @@ def _heads_from_checkpoint(config: ConvertConfig, meta: dict) -> ConvertConfig:
 
 def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = REFERENCE_CONFIG,
             factory: str | None = None, calibration: str | Path | None = None, eval_set: str | Path | None = None,
-            log=print, fp16: bool = False, quantizer: str | None = None, search: bool = True) -> Bundle:
+            log=print, fp16: bool = False, quantizer: str | None = None, search: bool = True,
+            allow_trt_findings: bool = False) -> Bundle:
     """Convert a checkpoint into a bundle at ``out``; nothing is left at ``out`` if a step fails.
 
     With ``calibration`` (a sample set directory) an INT8 Q/DQ model is added,
     which must pass the accuracy gate on ``eval_set`` against the FP32 model
     (keeping its most sensitive layers in float if ``search`` allows); with
     ``fp16`` an FP16 model is added, checked against PyTorch (and gated when
-    ``eval_set`` is given). ``quantizer`` overrides the config's.
+    ``eval_set`` is given). ``quantizer`` overrides the config's. A model that TensorRT's
+    ONNX parser would refuse (``edge.trt_check``) stops the conversion unless
+    ``allow_trt_findings``.
     """
     import onnx
 
@@ -125,6 +128,9 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
         # The CPU INT8 model is for ONNX Runtime only; TensorRT builds from the others.
         report["tensorrt_check"] = {f.precision: tensorrt_warnings(onnx.load(str(tmp / f.path)))
                                     for f in files if f.runtime is None}
+        refusal = findings_error(report["tensorrt_check"])
+        if refusal and not allow_trt_findings:
+            raise ConvertError(refusal)
         for p, warnings in report["tensorrt_check"].items():
             for w in warnings:
                 log(f"      warning: the {p} model will not build on the robot as it is: {w}")
@@ -143,6 +149,8 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
             provenance={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
                         "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
                         "calibration": calib_info, "third_party": third_party,
+                        # what must stay FP32 in every precision: build-engine pins these layers
+                        "keep_float_prefixes": list(settings.keep_float_prefixes),
                         "created_unix_s": int(time.time())},
             reports={"json": REPORT_JSON, "golden": GOLDEN, "plots": REPORT_PNG},
         )

@@ -33,6 +33,7 @@ def test_reference_bundle_is_verified_and_self_describing(bundle):
     assert m.heads.intent_labels[-1] == "none" and m.heads.command_threshold == pytest.approx(0.7)
     assert m.provenance["checkpoint_sha256"] == sha256_file(DEFAULT_CHECKPOINT)
     assert m.provenance["versions"]["opset"] == "17"
+    assert m.provenance["keep_float_prefixes"]  # the audio front end: build-engine pins it to FP32
     report = json.loads((bundle.path / "report.json").read_text())
     for row in report["verification"]["fp32"]:
         assert row["max_abs"] < 1e-3 and row["cosine"] > 0.9999
@@ -145,10 +146,17 @@ def test_cli_reports_errors_without_traceback(tmp_path):
 def test_tensorrt_check_names_what_the_robot_parser_would_refuse(bundle):
     from onnx import TensorProto, helper
 
+    from onnx import load as onnx_load
+
     from edge.trt_check import tensorrt_warnings
 
     report = json.loads((bundle.path / "report.json").read_text())
     assert report["tensorrt_check"] == {"fp32": [], "fp16": []}  # the reference model builds as it is
+    # no model in the bundle (the CPU INT8 one included) has a uint8 tensor between nodes
+    models = sorted(bundle.path.glob("*.onnx"))
+    assert len(models) >= 2
+    for path in models:
+        assert not [w for w in tensorrt_warnings(onnx_load(path)) if "uint8" in w], path.name
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])
     graph = helper.make_graph(
         [helper.make_node("Unique", ["x"], ["u"], name="dedupe"),
@@ -162,7 +170,23 @@ def test_tensorrt_check_names_what_the_robot_parser_would_refuse(bundle):
     warnings = "\n".join(tensorrt_warnings(model))
     assert "opset 21 is outside what TensorRT 10.3 parses" in warnings
     assert "node dedupe (Unique): TensorRT's ONNX parser has no Unique operator" in warnings
-    assert "node ell (Einsum): TensorRT's Einsum takes no ellipsis" in warnings
+    assert "node ell" not in warnings  # TensorRT 10's parser expands an ellipsis itself; 8.6's refused it
+    assert "node ell (Einsum): TensorRT's Einsum takes no ellipsis" in "\n".join(
+        tensorrt_warnings(model, trt_version="8.6"))
     assert "node contrib (Inverse): operator domain 'com.microsoft' needs a TensorRT plugin" in warnings
     assert "node asym (QuantizeLinear): zero point must be 0" in warnings
     assert "node diag" not in warnings  # i,i->i repeats an index across operands, not within one: fine
+
+
+def test_a_model_tensorrt_would_refuse_stops_the_conversion_unless_allowed(tmp_path, monkeypatch):
+    import convert.pipeline as pipeline
+
+    finding = "node /Cast (Cast): output 'x' is uint8, which TensorRT takes only as a network input or output"
+    monkeypatch.setattr(pipeline, "tensorrt_warnings", lambda model: [finding])
+    out = tmp_path / "bundle"
+    with pytest.raises(ConvertError, match="TensorRT's ONNX parser would refuse") as err:
+        convert(DEFAULT_CHECKPOINT, out, log=lambda *_: None)
+    assert f"  fp32 model: {finding}" in str(err.value) and "--allow-trt-findings" in str(err.value)
+    assert not out.exists()  # nothing half-written
+    convert(DEFAULT_CHECKPOINT, out, log=lambda *_: None, allow_trt_findings=True)
+    assert json.loads((out / "report.json").read_text())["tensorrt_check"] == {"fp32": [finding]}

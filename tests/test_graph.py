@@ -70,6 +70,87 @@ def test_models_without_1d_convolutions_are_untouched(tmp_path):
     assert count == 0 and rewritten.SerializeToString() == before
 
 
+class _Camera(nn.Module):
+    """uint8 NHWC image in, as the camera contract has it: PyTorch exports the permute before the cast."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, image):
+        return self.conv(image.permute(0, 3, 1, 2).float() / 255.0)
+
+
+def _uint8_between_nodes(model) -> list[str]:
+    graph = onnx.shape_inference.infer_shapes(model).graph
+    io = {v.name for v in (*graph.input, *graph.output)}
+    return [v.name for v in graph.value_info if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+            and v.name not in io]
+
+
+def test_the_cast_of_a_uint8_input_moves_ahead_of_its_layout_ops_exactly(tmp_path):
+    from edge.trt_check import tensorrt_warnings
+
+    path = tmp_path / "cam.onnx"
+    image = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)
+    torch.onnx.export(_Camera().eval(), (image,), str(path), input_names=["image"], output_names=["y"],
+                      opset_version=17, dynamo=False, dynamic_axes={"image": {0: "batch"}, "y": {0: "batch"}})
+    exported = onnx.load(str(path))
+    assert _uint8_between_nodes(exported)  # what TensorRT's parser refuses
+    assert any("is uint8, which TensorRT takes only as a network input or output" in w
+               for w in tensorrt_warnings(exported))
+    rewritten, counts = prepare_for_runtimes(onnx.load_from_string(exported.SerializeToString()))
+    onnx.checker.check_model(rewritten, full_check=True)
+    assert counts["casts_moved_to_inputs"] == 1 and not _uint8_between_nodes(rewritten)
+    assert tensorrt_warnings(rewritten) == []
+    assert [n.op_type for n in rewritten.graph.node][:2] == ["Cast", "Transpose"]
+    feed = {"image": np.random.default_rng(0).integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)}
+    np.testing.assert_array_equal(_run(rewritten, feed), _run(exported, feed))
+
+
+def _uint8_graph(nodes, outputs):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 4, 6])],
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outputs],
+                              [helper.make_tensor("shape", TensorProto.INT64, [2], [8, 6]),
+                               helper.make_tensor("starts", TensorProto.INT64, [1], [1]),
+                               helper.make_tensor("ends", TensorProto.INT64, [1], [5])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_chain_of_layout_ops_and_two_casts_is_rewritten_and_anything_else_is_left_alone():
+    from onnx import TensorProto, helper
+
+    chain = _uint8_graph([helper.make_node("Reshape", ["x", "shape"], ["r"]),
+                          helper.make_node("Slice", ["r", "starts", "ends"], ["s"]),
+                          helper.make_node("Cast", ["s"], ["a"], to=TensorProto.FLOAT),
+                          helper.make_node("Transpose", ["r"], ["t"], perm=[1, 0]),
+                          helper.make_node("Cast", ["t"], ["b"], to=TensorProto.FLOAT)], ["a", "b"])
+    rewritten, counts = prepare_for_runtimes(onnx.load_from_string(chain.SerializeToString()))
+    assert counts["casts_moved_to_inputs"] == 1 and not _uint8_between_nodes(rewritten)
+    onnx.checker.check_model(rewritten, full_check=True)
+    x = np.random.default_rng(1).integers(0, 256, (2, 4, 6), dtype=np.uint8)
+    import onnxruntime as ort
+
+    def run(m):
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+
+    for got, want in zip(run(rewritten), run(chain)):
+        np.testing.assert_array_equal(got, want)
+    # an op that computes on the uint8 values (Add) or casts to two types: no exact single move, left as it is
+    for nodes in ([helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]), helper.make_node("Add", ["t", "t"], ["u"]),
+                   helper.make_node("Cast", ["u"], ["a"], to=TensorProto.FLOAT)],
+                  [helper.make_node("Transpose", ["x"], ["t"], perm=[0, 2, 1]),
+                   helper.make_node("Cast", ["t"], ["a"], to=TensorProto.FLOAT),
+                   helper.make_node("Cast", ["t"], ["b"], to=TensorProto.FLOAT16)]):
+        outputs = [n.output[0] for n in nodes if n.op_type == "Cast"]
+        model = _uint8_graph(nodes, outputs)
+        before = model.SerializeToString()
+        again, counts = prepare_for_runtimes(model)
+        assert counts["casts_moved_to_inputs"] == 0 and again.SerializeToString() == before
+
+
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory):
     """The small model quantized both ways: full-range weights (TensorRT's model) and 7-bit weights (the CPU model)."""
