@@ -4,18 +4,34 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import subprocess
+import sys
 from functools import lru_cache
 
 import pytest
 
 
+# Asks the CUDA driver itself (libcuda's cuInit and cuDeviceGetCount), not torch: a Jetson image
+# runs the TensorRT tests without torch. In a child process, so that the test process holds no
+# CUDA context before anything forks.
+_CUDA_PROBE = """
+import ctypes, sys
+try:
+    lib = ctypes.CDLL("libcuda.so.1")
+except OSError:
+    sys.exit(1)
+count = ctypes.c_int(0)
+ok = lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
+sys.exit(0 if ok else 1)
+"""
+
+
 @lru_cache(maxsize=None)
 def _has_cuda() -> bool:
-    if importlib.util.find_spec("torch") is None:
+    try:
+        return subprocess.run([sys.executable, "-c", _CUDA_PROBE], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
         return False
-    import torch
-
-    return bool(torch.cuda.is_available())
 
 
 @lru_cache(maxsize=None)

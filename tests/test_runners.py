@@ -113,3 +113,71 @@ def test_an_old_int8_bundle_runs_fp32_on_a_cpu_whose_int8_sums_saturate(bundle, 
         else:
             assert runner.precision == "int8" and runner.model_path.name == "model.int8.qdq.onnx"
         runner.infer(_feed())
+
+
+# -- ONNX Runtime's GPU providers: their options (no GPU needed to check what the session is given) ----------
+
+
+@pytest.mark.parametrize("precision, fp16, int8", [("fp32", False, False), ("fp16", True, False),
+                                                   ("int8", False, True)])
+def test_provider_options_follow_the_onnx_files_precision(bundle, precision, fp16, int8):
+    from edge.runners.onnxruntime import provider_options
+
+    (trt_name, trt), (cuda_name, cuda), (cpu_name, cpu) = provider_options(bundle, precision, device=1)
+    assert (trt_name, cuda_name, cpu_name) == ("TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                               "CPUExecutionProvider")
+    cache = str(bundle.path / "engines" / "ort-trt")
+    assert trt == {"device_id": 1, "trt_engine_cache_enable": True, "trt_engine_cache_path": cache,
+                   "trt_timing_cache_enable": True, "trt_timing_cache_path": cache,
+                   "trt_fp16_enable": fp16, "trt_int8_enable": int8, "trt_max_workspace_size": 1024 << 20}
+    assert cuda == {"device_id": 1} and cpu == {}
+
+
+def _record_sessions(monkeypatch, available=None) -> list:
+    """Record what each session is given; run it on the CPU (there is no GPU here)."""
+    import onnxruntime as ort
+
+    import edge.runners.onnxruntime as module
+
+    seen, real = [], module.make_session
+
+    def make_session(path, providers=("CPUExecutionProvider",), intra_op_threads=0, emulate_qdq=False):
+        seen.append((path.name, list(providers)))
+        return real(path, ("CPUExecutionProvider",), intra_op_threads, emulate_qdq)
+
+    monkeypatch.setattr(module, "make_session", make_session)
+    if available is not None:
+        monkeypatch.setattr(ort, "get_available_providers", lambda: list(available))
+    return seen
+
+
+def test_the_cpu_session_gets_provider_names_only(bundle, monkeypatch):
+    seen = _record_sessions(monkeypatch)
+    with make_runner("onnxruntime", bundle) as runner:  # the default providers, on a machine without a GPU
+        runner.infer(_feed())
+    assert seen == [("model.fp32.onnx", ["CPUExecutionProvider"])]
+    assert not (bundle.path / "engines" / "ort-trt").exists()
+
+
+def test_gpu_providers_get_caches_precision_and_device(bundle, tmp_path, monkeypatch):
+    legacy = _legacy_int8_bundle(bundle, tmp_path)
+    seen = _record_sessions(monkeypatch, ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                          "CPUExecutionProvider"])
+    with make_runner("onnxruntime", legacy, "int8", device=1) as runner:
+        assert runner.precision == "int8"  # GPU providers take the full-range Q/DQ model
+    ((model, providers),) = seen
+    cache = legacy.path / "engines" / "ort-trt"
+    assert model == "model.int8.qdq.onnx" and cache.is_dir()
+    (trt_name, trt), cuda, cpu = providers
+    assert trt_name == "TensorrtExecutionProvider" and trt["device_id"] == 1
+    assert trt["trt_int8_enable"] and not trt["trt_fp16_enable"]
+    assert trt["trt_engine_cache_path"] == trt["trt_timing_cache_path"] == str(cache)
+    assert cuda == ("CUDAExecutionProvider", {"device_id": 1}) and cpu == "CPUExecutionProvider"
+
+
+def test_the_cuda_provider_alone_gets_its_device(bundle, monkeypatch):
+    seen = _record_sessions(monkeypatch, ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    with make_runner("onnxruntime", bundle, device=2):
+        pass
+    assert seen == [("model.fp32.onnx", [("CUDAExecutionProvider", {"device_id": 2}), "CPUExecutionProvider"])]
+    assert not (bundle.path / "engines" / "ort-trt").exists()
