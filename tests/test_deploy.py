@@ -25,8 +25,12 @@ def test_dockerfile_passes_hadolint():
 def test_dockerfile_installs_the_runtime_only_and_serves_through_the_entrypoint():
     text = (ROOT / "Dockerfile.jetson").read_text()
     assert "FROM nvcr.io/nvidia/l4t-jetpack:r36" in text
-    assert '".[edge]"' in text and "torch" not in text.split("FROM", 1)[1].replace("never torch", "")
-    assert 'numpy<2' in text and 'VOLUME ["/var/lib/voxedge"]' in text
+    assert '".[edge,trt]"' in text and "torch" not in text.split("FROM", 1)[1].replace("never torch", "")
+    assert "--constraint deploy/jetson-constraints.txt" in text and 'VOLUME ["/var/lib/voxedge"]' in text
+    assert "numpy<2" in [ln.strip() for ln in (ROOT / "deploy" / "jetson-constraints.txt").read_text().splitlines()]
+    # the image checks its bindings at build time and does not serve as root
+    assert "import re, cv2, numpy, pycuda.driver, tensorrt" in text and "GStreamer" in text
+    assert text.rstrip().splitlines()[-1].startswith("CMD") and "\nUSER 10001\n" in text
     assert "voxedge-entrypoint" in text and "EXPOSE 8080" in text
 
 
@@ -83,7 +87,7 @@ def test_entrypoint_copies_the_image_bundle_into_an_empty_volume_whole(tmp_path)
 def test_udev_rule_lines_are_well_formed():
     import re
 
-    pair = re.compile(r'^\s*(ACTION|SUBSYSTEM|DRIVER|ATTRS\{\w+\}|ATTR\{\w+\}|ENV\{\w+\}|SYMLINK|MODE|GROUP)'
+    pair = re.compile(r'^\s*(ACTION|SUBSYSTEM|DRIVER|ATTRS\{\w+\}|ATTR\{\w+\}|ENV\{\w+\}|SYMLINK|MODE|GROUP|TAG)'
                       r'\s*(==|\+=|=)\s*"[^"]*"\s*$')
     lines = [ln for ln in (ROOT / "firmware_bridge" / "deploy" / "99-voxedge-robot.rules").read_text().splitlines()
              if ln.strip() and not ln.lstrip().startswith("#")]
@@ -93,3 +97,5 @@ def test_udev_rule_lines_are_well_formed():
             assert pair.match(part), (line, part)
     text = "\n".join(lines)
     assert 'SYMLINK+="robot"' in text and 'ENV{ID_MM_DEVICE_IGNORE}="1"' in text and 'ATTR{latency_timer}="1"' in text
+    # every /dev/robot line is tagged for systemd, so the unit's BindsTo=dev-robot.device has a device unit
+    assert all('TAG+="systemd"' in ln for ln in lines if 'SYMLINK+="robot"' in ln)
