@@ -15,6 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edge.precision import CHOICES as PRECISION_CHOICES
+
 MIN_FREE_BYTES = 2 * 1024**3  # engines, timing cache and the audit log need room
 CAMERA_WAIT_S = 5.0
 MIC_LISTEN_S = 1.5
@@ -124,12 +126,21 @@ def check_bundle(settings: dict) -> Check:
         return Check("bundle", "OK", f"{bundle.path.name}: {[f.path for f in bundle.manifest.files]}; ONNX Runtime "
                                      f"providers here: {ort.get_available_providers()}")
     from edge.engine import device_key, find_engine
+    from edge.precision import AUTO, bundle_precisions
 
-    try:
-        plan = find_engine(bundle, device_key(bundle, settings["precision"]))
-    except Exception as exc:
-        return Check("bundle", "FAIL", f"{exc}")
-    return Check("bundle", "OK", f"engine {plan.name} matches this device")
+    auto = settings["precision"] == AUTO
+    found, problems = [], []
+    for precision in bundle_precisions(bundle.manifest) if auto else [settings["precision"]]:
+        try:
+            found.append(find_engine(bundle, device_key(bundle, precision)).name)
+        except Exception as exc:
+            problems.append(f"{exc}")
+    if not found:
+        return Check("bundle", "FAIL", "; ".join(problems))
+    if auto:
+        return Check("bundle", "OK", f"engines matching this device: {', '.join(found)} (serve times them at "
+                                     "start and runs the fastest)")
+    return Check("bundle", "OK", f"engine {found[0]} matches this device")
 
 
 def check_cpu(settings: dict) -> Check:
@@ -142,8 +153,14 @@ def check_cpu(settings: dict) -> Check:
         return Check("cpu", "OK", detail)
     from edge.bundle import load_bundle
 
+    from edge.precision import AUTO, bundle_precisions
+
     try:
         manifest = load_bundle(settings["bundle"], verify=False).manifest
+        if settings["precision"] == AUTO:
+            notes = [choose_model(manifest, p, ONNXRUNTIME_CPU, cpu).note for p in bundle_precisions(manifest)]
+            return Check("cpu", "OK", f"{detail}; serve times these at start and runs the fastest: "
+                                      f"{'; '.join(notes)}")
         choice = choose_model(manifest, settings["precision"], ONNXRUNTIME_CPU, cpu)
     except Exception as exc:  # the bundle check says what is wrong with it
         return Check("cpu", "OK", f"{detail}; no model chosen ({exc})")
@@ -210,5 +227,5 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mic")
     p.add_argument("--link", "--robot", dest="link")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--precision", choices=PRECISION_CHOICES, help="as voxedge serve (default: auto)")
     p.set_defaults(func=_cmd_doctor)

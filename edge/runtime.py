@@ -57,7 +57,7 @@ class RuntimeConfig:
     """Everything ``voxedge serve`` and the demo set."""
 
     bundle: str
-    precision: str = "int8"  # the bundle's file (onnxruntime) or engine (tensorrt) precision
+    precision: str = "auto"  # the bundle's file (onnxruntime) or engine (tensorrt) precision; auto: the fastest here
     backend: str = "onnxruntime"
     camera: dict = field(default_factory=lambda: {"type": "opencv", "source": 0})
     microphone: dict = field(default_factory=lambda: {"type": "pyaudio"})
@@ -145,6 +145,7 @@ class Runtime:
     def start(self) -> Runtime:
         """Open everything and start the threads; on failure, close what was opened and re-raise."""
         from edge.bundle import load_bundle
+        from edge.precision import AUTO, pick_fastest
         from edge.runners import make_runner
         from edge.sensors import make_camera, make_microphone
 
@@ -156,7 +157,11 @@ class Runtime:
             self.bundle = load_bundle(cfg.bundle)
             if self._runner is None:
                 options = {"intra_op_threads": cfg.intra_op_threads} if cfg.backend == "onnxruntime" else {}
-                self._runner = make_runner(cfg.backend, self.bundle, cfg.precision, **options)
+                if cfg.precision == AUTO:  # times each of the bundle's precisions here; returns the fastest, active
+                    self._runner, _ = pick_fastest(self.bundle, cfg.backend, options)
+                    opened.append(self._runner.deactivate)
+                else:
+                    self._runner = make_runner(cfg.backend, self.bundle, cfg.precision, **options)
             if self._camera is None:
                 cam = dict(cfg.camera)
                 self._camera = make_camera(cam.pop("type"), **cam)
@@ -179,8 +184,9 @@ class Runtime:
             if cfg.audit_log:
                 self.audit = AuditLog(cfg.audit_log, cfg.audit_max_samples).start()
                 opened.append(self.audit.stop)
-            self._runner.activate()
-            opened.append(self._runner.deactivate)
+            if not self._runner.is_active:
+                self._runner.activate()
+                opened.append(self._runner.deactivate)
             self.worker = InferenceWorker(self._runner, self._camera.buffer, self._microphone.ring,
                                           self._on_decision, on_error=lambda m: self.alert(f"inference: {m}"))
             self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),

@@ -18,7 +18,7 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "camera_fps": (None, float),
     "mic": (None, str),  # device name substring or index, a WAV file, or "sim"
     "link": (None, str),  # serial port (/dev/robot) or "sim"
-    "precision": ("int8", str),
+    "precision": ("auto", str),  # fp32, fp16, int8, or auto: the fastest of the bundle's models here
     "backend": ("onnxruntime", str),
     "host": ("127.0.0.1", str),
     "port": (8080, int),

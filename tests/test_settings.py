@@ -21,7 +21,7 @@ def test_layers_override_in_order(tmp_path):
     s = resolve({"port": 9200, "camera": None}, f, env)
     assert s["bundle"] == "from-file" and s["camera"] == "/dev/video2"  # flag None: not given
     assert s["port"] == 9200 and s["link"] == "/dev/robot" and s["allowed_hosts"] == ("a.local", "b.local")
-    assert s["precision"] == "int8" and s["host"] == "127.0.0.1"  # defaults
+    assert s["precision"] == "auto" and s["host"] == "127.0.0.1"  # defaults
     assert resolve({}, f, {"VOXEDGE_PORT": "9100"})["port"] == 9100
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 
+from edge.precision import CHOICES as PRECISION_CHOICES
 from edge.service.config import ServiceConfigError
 
 
@@ -107,6 +108,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                                  "(or --sim for camera, microphone and robot)")
     if not s["link"]:
         raise ServiceConfigError("give the robot's serial port (--link /dev/robot) or --link sim")
+    if s["precision"] not in PRECISION_CHOICES:
+        raise ServiceConfigError(f"precision {s['precision']!r} is not one of {', '.join(PRECISION_CHOICES)}")
     service = ServiceConfig(host=s["host"], port=s["port"], token=s["token"], allowed_hosts=s["allowed_hosts"])
     config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
                            link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"])
@@ -167,7 +170,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera-size", help="WIDTHxHEIGHT to request, e.g. 640x480")
     p.add_argument("--camera-fps", type=float, help="frame rate to request")
     p.add_argument("--mic", help="microphone name (substring) or index (voxedge devices), a WAV file, or 'sim'")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"))
+    p.add_argument("--precision", choices=PRECISION_CHOICES,
+                   help="model precision; auto (the default) times the bundle's models at start and runs the "
+                        "fastest (each passed its accuracy gate)")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
