@@ -21,7 +21,6 @@ import dataclasses
 import json
 import platform
 import shutil
-import statistics
 import sys
 import tempfile
 import threading
@@ -63,14 +62,10 @@ def _finite(outputs: dict) -> bool:
 
 
 def _median_ms(fn, runs: int = TIMED_RUNS) -> float:
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from timing import median_s  # the benchmarks' one timing helper (bench/ runs as scripts, not a package)
+
+    return median_s(fn, runs, warmup=5) * 1e3
 
 
 def _front_end_precisions(plan_path: Path) -> list[dict]:

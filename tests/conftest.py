@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from functools import lru_cache
@@ -56,3 +57,34 @@ def pytest_collection_modifyitems(config, items):
         for marker, (available, reason) in _HARDWARE.items():
             if marker in item.keywords and not available():
                 item.add_marker(pytest.mark.skip(reason=f"{marker}: {reason}"))
+
+
+# The hardware tests need a converted reference bundle (fp32, fp16, int8). A Jetson image has no
+# torch to convert one: make it on a workstation (`make demo-bundle` writes bundle/), copy it over
+# and point this variable at it.
+TEST_BUNDLE_ENV = "VOXEDGE_TEST_BUNDLE"
+
+
+@pytest.fixture
+def hardware_bundle(tmp_path):
+    """A copy of the reference bundle that a test may add engines to: ``$VOXEDGE_TEST_BUNDLE``, or one
+    converted here where torch is installed."""
+    dest = tmp_path / "bundle"
+    given = os.environ.get(TEST_BUNDLE_ENV)
+    if given:
+        if not os.path.isfile(os.path.join(given, "manifest.json")):
+            pytest.fail(f"{TEST_BUNDLE_ENV}={given} is not a bundle (no manifest.json)")
+        shutil.copytree(given, dest)
+        return dest
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip(f"no torch here to convert the reference model: run `make demo-bundle` on a workstation, "
+                    f"copy bundle/ over and set {TEST_BUNDLE_ENV}=DIR")
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+    from reference_model.sets import write_sim_set
+
+    write_sim_set(tmp_path / "calib", split="val", n=64)
+    write_sim_set(tmp_path / "eval", split="test", n=64)
+    convert(DEFAULT_CHECKPOINT, dest, calibration=tmp_path / "calib", eval_set=tmp_path / "eval", fp16=True,
+            log=lambda *_: None)
+    return dest

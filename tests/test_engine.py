@@ -56,9 +56,11 @@ def source_bundle(tmp_path_factory) -> Path:
     return base.path
 
 
-def _copy(source: Path, dest: Path, drop: tuple[str, ...] = (), fp32_only: bool = False) -> Path:
+def _copy(source: Path, dest: Path, drop: tuple[str, ...] = (), fp32_only: bool = False,
+          legacy: bool = False) -> Path:
     """A copy of ``source`` without the model files in ``drop`` (or with its FP32 model alone, as a plain
-    ``voxedge convert`` makes it: no FP16 report, no INT8 settings)."""
+    ``voxedge convert`` makes it: no FP16 report, no INT8 settings); ``legacy``: as a voxedge from before
+    ``provenance.keep_float_prefixes`` made it."""
     bundle = load_bundle(source)
 
     def populate(tmp: Path) -> Manifest:
@@ -68,6 +70,8 @@ def _copy(source: Path, dest: Path, drop: tuple[str, ...] = (), fp32_only: bool 
         for f in keep:
             shutil.copy2(bundle.path / f.path, tmp / f.path)
         provenance = dict(bundle.manifest.provenance)
+        if legacy:
+            provenance.pop("keep_float_prefixes", None)
         if fp32_only:
             provenance["calibration"] = None
             report = json.loads((tmp / "report.json").read_text())
@@ -271,10 +275,12 @@ def test_nothing_is_pinned_under_strong_typing(bundle_path, monkeypatch):
     assert not any(layer.precision_is_set or layer.output_types for layer in fake.network.layers)
 
 
-def test_an_fp32_only_bundle_builds_fp16_unpinned_and_says_so(source_bundle, tmp_path, monkeypatch):
-    path = _copy(source_bundle, tmp_path / "plain", fp32_only=True)
+def test_an_fp32_only_bundle_pins_the_front_end_and_an_old_one_says_it_cannot(source_bundle, tmp_path, monkeypatch):
     fake = install(monkeypatch, api="10.3")
-    _, log = _build(path, "fp16")
+    _build(_copy(source_bundle, tmp_path / "plain", fp32_only=True), "fp16")  # convert records the prefixes
+    assert fake.config.flags == {"FP16", "OBEY_PRECISION_CONSTRAINTS"}
+    fake = install(monkeypatch, api="10.3")
+    _, log = _build(_copy(source_bundle, tmp_path / "old", fp32_only=True, legacy=True), "fp16")
     assert fake.config.flags == {"FP16"} and "records no layers to keep in FP32" in log
 
 
@@ -500,36 +506,26 @@ def test_tensorrt_runner_without_tensorrt_points_to_the_onnxruntime_runner(bundl
 
 @pytest.mark.requires_tensorrt
 @pytest.mark.requires_cuda
-def test_build_reference_fp16_engine(tmp_path):
-    from convert.cli import DEFAULT_CHECKPOINT
-    from convert.pipeline import convert
+def test_build_reference_fp16_engine(hardware_bundle):
     from edge.engine import build_engine, device_key
 
-    convert(DEFAULT_CHECKPOINT, tmp_path / "b", fp16=True, log=lambda *_: None)  # --fp16 records the FP32 layers
-    plan = build_engine(tmp_path / "b", "fp16", max_batch=4, log=lambda *_: None)
-    bundle = load_bundle(tmp_path / "b")
+    plan = build_engine(hardware_bundle, "fp16", max_batch=4, log=lambda *_: None)
+    bundle = load_bundle(hardware_bundle)
     assert plan.is_file() and plan.stat().st_size > 100_000
     key = device_key(bundle, "fp16", (1, 1, 4))
     assert find_engine(bundle, key) == plan and key.device_name and key.sm_count > 0
-    assert list((tmp_path / "b" / "engines").glob("timing-*.cache"))
+    assert list((hardware_bundle / "engines").glob("timing-*.cache"))
 
 
 @pytest.mark.requires_tensorrt
 @pytest.mark.requires_cuda
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_tensorrt_runner_agrees_with_onnxruntime(tmp_path, precision):
-    from convert.cli import DEFAULT_CHECKPOINT
-    from convert.pipeline import convert
+def test_tensorrt_runner_agrees_with_onnxruntime(hardware_bundle, precision):
     from edge.engine import build_engine
     from edge.runners import make_runner
-    from reference_model.sets import write_sim_set
 
-    write_sim_set(tmp_path / "calib", split="val", n=64)
-    write_sim_set(tmp_path / "eval", split="test", n=64)
-    convert(DEFAULT_CHECKPOINT, tmp_path / "b", calibration=tmp_path / "calib", eval_set=tmp_path / "eval",
-            fp16=True, log=lambda *_: None)
-    build_engine(tmp_path / "b", precision, max_batch=4, log=lambda *_: None)  # includes the golden check
-    bundle = load_bundle(tmp_path / "b")
+    build_engine(hardware_bundle, precision, max_batch=4, log=lambda *_: None)  # includes the golden check
+    bundle = load_bundle(hardware_bundle)
     golden = np.load(bundle.path / "golden.npz")
     feed = {"image": golden["input.image"], "audio": golden["input.audio"]}
     with make_runner("tensorrt", bundle, precision, max_batch=4) as trt_runner:
