@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -227,39 +224,46 @@ def hash_files(directory: Path, known: dict[str, ModelFile]) -> tuple[ModelFile,
 
 
 def write_bundle(dest: str | Path, populate: Callable[[Path], Manifest]) -> Bundle:
-    """Create a bundle atomically.
+    """Create or replace a bundle atomically (``edge.atomic_dir``).
 
     ``populate(tmpdir)`` writes the bundle's files into ``tmpdir`` and returns
     its manifest (``files`` may be left empty: every file is hashed here).
-    Only when it returns is the directory renamed to ``dest``; if it raises,
-    nothing is left behind and an existing ``dest`` is untouched.
+    Only when it returns is the directory swapped in for ``dest``; if it raises,
+    nothing is left behind and an existing ``dest`` is untouched. A crash at any
+    point leaves the old or the new bundle whole, and the next write or load
+    cleans up after it.
     """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    try:
+    from edge.atomic_dir import replace_dir
+
+    def finish(tmp: Path) -> Manifest:
         manifest = populate(tmp)
         known = {f.path: f for f in manifest.files}
         manifest = Manifest(**{**vars(manifest), "files": hash_files(tmp, known)})
         write_manifest(tmp, manifest)
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            # Swap in two renames; the old bundle is removed only after the new one is in place.
-            old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-            os.replace(dest, old)
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return Bundle(dest, manifest)
+        return manifest
+
+    return Bundle(Path(dest), replace_dir(dest, finish))
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """``root / rel`` where it is a file of the bundle itself; BundleError for a symlink at any level below
+    ``root``: a manifest must not make the robot load other files (``ModelFile`` already refuses absolute
+    paths and ``..``)."""
+    rel_path = Path(rel)
+    p = root / rel_path
+    for part in (p, *(root / q for q in rel_path.parents if q != Path("."))):
+        if part.is_symlink():
+            raise BundleError(f"bundle file {p} is (or lies under) a symbolic link; a bundle holds its own files: "
+                              "copy them in (cp -L) or convert anew")
+    return p
 
 
 def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     """Read a bundle's manifest and (by default) check every file against its sha256."""
+    from edge.atomic_dir import recover
+
     path = Path(path)
+    recover(path)  # a replace of this bundle cut short by a crash: finish or roll it back first
     manifest_path = path / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleError(f"{path} is not a voxedge bundle (no {MANIFEST_NAME}); create one with `voxedge convert`")
@@ -272,7 +276,7 @@ def load_bundle(path: str | Path, verify: bool = True) -> Bundle:
     manifest = Manifest.from_dict(data)
     if verify:
         for f in manifest.files:
-            p = path / f.path
+            p = _inside(path, f.path)
             if not p.is_file():
                 raise BundleError(f"bundle file {p} is missing; copy the whole bundle again or convert anew")
             if sha256_file(p) != f.sha256:
