@@ -45,7 +45,7 @@ class ActuatorState:
     ticks: int
     overruns: int  # ticks that started late by more than one period
     setpoint: Setpoint
-    source: str  # policy, manual, stalled, estop, idle
+    source: str  # policy, manual, stalled, held (perception unhealthy: policy.hold), estop, idle
     activity: Activity
     outcomes: tuple[Outcome, ...]
     estopped: bool
@@ -60,10 +60,14 @@ class Actuator:
     """Owns the link for the runtime; see the module docstring."""
 
     def __init__(self, link, policy: Policy, stalled_for: Callable[[float], float] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 hold_reason: Callable[[], str | None] | None = None) -> None:
         self.link = link
         self.policy = policy
         self._stalled_for = stalled_for or (lambda now: 0.0)
+        # Why perception cannot be trusted now (camera, microphone, inference health), or None: the
+        # policy holds still while there is a reason and resumes after it clears and the target is seen.
+        self._hold_reason = hold_reason or (lambda: None)
         self._clock = clock
         self.decisions: LatestSlot[Decision] = LatestSlot()  # utterance decisions
         self.tracks: LatestSlot[Decision] = LatestSlot()  # servoing updates
@@ -182,11 +186,18 @@ class Actuator:
                 policy.stop(now, "manual")
             sp, source = Setpoint(*manual[:2]), "manual"
         else:
+            reason = self._hold_reason()
+            if reason:
+                policy.hold(now, reason)
+            else:
+                policy.release(now)
             sp, source = policy.tick(now), "policy"
             if self._stalled_for(now) > STALL_LIMIT_S:
                 if not sp.is_zero:
                     self._stalls += 1
                 sp, source = ZERO, "stalled"
+            elif reason and policy.activity.mode != "idle":
+                source = "held"
             elif sp.is_zero:
                 source = "idle"
         while policy.gripper_requests:

@@ -351,6 +351,9 @@ class InferenceWorker:
         if abs(frame.t - utterance.t_end) > MIN_FRAME_MATCH_S:
             raise FusionError(f"the nearest camera frame is {abs(frame.t - utterance.t_end):.2f} s from the end of "
                               "the speech; the camera is not delivering frames (check it in the panel)")
+        if frame.content_t is not None and frame.t - frame.content_t > self.max_frame_age_s:
+            raise FusionError(f"the camera is frozen: its picture had not changed for {frame.t - frame.content_t:.1f} s "
+                              "when the command was spoken; not acting on an old view (replug or restart the camera)")
         t1 = time.monotonic()
         window = audio_window(self.ring, utterance, self.manifest.preprocessing.audio_window_samples)
         uid = next(self._utterance_ids)

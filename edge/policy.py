@@ -110,6 +110,8 @@ class Activity:
     bearing_rad: float | None = None
     last_seen: float = 0.0
     last_update: float = 0.0
+    held: str | None = None  # go_to / pick_up suspended: why (a camera, microphone or inference problem)
+    resumed: float | None = None  # when the last hold ended: the target must be seen again after it
 
 
 @dataclass(frozen=True)
@@ -118,7 +120,7 @@ class Outcome:
 
     intent: str
     utterance_id: int
-    reason: str  # done, reached, lost, timeout, preempted, stopped, not_in_view
+    reason: str  # done, reached, lost, timeout, preempted, stopped, not_in_view, held
     t: float
 
 
@@ -180,6 +182,22 @@ class Policy:
         if self.activity.mode != "idle":
             self._end(now, reason)
 
+    def hold(self, now: float, reason: str) -> None:
+        """Perception cannot be trusted (``reason``): a timed move or turn ends; a go_to or pick_up is
+        suspended, the robot still, until ``release`` and a fresh sighting of the target."""
+        a = self.activity
+        if a.mode in ("move", "turn"):
+            self._end(now, "held")
+        elif a.mode in ("go_to", "pick_up") and a.held != reason:
+            self.activity = replace(a, held=reason)
+
+    def release(self, now: float) -> None:
+        """The reason to hold is gone: a suspended go_to waits for the target to be seen again (with
+        ``lost_after_s`` to find it) before it drives."""
+        a = self.activity
+        if a.held is not None:
+            self.activity = replace(a, held=None, resumed=now, last_seen=now)
+
     # -- the 20 Hz tick ----------------------------------------------------------------
     def tick(self, now: float) -> Setpoint:
         a, c = self.activity, self.config
@@ -201,6 +219,12 @@ class Policy:
         if now - a.started > c.go_to_timeout_s:
             self._end(now, "timeout")
             return ZERO
+        if a.held is not None:
+            return ZERO  # suspended: no view to trust (see hold)
+        if a.resumed is not None and a.last_update <= a.resumed:
+            if now - a.resumed > c.no_view_after_s:
+                self._end(now, "no_view")
+            return ZERO  # after a hold: drive again only on a view taken since
         if a.last_update - a.last_seen > c.lost_after_s:  # views keep coming, the object is not in them
             near = a.distance_m is not None and a.distance_m < c.near_lost_m
             self._end(now, "reached" if near else "lost")

@@ -30,7 +30,10 @@ from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
 
 EVENT_LOG_LEN = 200  # events kept for the panel
-HEALTH_PERIOD_S = 0.5  # how often the health checks run (in the actuator thread, between ticks' work)
+HEALTH_PERIOD_S = 0.2  # how often the health checks run (in the actuator thread, between ticks' work)
+# Problems of these components hold the robot still (policy.hold): it must not drive on a picture that
+# stopped, went dark or is late, nor when it cannot hear (a "stop" would go unheard) or cannot decide.
+HOLDING_COMPONENTS = ("camera", "microphone", "inference")
 SILENT_DBFS = -75.0  # a microphone quieter than this ...
 SILENT_FOR_S = 5.0  # ... for this long is reported silent (unplugged, muted)
 CLIP_LEVEL = 0.999  # |sample| at or above this is clipped
@@ -190,7 +193,7 @@ class Runtime:
             self.worker = InferenceWorker(self._runner, self._camera.buffer, self._microphone.ring,
                                           self._on_decision, on_error=lambda m: self.alert(f"inference: {m}"))
             self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),
-                                     stalled_for=self.worker.stalled_for)
+                                     stalled_for=self.worker.stalled_for, hold_reason=self.hold_reason)
             self.actuator.on_tick = self._on_tick
             self.listener = Listener(self._microphone.ring, self._on_utterance, cfg.endpointer)
             self.actuator.start()
@@ -325,9 +328,10 @@ class Runtime:
         """Each component's problem now (None when healthy)."""
         problems: dict[str, str | None] = {"camera": None, "microphone": None, "inference": None, "link": None}
         cam = self._camera.stats()
-        if cam.failed or cam.missing or cam.frozen:
+        if cam.failed or cam.missing or cam.frozen or cam.dark:
             kind = "failed" if cam.failed else "frozen (the picture does not change)" if cam.frozen else \
-                "delivering no frames"
+                "dark (the picture is black: lens covered or no light)" if cam.dark else \
+                "delivering no frames (or only late ones)"
             problems["camera"] = f"camera {kind}" + (f": {cam.last_error}" if cam.last_error else "")
         ring = self._microphone.ring
         level = ring.level_dbfs(0.1)
@@ -356,6 +360,11 @@ class Runtime:
         elif tel is not None and tel.state.name in ("FAILSAFE", "ESTOP"):
             problems["link"] = f"robot in {tel.state.name} ({tel.reason.name}): clear it, then arm"
         return problems
+
+    def hold_reason(self) -> str | None:
+        """Why the robot must hold still now (a camera, microphone or inference problem), or None.
+        Read by the actuator thread every tick; the health check (same thread) keeps it current."""
+        return next((self.health[k] for k in HOLDING_COMPONENTS if self.health.get(k)), None)
 
     def _update_health(self, now: float) -> None:
         if now - self._last_health < HEALTH_PERIOD_S:

@@ -48,7 +48,11 @@ def recorded(tmp_path_factory):
                    SceneObject("green", "cone", -1.5, 1.0, 0.12)))
     robot = SimRobot(arena, Pose(0.0, 0.0, 0.0))  # never armed: it decides, but stays where it is
     link = robot.start()
-    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=15.0)
+    # with sensor noise, as a real camera has: a bit-identical picture means a frozen camera (held still)
+    from sim.camera import Appearance
+
+    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=15.0, appearance=Appearance(noise_sigma=2.0),
+                         seed=0)
     mic = make_microphone("sim", noise="pink", noise_dbfs=-45.0, voice="en-us+m3")
     config = RuntimeConfig(bundle=str(bundle.path), precision="fp32", audit_log=str(tmp / "log"))
     rt = Runtime(config, link=link, camera=camera, microphone=mic).start()

@@ -157,3 +157,31 @@ def test_go_to_servo_reaches_within_0_3_m_on_the_true_camera_projection(target, 
     distance = float(np.hypot(pose.x - target[0], pose.y - target[1]))
     assert p.outcomes[-1].reason == "reached", (p.outcomes, distance)
     assert distance <= 0.3 and t < 15
+
+
+def test_a_hold_suspends_a_go_to_and_it_drives_again_only_on_a_view_taken_after_the_release():
+    p = Policy(tracker=_Tracker())
+    p.on_decision(_decision("go_to", target=(0.5, 0.7)), 0.0)
+    assert not p.tick(0.05).is_zero
+    p.hold(0.1, "camera frozen (the picture does not change)")
+    assert p.tick(0.15).is_zero and p.activity.mode == "go_to" and p.activity.held.startswith("camera frozen")
+    p.on_decision(_decision("go_to", kind="track", target=(0.5, 0.7)), 0.3)  # views during the hold: still held
+    assert p.tick(0.35).is_zero
+    p.release(2.0)  # longer than lost_after_s: the release gives the target time to be seen again
+    assert p.activity.held is None and p.activity.resumed == 2.0
+    assert p.tick(2.05).is_zero and p.activity.mode == "go_to"  # no view taken since the release yet
+    p.on_decision(_decision("go_to", kind="track", target=(0.5, 0.7)), 2.1)
+    assert not p.tick(2.15).is_zero
+    # no view at all after a release: it ends as no_view, like any go_to without views
+    p.hold(2.2, "camera delivering no frames")
+    p.release(2.3)
+    _run(p, 2.35, PolicyConfig().no_view_after_s + 0.2)
+    assert p.activity.mode == "idle" and p.outcomes[-1].reason == "no_view"
+
+
+def test_a_hold_ends_a_timed_move_at_once():
+    p = Policy()
+    p.on_decision(_decision("forward"), 0.0)
+    assert not p.tick(0.05).is_zero
+    p.hold(0.1, "microphone silent")
+    assert p.tick(0.15).is_zero and p.activity.mode == "idle" and p.outcomes[-1].reason == "held"

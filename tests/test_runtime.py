@@ -33,7 +33,11 @@ def running(bundle, tmp_path):
     link = robot.start()
     from edge.sensors import make_camera, make_microphone
 
-    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=15.0)
+    # with sensor noise, as a real camera has: a bit-identical picture means a frozen camera (held still)
+    from sim.camera import Appearance
+
+    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=15.0, appearance=Appearance(noise_sigma=2.0),
+                         seed=0)
     microphone = make_microphone("sim", noise="pink", noise_dbfs=-45.0, voice="en-us+m3")
     config = RuntimeConfig(bundle=str(bundle.path), precision="fp32", audit_log=str(tmp_path / "audit"))
     before = threading.active_count()

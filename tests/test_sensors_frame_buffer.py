@@ -157,3 +157,15 @@ def test_concurrent_writer_and_readers_see_consistent_frames():
     assert not any(th.is_alive() for th in threads)
     assert errors == []
     assert buf.span_s() <= 0.5
+
+
+def test_a_frozen_pictures_frames_go_stale_by_their_content_time():
+    buf = FrameBuffer()
+    now = clock.now()
+    image = np.zeros((4, 4, 3), np.uint8)
+    buf.push(Frame(image, now, 0, content_t=now - 2.0))  # arrived just now, but the picture is 2 s old
+    assert buf.latest(max_age_s=5.0).content_age_s >= 2.0
+    with pytest.raises(StaleFrameError, match="frozen: its picture has not changed"):
+        buf.latest(max_age_s=0.5)
+    buf.push(Frame(image, now + 0.01, 1))  # content_t None: the picture is as new as the frame
+    assert buf.latest(max_age_s=0.5).seq == 1

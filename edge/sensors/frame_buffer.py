@@ -41,11 +41,14 @@ class Frame:
             the buffer hands the same array to every reader.
         t: capture time on ``edge.sensors.clock`` (``time.monotonic``), seconds.
         seq: frame number from the camera, increasing by one per captured frame.
+        content_t: when this picture was first captured: earlier than ``t`` when the camera
+            repeats an unchanged (frozen) image, None (the same as ``t``) otherwise.
     """
 
     image: np.ndarray
     t: float
     seq: int
+    content_t: float | None = None
 
     def __post_init__(self) -> None:
         image = self.image
@@ -62,6 +65,11 @@ class Frame:
     def age_s(self) -> float:
         """Seconds since capture."""
         return clock.now() - self.t
+
+    @property
+    def content_age_s(self) -> float:
+        """Seconds since the picture last changed (``age_s`` unless the camera is frozen)."""
+        return clock.now() - (self.t if self.content_t is None else self.content_t)
 
 
 class FrameBuffer:
@@ -140,6 +148,13 @@ class FrameBuffer:
                     "the camera may be stalled, unplugged or at the end of its file: check its stats() "
                     "(missing, frozen, last_error) and the cable/source",
                     age_s=age,
+                )
+            content_age = frame.content_age_s
+            if content_age > max_age_s:
+                raise StaleFrameError(
+                    f"the camera is frozen: its picture has not changed for {content_age:.3f} s (more than "
+                    f"max_age_s={max_age_s:g} s) although frames keep arriving; replug or restart the camera",
+                    age_s=content_age,
                 )
         return frame
 

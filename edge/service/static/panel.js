@@ -469,7 +469,7 @@
 
   // -- state rendering -----------------------------------------------------------------------
   const STATE_TONE = { ARMED: "ok", DISARMED: "neutral", FAILSAFE: "warn", ESTOP: "bad" };
-  const SOURCE_TONE = { policy: "ok", manual: "info", stalled: "warn", estop: "bad", idle: "neutral" };
+  const SOURCE_TONE = { policy: "ok", manual: "info", stalled: "warn", held: "warn", estop: "bad", idle: "neutral" };
   const LATENCY_STAGES = [
     ["frame_match", "frame match"],
     ["preprocess", "preprocess"],
@@ -652,6 +652,7 @@
       if (a.intent && a.intent !== "none" && a.intent !== a.mode) parts.push(a.intent);
       if (isNum(a.distance_m)) parts.push(`${a.distance_m.toFixed(2)} m`);
       if (isNum(a.bearing_rad)) parts.push(`${((a.bearing_rad * 180) / Math.PI).toFixed(0)}°`);
+      if (a.held) parts.push(`held still: ${a.held}`);
       setText("activity", parts.join(" · "));
     } else setText("activity", "–");
     setText("uptime", isNum(s.uptime_s) ? formatDuration(s.uptime_s) : "–");
