@@ -14,10 +14,11 @@ import time
 import numpy as np
 import pytest
 
-from edge.runtime import Runtime, RuntimeConfig, SimRobot
+from edge.runtime import RuntimeConfig, SimRobot
 from edge.sensors.camera_sim import SimCamera, SimCameraConfig
 from edge.sensors import clock
 from tests.bridge_fixtures import requires_gcc
+from tests.runtime_fixtures import armed_runtime
 
 pytestmark = requires_gcc
 
@@ -70,15 +71,9 @@ def driving(bundle_for_hold):
     camera = FaultyCamera(SimCameraConfig(pose_fn=robot.pose, arena=arena, fps=FPS,
                                           appearance=Appearance(noise_sigma=2.0), seed=0))
     mic = make_microphone("sim", noise="pink", noise_dbfs=-45.0, voice="en-us+m3")
-    rt = Runtime(RuntimeConfig(bundle=str(bundle_for_hold.path), precision="fp32"), link=link, camera=camera,
-                 microphone=mic).start()
-    try:
-        rt.actuator.request("arm")
-        link.wait_for_telemetry(lambda t: t.armed, timeout_s=2.0)
+    with armed_runtime(RuntimeConfig(bundle=str(bundle_for_hold.path), precision="fp32"), robot, link, camera,
+                       mic) as rt:
         yield rt, camera, mic
-    finally:
-        rt.stop()
-        robot.stop()
 
 
 @pytest.fixture(scope="module")

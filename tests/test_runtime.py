@@ -9,8 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from edge.runtime import Runtime, RuntimeConfig, SimRobot
+from edge.runtime import RuntimeConfig, SimRobot
 from tests.bridge_fixtures import requires_gcc
+from tests.runtime_fixtures import armed_runtime
 
 pytestmark = requires_gcc
 
@@ -41,14 +42,8 @@ def running(bundle, tmp_path):
     microphone = make_microphone("sim", noise="pink", noise_dbfs=-45.0, voice="en-us+m3")
     config = RuntimeConfig(bundle=str(bundle.path), precision="fp32", audit_log=str(tmp_path / "audit"))
     before = threading.active_count()
-    rt = Runtime(config, link=link, camera=camera, microphone=microphone).start()
-    try:
-        rt.actuator.request("arm")
-        link.wait_for_telemetry(lambda t: t.armed, timeout_s=2.0)
+    with armed_runtime(config, robot, link, camera, microphone) as rt:
         yield rt, robot, microphone
-    finally:
-        rt.stop()
-        robot.stop()
     assert threading.active_count() <= before
 
 
