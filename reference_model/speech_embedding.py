@@ -224,6 +224,7 @@ class SpeechEmbedding(nn.Module):
                 layers.append(_Act())
             c_in = kind
         self.net = nn.Sequential(*layers)
+        self._pools = tuple(i for i, m in enumerate(self.net) if isinstance(m, nn.MaxPool2d))  # split_index
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.net(features).squeeze(-1)  # mel axis pooled to 1
@@ -233,10 +234,10 @@ class SpeechEmbedding(nn.Module):
     # network below the last ``blocks`` blocks (the same layers, so the exported graph is unchanged):
     # training caches what ``lower`` computes and fine-tunes ``upper``.
     def split_index(self, blocks: int) -> int:
-        pools = [i for i, m in enumerate(self.net) if isinstance(m, nn.MaxPool2d)]
+        pools = self._pools
         if not 0 <= blocks <= len(pools):
             raise ValueError(f"trainable blocks must be in 0..{len(pools)}, got {blocks!r}")
-        return len(self.net) if blocks == 0 else ([-1] + pools)[len(pools) - blocks] + 1
+        return len(self.net) if blocks == 0 else ((-1,) + pools)[len(pools) - blocks] + 1
 
     def lower(self, features: torch.Tensor, blocks: int = 0) -> torch.Tensor:
         out = self.net[: self.split_index(blocks)](features)
