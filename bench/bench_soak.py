@@ -51,10 +51,17 @@ def _proc_stats(pid: int) -> dict:
     return {"rss_mb": rss_kb / 1024, "threads": threads, "fds": fds}
 
 
+# Counts that move without leaking: an HTTP connection of this bench's own requests (keep-alive or one
+# in flight) holds a socket for a few seconds (seen: 20 -> 21 -> 20 fds over one run). A leak per command
+# or per request grows by the number of commands (>= 25 in the short soak), far above these.
+COUNT_SLACK = {"fds": 2, "threads": 1}
+
+
 def _growth(warm: list[dict], samples: list[dict], key: str) -> dict:
     start = max(s[key] for s in warm[:3])
     end = sorted(s[key] for s in samples[-3:])[len(samples[-3:]) // 2]
-    return {"after_warmup": start, "end": end, "max": max(s[key] for s in samples), "grew": end > start}
+    return {"after_warmup": start, "end": end, "max": max(s[key] for s in samples),
+            "grew": end > start + COUNT_SLACK[key]}
 
 
 def _json(url: str, data: dict | None = None, headers: dict | None = None):

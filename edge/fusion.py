@@ -154,7 +154,7 @@ class InferenceWorker:
 
     def __init__(self, runner, frames, ring, on_decision: Callable[[Decision], object],
                  max_frame_age_s: float = DEFAULT_MAX_FRAME_AGE_S, track_hz: float = TRACK_HZ,
-                 on_error: Callable[[str], object] | None = None) -> None:
+                 on_error: Callable[[BaseException], object] | None = None) -> None:
         self.runner = runner
         self.manifest = runner.bundle.manifest
         self.frames = frames
@@ -258,7 +258,7 @@ class InferenceWorker:
             except Exception as exc:  # one bad frame or utterance must not kill the worker: report it
                 self.errors += 1
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                self._on_error(self.last_error)
+                self._on_error(exc)
         for _, future in self._drain_requests():
             future.set_exception(FusionError("the inference worker stopped"))
 

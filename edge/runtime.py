@@ -16,6 +16,7 @@ espeak-ng.
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 import threading
 import time
@@ -24,10 +25,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge.actuator import Actuator
-from edge.audit import AuditLog, sample_frame
+from edge.alerts import Alerts
+from edge.audit import AuditError, AuditLog, sample_frame
 from edge.fusion import Decision, InferenceWorker
 from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
+
+log = logging.getLogger("voxedge.runtime")
 
 EVENT_LOG_LEN = 200  # events kept for the panel
 HEALTH_PERIOD_S = 0.2  # how often the health checks run (in the actuator thread, between ticks' work)
@@ -70,6 +74,7 @@ class RuntimeConfig:
     geometry: CameraGeometry = field(default_factory=CameraGeometry)
     audit_log: str | None = None
     audit_max_samples: int = 2000
+    audit_reserve_mb: float = 100.0  # the audit log stops recording (with an alert) below this much free disk
     # ONNX Runtime threads per inference. One: the runner shares the CPU with the camera, microphone,
     # actuator and HTTP threads, and bench_predict measured +35-55 % throughput and a lower p99 with
     # one thread than with ONNX Runtime's default of one per core (2 here).
@@ -126,13 +131,15 @@ class Runtime:
         self.listener: Listener | None = None
         self.actuator: Actuator | None = None
         self.audit: AuditLog | None = None
+        self._audit_off: str | None = None  # why the configured audit log could not be opened
         self._events: deque[Event] = deque(maxlen=EVENT_LOG_LEN)
         self._event_ids = itertools.count(1)
         self._cond = threading.Condition()
         self._last_decision: Decision | None = None
         self._last_view: Decision | None = None
         self._listeners: list = []
-        self.alert_count = 0
+        self._direct_alerts = 0
+        self.alerts = Alerts(self.event)  # one alert per condition (health checks and repeated failures)
         self.health: dict[str, str | None] = {}
         from edge.systemd import Notifier
 
@@ -185,13 +192,21 @@ class Runtime:
             self._microphone.connect()
             opened.append(self._microphone.disconnect)
             if cfg.audit_log:
-                self.audit = AuditLog(cfg.audit_log, cfg.audit_max_samples).start()
-                opened.append(self.audit.stop)
+                # An audit log that cannot be opened does not keep the robot from working: it runs without one
+                # and says so (health "audit", an alert, the state API), as it does when the disk fills later.
+                try:
+                    self.audit = AuditLog(cfg.audit_log, cfg.audit_max_samples,
+                                          reserve_bytes=int(cfg.audit_reserve_mb * 1024**2)).start()
+                    opened.append(self.audit.stop)
+                    for note in self.audit.notes:
+                        self.alert(f"audit log: {note}", {"component": "audit"})
+                except AuditError as exc:
+                    self._audit_off = f"audit log off: {exc}"
             if not self._runner.is_active:
                 self._runner.activate()
                 opened.append(self._runner.deactivate)
             self.worker = InferenceWorker(self._runner, self._camera.buffer, self._microphone.ring,
-                                          self._on_decision, on_error=lambda m: self.alert(f"inference: {m}"))
+                                          self._on_decision, on_error=self._on_inference_error)
             self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),
                                      stalled_for=self.worker.stalled_for, hold_reason=self.hold_reason)
             self.actuator.on_tick = self._on_tick
@@ -270,14 +285,26 @@ class Runtime:
     # -- events -----------------------------------------------------------------------
     def event(self, kind: str, text: str, data: dict | None = None) -> Event:
         e = Event(next(self._event_ids), time.monotonic(), time.time(), kind, text, data or {})
+        if kind == "alert":
+            log.warning("alert: %s", text)
         with self._cond:
             self._events.append(e)
             self._cond.notify_all()
         return e
 
     def alert(self, text: str, data: dict | None = None) -> Event:
-        self.alert_count += 1
+        """A one-off alert (something that happened once, e.g. a repair at start)."""
+        self._direct_alerts += 1
         return self.event("alert", text, data)
+
+    def report(self, key: str, text: str, exc: BaseException | None = None) -> None:
+        """A failure that may repeat: one alert while it keeps recurring (``edge.alerts``); details to the log."""
+        log.warning("%s", text, exc_info=exc)
+        self.alerts.report(key, text, time.monotonic())
+
+    @property
+    def alert_count(self) -> int:
+        return self._direct_alerts + self.alerts.raised
 
     def events_after(self, after_id: int = 0, timeout_s: float | None = None) -> list[Event]:
         """Events newer than ``after_id``; waits up to ``timeout_s`` for one if there is none yet."""
@@ -287,6 +314,9 @@ class Runtime:
             return [e for e in self._events if e.id > after_id]
 
     # -- callbacks from the threads -------------------------------------------------------
+    def _on_inference_error(self, exc: BaseException) -> None:
+        self.report("inference-errors", f"inference error: {exc}", exc)
+
     def _on_utterance(self, utterance: Utterance) -> None:
         self._last_utterance = utterance
         self.worker.submit(utterance)
@@ -322,17 +352,25 @@ class Runtime:
                 image = sample_frame(frame.image, self.bundle.manifest.preprocessing)
                 self.audit.record(image, window, d, t=decision.t_speech_end)
             except Exception as exc:  # the audit log never gets in the way of the robot
-                self.alert(f"audit log: {exc}")
+                self.report("audit-errors", f"audit log could not take a decision: {exc}", exc)
 
     def _check_health(self, now: float) -> dict[str, str | None]:
         """Each component's problem now (None when healthy)."""
         problems: dict[str, str | None] = {"camera": None, "microphone": None, "inference": None, "link": None}
+        if self.config.audit_log:
+            problems["audit"] = self._audit_off or (self.audit.problem(now) if self.audit is not None else None)
         cam = self._camera.stats()
-        if cam.failed or cam.missing or cam.frozen or cam.dark:
-            kind = "failed" if cam.failed else "frozen (the picture does not change)" if cam.frozen else \
-                "dark (the picture is black: lens covered or no light)" if cam.dark else \
-                "delivering no frames (or only late ones)"
-            problems["camera"] = f"camera {kind}" + (f": {cam.last_error}" if cam.last_error else "")
+        if cam.failed:
+            problems["camera"] = "camera failed" + (f": {cam.last_error}" if cam.last_error else "") + \
+                " (the robot is held still; check the camera and restart the service)"
+        elif cam.missing:
+            age = f"for {cam.latest_age_s:.1f} s" if cam.latest_age_s is not None else "yet"
+            problems["camera"] = f"camera: no frames {age} (the robot is held still; check the cable or source)" + \
+                (f"; last error: {cam.last_error}" if cam.last_error else "")
+        elif cam.frozen:
+            problems["camera"] = "camera frozen: the picture does not change (the robot is held still)"
+        elif cam.dark:
+            problems["camera"] = "camera dark: the picture is black (lens covered or no light; the robot is held still)"
         ring = self._microphone.ring
         level = ring.level_dbfs(0.1)
         if level < SILENT_DBFS:
@@ -375,11 +413,8 @@ class Runtime:
         except Exception as exc:  # a health check must never stop the actuator loop
             problems = {**self.health, "runtime": f"health check failed: {exc}"}
         for key, problem in problems.items():
-            before = self.health.get(key)
-            if problem and problem != before and (before is None or problem.split(" (")[0] != before.split(" (")[0]):
-                self.alert(problem, {"component": key})
-            elif before and not problem:
-                self.event("info", f"{key} recovered", {"component": key})
+            self.alerts.check(key, problem, now)
+        self.alerts.expire(now)
         self.health = problems
 
     def _on_tick(self) -> None:
@@ -422,8 +457,10 @@ class Runtime:
                           "api_requests": self.worker.api_requests if self.worker else 0,
                           "api_batches": self.worker.api_batches if self.worker else 0,
                           "tracking": self.worker.tracking if self.worker else None},
-            "audit": {"samples": len(self.audit), "dropped": self.audit.dropped} if self.audit else None,
+            "audit": self.audit.status() if self.audit is not None else (
+                {"off": self._audit_off} if self._audit_off else None),
             "health": dict(self.health),
+            "alerts": self.alerts.active(time.monotonic()),
         }
 
 

@@ -25,6 +25,7 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "token": (None, str),
     "allowed_hosts": ((), tuple),
     "audit_log": (None, str),
+    "audit_reserve_mb": (100.0, float),  # the audit log stops recording (with an alert) below this much free disk
     "seed": (0, int),
 }
 

@@ -120,3 +120,28 @@ def test_a_failing_camera_during_go_to_holds_the_robot_still_until_it_sees_again
     activity = rt.actuator.state().activity
     assert activity.held is None and activity.resumed is not None and activity.last_update > activity.resumed
     assert activity.resumed >= t_clear - 0.3
+
+
+def test_a_missing_camera_raises_one_alert_for_people_not_a_flood(driving):
+    """Issue 16 point 5: tracking steps failing 8 times a second while the camera is gone must give one
+    alert per condition (with a duration in the state API), plain words, and one note when it recovers."""
+    import re
+
+    rt, camera, mic = driving
+    mic.say("go to the red ball")
+    _wait(lambda: not rt.actuator.state().setpoint.is_zero, 15.0, "the robot starts driving to the red ball")
+    mark = rt.events_after()[-1].id
+    camera.fault = "missing"
+    _wait(lambda: rt.health.get("camera"), 5.0, "a camera alert")
+    time.sleep(3.0)
+    active = {a["key"]: a for a in rt.snapshot()["alerts"]}
+    assert active["camera"]["for_s"] >= 2.5 and active["camera"]["text"].startswith("camera: no frames for ")
+    camera.fault = None
+    _wait(lambda: not rt.health.get("camera"), 5.0, "the camera alert clears")
+    time.sleep(0.3)
+    events = rt.events_after(mark)
+    alerts = [e for e in events if e.kind == "alert"]
+    assert [e.data["key"] for e in alerts if e.data.get("key") == "camera"] == ["camera"], [e.text for e in alerts]
+    assert len(alerts) <= 3, [e.text for e in alerts]  # the camera, at most one inference-error and one other
+    assert not [e.text for e in alerts if re.search(r"\b[A-Z]\w*(Error|Exception)\b", e.text)]
+    assert any(e.kind == "info" and e.text.startswith("camera: recovered after ") for e in events)

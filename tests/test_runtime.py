@@ -158,4 +158,40 @@ def test_health_alerts_name_the_component_and_the_reason(running):
     rt.link.wait_for_telemetry(lambda t: t.state.name == "DISARMED", timeout_s=2.0)
     time.sleep(0.8)
     assert rt.snapshot()["health"]["link"] is None
-    assert any(e.text == "link recovered" for e in rt.events_after(alert.id))
+    assert any(e.text.startswith("link: recovered after ") for e in rt.events_after(alert.id))
+
+
+def test_an_unusable_or_damaged_audit_log_does_not_stop_the_robot_and_says_why(bundle, tmp_path):
+    """Issue 16 point 3: serve starts without the audit log (health 'audit', the state API) when its directory
+    cannot be written, and repairs a damaged index with an alert."""
+    from sim.world import Arena, Pose
+
+    from edge.runtime import Runtime
+    from edge.sensors import make_camera, make_microphone
+
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "damaged").mkdir()
+    (tmp_path / "damaged" / "index.jsonl").write_text("{cut off in a crash\n")
+    for audit_dir, expect in ((tmp_path / "a-file" / "audit", "audit log off: cannot write the audit log at"),
+                              (tmp_path / "damaged", None)):
+        robot = SimRobot(Arena(()), Pose(0.0, 0.0, 0.0))
+        link = robot.start()
+        camera = make_camera("sim", pose_fn=robot.pose, arena=robot.arena, fps=15.0, seed=0)
+        mic = make_microphone("sim", noise="pink", noise_dbfs=-45.0)
+        config = RuntimeConfig(bundle=str(bundle.path), precision="fp32", audit_log=str(audit_dir))
+        rt = Runtime(config, link=link, camera=camera, microphone=mic).start()
+        try:
+            time.sleep(0.5)
+            snap = rt.snapshot()
+            alerts = [e.text for e in rt.events_after() if e.kind == "alert"]
+            if expect:
+                assert snap["health"]["audit"].startswith(expect) and "Not a directory" in snap["health"]["audit"]
+                assert snap["audit"] == {"off": snap["health"]["audit"]}
+                assert any(a.startswith(expect) for a in alerts), alerts
+            else:
+                assert snap["health"]["audit"] is None and snap["audit"]["samples"] == 0
+                assert any(a.startswith("audit log: the audit index was damaged (1 unreadable line(s)")
+                           for a in alerts), alerts
+        finally:
+            rt.stop()
+            robot.stop()

@@ -96,7 +96,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
              "backend": args.backend, "host": args.host, "port": args.port,
-             "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log, "seed": args.seed}
+             "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log,
+             "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
         flags.update({k: "sim" for k in ("camera", "mic", "link") if flags[k] is None})
     s = resolve(flags, args.config)
@@ -110,9 +111,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ServiceConfigError("give the robot's serial port (--link /dev/robot) or --link sim")
     if s["precision"] not in PRECISION_CHOICES:
         raise ServiceConfigError(f"precision {s['precision']!r} is not one of {', '.join(PRECISION_CHOICES)}")
+    if s["audit_reserve_mb"] < 0:
+        raise ServiceConfigError(f"--audit-reserve-mb must be >= 0 MB, got {s['audit_reserve_mb']:g}")
     service = ServiceConfig(host=s["host"], port=s["port"], token=s["token"], allowed_hosts=s["allowed_hosts"])
     config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
-                           link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"])
+                           link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"],
+                           audit_reserve_mb=s["audit_reserve_mb"])
     robot = link = camera = microphone = None
     if sim_parts:
         robot, sim_camera, sim_microphone = sim_setup(s["seed"])
@@ -178,4 +182,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
     p.add_argument("--allowed-host", action="append", help="extra Host name the panel may be reached by")
     p.add_argument("--audit-log", help="directory for the audit log of decisions (a sample set)")
+    p.add_argument("--audit-reserve-mb", type=float, metavar="MB",
+                   help="the audit log stops recording, with an alert, when its disk has less free space than this "
+                        "(default 100)")
     p.set_defaults(func=_cmd_serve)

@@ -76,7 +76,17 @@ class _RuntimeCollector:
                 yield from counter(f"link_{key}", f"link {key.replace('_', ' ')}", value)
         audit = snap.get("audit") or {}
         yield from gauge("audit_samples", "samples in the audit log", audit.get("samples"))
-        yield from counter("audit_dropped", "audit entries dropped (slow disk)", audit.get("dropped"))
+        if audit.get("unrecorded"):
+            family = CounterMetricFamily("voxedge_audit_unrecorded", "decisions the audit log did not record",
+                                         labels=["reason"])
+            for reason, n in audit["unrecorded"].items():
+                family.add_metric([reason], float(n))
+            yield family
+        yield from counter("audit_write_errors", "audit log write errors (see the state API's last_error)",
+                           audit.get("errors"))
+        yield from gauge("audit_free_bytes", "free bytes on the audit log's disk", audit.get("free_bytes"))
+        yield from gauge("audit_reserve_bytes", "the audit log stops recording below this much free disk",
+                         audit.get("reserve_bytes"))
         yield from counter("alerts", "alerts raised", getattr(self.runtime, "alert_count", None))
         health = snap.get("health") or {}
         if health:

@@ -667,6 +667,19 @@
     return `${h ? `${h} h ` : ""}${m} min ${s % 60} s`;
   }
 
+  // One line per active condition (the runtime raises one alert per condition, not one per failure).
+  function renderProblems(alerts) {
+    const list = $("problems");
+    const items = Array.isArray(alerts) ? alerts : [];
+    list.replaceChildren(...items.map((a) => {
+      const li = document.createElement("li");
+      const times = a.count > 1 ? `, ${a.count} times` : "";
+      li.textContent = `${a.text} (for ${Math.round(a.for_s)} s${times})`;
+      return li;
+    }));
+    list.hidden = items.length === 0;
+  }
+
   function render(s) {
     if (lastState && isNum(s.uptime_s) && isNum(lastState.uptime_s) && s.uptime_s + 1 < lastState.uptime_s) {
       // The service restarted: event ids start again and the CSRF token in this page is stale.
@@ -674,6 +687,7 @@
       banner("The robot service restarted: reload the page before sending commands.");
     }
     lastState = s;
+    renderProblems(s.alerts);
     renderCamera(s.camera, s.service);
     checkStream(s.service);
     renderLiveMessage();
