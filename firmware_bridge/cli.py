@@ -100,7 +100,7 @@ def _run(args: argparse.Namespace, link) -> dict:
     print(f"final: {_fmt(final)}")
     rtt = f"{stats.rtt_p50_s * 1000:.2f} ms" if stats.rtt_p50_s is not None else "n/a"
     print(f"link: frames sent={stats.frames_sent} received={stats.frames_received} crc_errors={stats.crc_errors} "
-          f"retries={stats.retries} failed_controls={stats.controls_failed} reconnects={stats.reconnects} "
+          f"retries={stats.retries} failed_controls={stats.controls_failed} reconnects={stats.reconnects} lockouts={stats.lockouts} "
           f"rtt_p50={rtt} watchdog_trips={stats.watchdog_trips}")
     return {"state": final.state.name, "reason": final.reason.name, "x_m": final.x_m, "y_m": final.y_m,
             "theta_rad": final.theta_rad, "battery_v": final.battery_v, "gripper": final.gripper.name,

@@ -42,7 +42,9 @@ Clocks, TTL and staleness
     - each HELLO and SETPOINT gives a sample ``s = mcu_rx_ms - host_ts_ms``, i.e. the
       true offset plus that frame's one-way delay (queueing, USB, UART);
     - the estimate ``o`` is the lower envelope of the samples: a smaller sample replaces
-      it at once; it may rise only by the clock drift the MCU allows for
+      it at once, but one frame may lower it by at most ``CLOCK_STEP_MAX_MS`` (a
+      setpoint further ahead is rejected ``AHEAD``, as is one more than
+      ``SEQ_AHEAD_MAX`` sequence numbers ahead); it may rise only by the clock drift the MCU allows for
       (``CLOCK_DRIFT_MAX_PPM``, 0.5 %, banked per elapsed ms, capped at ``TTL_MAX_MS``);
       a handshake restarts it;
     - a frame's age is ``s - o``: its delay beyond the fastest recent frame.
@@ -138,6 +140,11 @@ IO_TICK_S = 0.05  # the I/O thread wakes at least this often
 JOIN_TIMEOUT_S = 3.0  # bounded join of the I/O thread
 RTT_SAMPLES = 256  # round-trip times kept for the percentiles
 ECHO_PENDING_MAX = 64  # echo requests remembered while waiting for their answer
+# The MCU rejecting this many echoed setpoints in a row as stale, out of order or ahead (with echo_every=10:
+# 1.5 s of setpoints) means its clock estimate or sequence state no longer fits ours (a frame that moved it,
+# an old firmware without the CLOCK_STEP_MAX_MS bound): handshake again, which resets both.
+LOCKOUT_ECHOES = 3
+_LOCKOUT_RESULTS = frozenset({EchoResult.STALE, EchoResult.OUT_OF_ORDER, EchoResult.AHEAD})
 RX_REORDER_WINDOW = 64  # an MCU frame this many sequence numbers behind the last is a counter restart
 _U32 = 0xFFFFFFFF
 
@@ -290,6 +297,7 @@ class LinkStats:
     reconnects: int  # successful handshakes after a lost connection or an MCU reset
     connect_failures: int
     link_losses: int
+    lockouts: int  # handshakes redone because the MCU kept rejecting fresh setpoints or controls as stale
     frames_sent: int
     frames_received: int  # valid frames
     crc_errors: int  # received frames with a bad CRC
@@ -361,6 +369,7 @@ class _Counters:
     reconnects: int = 0
     connect_failures: int = 0
     link_losses: int = 0
+    lockouts: int = 0
     frames_sent: int = 0
     seq_gaps: int = 0
     stale_rx: int = 0
@@ -380,6 +389,13 @@ class _Counters:
     def add_rtt(self, seconds: float) -> None:
         self.rtts.append(seconds)
         self.rtt_count += 1
+
+
+def _echo_name(code: int) -> str:
+    try:
+        return EchoResult(code).name
+    except ValueError:
+        return f"code {code}"
 
 
 def _open_error(port: str, exc: Exception) -> PortError:
@@ -478,9 +494,11 @@ class Link:
         self._inflight: _PendingControl | None = None
         self._hello_seqs: dict[int, float] = {}
         self._hs_started = 0.0
+        self._hs_bad_frames = 0  # the reader's bad-frame count when the handshake started
         self._next_hello = 0.0
         self._last_rx = 0.0
         self._echo_sent: OrderedDict[int, float] = OrderedDict()
+        self._rejected_run = 0  # echoed setpoints rejected in a row (LOCKOUT_ECHOES)
         self._setpoint_count = 0
         self._ever_connected = False
         self._backoff_s = BACKOFF_MIN_S
@@ -704,7 +722,8 @@ class Link:
             telemetry = self._telemetry
             return LinkStats(
                 connected=self._phase is _Phase.CONNECTED, connects=n.connects, reconnects=n.reconnects,
-                connect_failures=n.connect_failures, link_losses=n.link_losses, frames_sent=n.frames_sent,
+                connect_failures=n.connect_failures, link_losses=n.link_losses, lockouts=n.lockouts,
+                frames_sent=n.frames_sent,
                 frames_received=rc.frames_ok, crc_errors=rc.crc_errors, malformed=rc.malformed,
                 oversize=rc.oversize, seq_gaps=n.seq_gaps, stale_rx=n.stale_rx, setpoints_sent=n.setpoints_sent,
                 setpoints_superseded=n.setpoints_superseded, setpoints_dropped=n.setpoints_dropped,
@@ -861,7 +880,9 @@ class Link:
         self._rx_seq = None
         self._hello_seqs.clear()
         self._echo_sent.clear()
+        self._rejected_run = 0
         self._hs_started = time.monotonic()
+        self._hs_bad_frames = 0  # the reader was just reset
         self._next_hello = self._hs_started
         self._last_rx = self._hs_started
         with self._lock:
@@ -976,6 +997,12 @@ class Link:
         self._send_estop(now)
         if self._phase is _Phase.HANDSHAKING:
             if now - self._hs_started > HANDSHAKE_TIMEOUT_S:
+                rc = self._reader.counters
+                bad = rc.crc_errors + rc.malformed + rc.oversize - self._hs_bad_frames
+                if bad > 0:  # bytes arrive but never a valid frame: the classic symptom of a baud mismatch
+                    raise _LinkLost(f"no HELLO_ACK within {HANDSHAKE_TIMEOUT_S:.1f} s, and {bad} garbled frame(s) "
+                                    f"arrived: the baud rates most likely differ (host {self._baudrate}, the firmware "
+                                    f"is built for {BAUD_RATE}; see firmware_bridge/deploy/README.md)")
                 raise _LinkLost(f"no HELLO_ACK within {HANDSHAKE_TIMEOUT_S:.1f} s (is the firmware running at "
                                 f"{self._baudrate} baud?)")
             if now >= self._next_hello:
@@ -1096,6 +1123,10 @@ class Link:
             if sent is not None:
                 with self._lock:
                     self._n.add_rtt(now - sent)
+                self._rejected_run = self._rejected_run + 1 if msg.result in _LOCKOUT_RESULTS else 0
+                if self._rejected_run >= LOCKOUT_ECHOES:
+                    self._rehandshake(now, f"the MCU rejected {self._rejected_run} setpoints in a row as "
+                                           f"{_echo_name(msg.result)} although they were fresh", lockout=True)
         elif isinstance(msg, M.TelemetryMsg):
             self._on_telemetry(msg, frame, now)
 
@@ -1155,6 +1186,10 @@ class Link:
             else:
                 self._inflight = None
             self._finish(p, outcome, result, detail, rtt)
+            if result is Result.EXPIRED and rtt is not None and rtt * 1000.0 < p.ttl_ms / 2:
+                # Sent once and answered well within its TTL, yet "expired": the MCU's clock estimate is off.
+                self._rehandshake(now, f"the MCU refused {p.op.name} as EXPIRED although it was answered in "
+                                       f"{rtt * 1000:.0f} ms", lockout=True)
             return
 
     def _on_telemetry(self, msg: M.TelemetryMsg, frame, now: float) -> None:
@@ -1173,17 +1208,27 @@ class Link:
             self._telemetry = t
             self._telemetry_cond.notify_all()
         if self._phase is _Phase.CONNECTED and not t.session:
-            # The MCU lost our session (it was reset): handshake again on the same port.
-            log.warning("MCU on %s reports no session (reset?): handshaking again", self._port)
-            self._inflight_fail("the MCU was reset before acknowledging it")
-            self._fail_all("not sent: the MCU was reset", include_estop=False)
-            with self._lock:
-                self._phase = _Phase.HANDSHAKING
-                self._setpoint = None
-                self._n.link_losses += 1
-            self._hs_started = now
-            self._next_hello = now
-            self._rx_seq = None
+            self._rehandshake(now, "the MCU reports no session (reset?)", lockout=False)
+
+    def _rehandshake(self, now: float, reason: str, *, lockout: bool) -> None:
+        """Handshake again on the same port (the MCU was reset, or it locked motion out): the robot is
+        disarmed by the handshake and stays so until ``arm()``."""
+        if self._phase is not _Phase.CONNECTED:
+            return
+        log.warning("link to %s: %s; handshaking again (the robot stays disarmed until arm())", self._port, reason)
+        self._inflight_fail(f"the link was reset before it was acknowledged ({reason})")
+        self._fail_all(f"not sent: the link was reset ({reason})", include_estop=False)
+        self._rejected_run = 0
+        with self._lock:
+            self._phase = _Phase.HANDSHAKING
+            self._setpoint = None
+            self._n.link_losses += 1
+            self._n.lockouts += int(lockout)
+        self._hs_started = now
+        rc = self._reader.counters
+        self._hs_bad_frames = rc.crc_errors + rc.malformed + rc.oversize
+        self._next_hello = now
+        self._rx_seq = None
 
 
 _REFUSAL_ADVICE = {

@@ -124,17 +124,20 @@ def _build(name: str, sources: tuple[str, ...], *, sanitize: bool, build_dir: Pa
     return binary
 
 
-def build_simulator(*, sanitize: bool = False, build_dir: Path | None = None) -> Path:
+def build_simulator(*, sanitize: bool = False, build_dir: Path | None = None,
+                    defines: tuple[str, ...] = ()) -> Path:
     """Compile ``voxedge-mcu-sim`` if its sources, flags or compiler changed; return the binary's path.
 
     Args:
         sanitize: build with ``-fsanitize=address,undefined`` (into ``<build_dir>/asan``).
         build_dir: defaults to :func:`default_build_dir`.
+        defines: extra ``-D`` options (tests emulate older firmware with them; give those their own
+            ``build_dir``).
 
     Raises:
         SimulatorError: no compiler, or the compilation failed (the message carries gcc's output).
     """
-    return _build(SIM_NAME, SIM_SOURCES, sanitize=sanitize, build_dir=build_dir)
+    return _build(SIM_NAME, SIM_SOURCES, sanitize=sanitize, build_dir=build_dir, defines=defines)
 
 
 def build_harness(*, sanitize: bool = False, build_dir: Path | None = None) -> Path:

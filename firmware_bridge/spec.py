@@ -77,6 +77,10 @@ CONSTANTS: tuple[Constant, ...] = (
     Constant("TTL_MAX_MS", 1000, "ms", "longest time-to-live the firmware accepts"),
     Constant("CLOCK_DRIFT_MAX_PPM", 5000, "ppm",
              "largest MCU-vs-host clock drift the offset estimator allows for (0.5 %: ceramic resonators)"),
+    Constant("CLOCK_STEP_MAX_MS", 50, "ms",
+             "one setpoint may lower the clock-offset estimate by at most this; one further ahead is rejected AHEAD"),
+    Constant("SEQ_AHEAD_MAX", 1000, "frames",
+             "a setpoint more than this many sequence numbers past the last accepted one is rejected AHEAD"),
     Constant("CONTROL_ID_WINDOW", 16, "ids", "control ids the firmware remembers to re-ack duplicates"),
     Constant("CONTROL_ACK_TIMEOUT_MS", 100, "ms", "host waits this long for an ack before retrying a control"),
     Constant("CONTROL_ATTEMPTS", 5, "attempts", "sends of one control (same id) before it is reported failed"),
@@ -179,6 +183,7 @@ class EchoResult(IntEnum):
     DUPLICATE = 4
     INVALID = 5
     NO_SESSION = 6
+    AHEAD = 7  # its host time or sequence number is implausibly far ahead (CLOCK_STEP_MAX_MS, SEQ_AHEAD_MAX)
 
 
 class Capability(IntEnum):

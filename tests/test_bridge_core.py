@@ -13,7 +13,7 @@ import pytest
 
 from firmware_bridge import messages as M
 from firmware_bridge.spec import CONST, SCHEMA_HASH, EchoResult, Gripper, Op, Reason, Result, State
-from tests.bridge_fixtures import Harness, control, hello, requires_gcc, setpoint
+from tests.bridge_fixtures import Harness, control, hello, load_vectors, requires_gcc, setpoint
 
 pytestmark = requires_gcc
 
@@ -456,3 +456,37 @@ def test_bad_frames_are_counted_and_change_nothing(core):
     applied = s["setpoints_applied"]
     core.h.rx(good)  # the intact frame (100 ms old, TTL 200 ms) still works afterwards
     assert core.status()["setpoints_applied"] == applied + 1
+
+
+@pytest.mark.parametrize("case", load_vectors()["clock"], ids=lambda c: c["name"])
+def test_clock_and_sequence_vectors(harness, case):
+    """The shared vectors pin how far one setpoint may move the clock estimate or the sequence number."""
+    c = Core(harness)
+    c.h.rx(hello(c.next_seq(), c.ts(case.get("hello_delay_ms", 0)), 7, SCHEMA_HASH))
+    c.drain()
+    c.ok(Op.ARM)
+    accepted = c.seq
+    for advance_ms, seq_step, ahead_ms, expect in case["steps"]:
+        c.advance(advance_ms)
+        seq = (accepted + seq_step) & 0xFFFFFFFF
+        echo = c.sp(0.1, seq=seq, ts=(c.ts() + ahead_ms) & 0xFFFFFFFF)
+        assert echo.result == EchoResult[expect], (advance_ms, seq_step, ahead_ms, EchoResult(echo.result).name)
+        if echo.result in (EchoResult.APPLIED, EchoResult.STALE, EchoResult.IGNORED_DISARMED):
+            accepted = seq
+        c.seq = accepted
+
+
+def test_one_frame_far_ahead_cannot_lock_motion_out(core):
+    """Issue 16 point 4: before the bound, one such frame made every later setpoint STALE or out of order and
+    ARM EXPIRED until the next handshake."""
+    core.ok(Op.ARM)
+    core.drive(0.1, 0.0, 200)
+    assert core.sp(0.1, ts=core.ts(-600_000)).result == EchoResult.AHEAD  # 600 s ahead
+    assert core.sp(0.1, seq=(core.seq + 10**6) & 0xFFFFFFFF).result == EchoResult.AHEAD
+    core.advance(50)
+    echo = core.sp(0.1)
+    assert echo.result == EchoResult.APPLIED and echo.age_ms <= CONST["CLOCK_STEP_MAX_MS"]
+    core.ok(Op.DISARM)
+    core.ok(Op.ARM)  # not EXPIRED
+    core.drive(0.1, 0.0, 500)
+    assert core.status()["rejected"] == 2

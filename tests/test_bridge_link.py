@@ -322,3 +322,80 @@ def test_failed_reconnects_back_off_and_a_new_device_is_tried_at_once(tmp_path):
             time.sleep(0.005)
         assert link.is_connected and time.monotonic() - t_plug < 0.5
         assert link.stats.reconnects == 1
+
+
+# Firmware built before the CLOCK_STEP_MAX_MS / SEQ_AHEAD_MAX bounds (robots in the field may still run it):
+# one frame far ahead moves its clock estimate without limit.
+UNBOUNDED_FIRMWARE = ("-DVX_CORE_CLOCK_STEP_MAX_MS=0x7FFFFFFFu", "-DVX_CORE_SEQ_AHEAD_MAX=0xFFFFFFFFu")
+
+
+@pytest.fixture(scope="module")
+def unbounded_firmware(tmp_path_factory):
+    from firmware_bridge.simulator import build_simulator
+
+    return build_simulator(build_dir=tmp_path_factory.mktemp("unbounded-fw"), defines=UNBOUNDED_FIRMWARE)
+
+
+def _send_from_the_future(link: Link, ahead_ms: int) -> None:
+    """One setpoint whose host timestamp is ``ahead_ms`` ahead (a corrupted frame whose CRC still matched)."""
+    import firmware_bridge.link as link_module
+
+    real = link_module.host_ms
+    link_module.host_ms = lambda: (real() + ahead_ms) & 0xFFFFFFFF
+    try:
+        link.send_setpoint(0.0, 0.0)
+    finally:
+        link_module.host_ms = real
+    time.sleep(0.15)  # the I/O thread sends it on its next tick
+
+
+def _wait(predicate, timeout_s: float, what: str):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"not within {timeout_s} s: {what}")
+
+
+@pytest.mark.parametrize("firmware", ["bounded", "unbounded"])
+def test_a_frame_far_ahead_never_locks_motion_out(unbounded_firmware, firmware):
+    """Issue 16 point 4. The firmware rejects the frame and keeps applying setpoints; firmware without the
+    bound rejects every later setpoint as stale, and the host notices from the echoes and handshakes again."""
+    binary = unbounded_firmware if firmware == "unbounded" else None
+    with McuSimulator(binary=binary) as sim, Link(sim.port) as link, SetpointStream(link):
+        link.arm().result(timeout=1.0).raise_for_status()
+        _wait(lambda: link.telemetry and link.telemetry.armed, 2.0, "armed")
+        _send_from_the_future(link, 600_000)
+        if firmware == "bounded":
+            before = link.telemetry.counters.setpoints_applied
+            time.sleep(2.5)
+            t = link.telemetry
+            assert t.armed and link.stats.lockouts == 0
+            assert t.counters.setpoints_applied - before >= 35 and t.counters.rejected == 1
+        else:
+            t0 = time.monotonic()
+            _wait(lambda: link.stats.lockouts == 1, 4.0, "the host handshakes again")
+            _wait(lambda: link.is_connected, 3.0, "the link is back")
+            print(f"lock-out healed {time.monotonic() - t0:.2f} s after the bad frame")
+            # disarmed by the handshake; the watchdog latched a failsafe while every setpoint was rejected
+            _wait(lambda: link.telemetry and link.telemetry.state in (State.DISARMED, State.FAILSAFE), 2.0,
+                  "disarmed by the handshake")
+            if link.telemetry.state is State.FAILSAFE:
+                assert link.telemetry.reason is Reason.WATCHDOG
+                link.clear_failsafe().result(timeout=1.0).raise_for_status()
+            link.arm().result(timeout=1.0).raise_for_status()
+            before = link.telemetry.counters.setpoints_applied
+            time.sleep(0.5)
+            assert link.telemetry.counters.setpoints_applied - before >= 5
+
+
+def test_arm_refused_as_expired_on_a_fresh_link_makes_the_host_handshake_again(unbounded_firmware):
+    with McuSimulator(binary=unbounded_firmware) as sim, Link(sim.port, echo_every=0) as link:
+        link.send_setpoint(0.0, 0.0)
+        time.sleep(0.1)
+        _send_from_the_future(link, 600_000)  # no echoes: only the refusal can show the lock-out
+        outcome = link.arm().result(timeout=2.0)
+        assert outcome.result is Result.EXPIRED, outcome
+        _wait(lambda: link.stats.lockouts == 1 and link.is_connected, 3.0, "handshake again")
+        link.arm().result(timeout=1.0).raise_for_status()

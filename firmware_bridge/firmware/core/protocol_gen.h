@@ -10,7 +10,7 @@
 /* The pack/unpack helpers copy floats bit for bit: IEEE-754 binary32 is assumed. */
 typedef char vx_float_is_32_bits[(sizeof(float) == 4) ? 1 : -1];
 
-#define VX_SCHEMA_HASH 0xC10686D3u
+#define VX_SCHEMA_HASH 0x4497F127u
 
 /* ---- constants (unit: meaning) */
 #define VX_PROTOCOL_VERSION 1u /* -: wire format version carried in every header */
@@ -27,6 +27,8 @@ typedef char vx_float_is_32_bits[(sizeof(float) == 4) ? 1 : -1];
 #define VX_TTL_DEFAULT_MS 200u /* ms: default time-to-live of a setpoint */
 #define VX_TTL_MAX_MS 1000u /* ms: longest time-to-live the firmware accepts */
 #define VX_CLOCK_DRIFT_MAX_PPM 5000u /* ppm: largest MCU-vs-host clock drift the offset estimator allows for (0.5 %: ceramic resonators) */
+#define VX_CLOCK_STEP_MAX_MS 50u /* ms: one setpoint may lower the clock-offset estimate by at most this; one further ahead is rejected AHEAD */
+#define VX_SEQ_AHEAD_MAX 1000u /* frames: a setpoint more than this many sequence numbers past the last accepted one is rejected AHEAD */
 #define VX_CONTROL_ID_WINDOW 16u /* ids: control ids the firmware remembers to re-ack duplicates */
 #define VX_CONTROL_ACK_TIMEOUT_MS 100u /* ms: host waits this long for an ack before retrying a control */
 #define VX_CONTROL_ATTEMPTS 5u /* attempts: sends of one control (same id) before it is reported failed */
@@ -94,6 +96,7 @@ typedef char vx_float_is_32_bits[(sizeof(float) == 4) ? 1 : -1];
 #define VX_ECHO_RESULT_DUPLICATE 4u
 #define VX_ECHO_RESULT_INVALID 5u
 #define VX_ECHO_RESULT_NO_SESSION 6u
+#define VX_ECHO_RESULT_AHEAD 7u
 
 #define VX_CAPABILITY_GRIPPER 1u
 #define VX_CAPABILITY_ODOMETRY 2u

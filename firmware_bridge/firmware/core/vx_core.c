@@ -58,11 +58,24 @@ static float clampf(float v, float lo, float hi) { return v < lo ? lo : (v > hi 
 
 /* ------------------------------------------------------------------ clock offset */
 
-/* Feed one (host_ts, rx time) sample to the lower-envelope estimator; returns the frame's age in ms. */
-static uint32_t clock_observe(vx_core_t *c, uint32_t host_ts, uint32_t now) {
+/* One frame may lower the estimate by at most this (ms); see clock_observe. */
+#ifndef VX_CORE_CLOCK_STEP_MAX_MS /* overridable only to emulate firmware older than the bound in tests */
+#define VX_CORE_CLOCK_STEP_MAX_MS VX_CLOCK_STEP_MAX_MS
+#endif
+#ifndef VX_CORE_SEQ_AHEAD_MAX
+#define VX_CORE_SEQ_AHEAD_MAX VX_SEQ_AHEAD_MAX
+#endif
+
+/* Feed one (host_ts, rx time) sample to the lower-envelope estimator; returns the frame's age in ms.
+ * A sample more than VX_CLOCK_STEP_MAX_MS below the estimate (a host time implausibly far ahead: a
+ * corrupted frame whose CRC still matched, a host clock jump) lowers it by that step only, and *ahead
+ * is set so the caller rejects the frame: one bad frame moves the estimate by a bounded amount, and a
+ * genuine step (a handshake that itself was delayed) is followed within a few frames. */
+static uint32_t clock_observe(vx_core_t *c, uint32_t host_ts, uint32_t now, uint8_t *ahead) {
     uint32_t sample = now - host_ts; /* mcu - host, modulo 2^32 */
     uint32_t elapsed;
     int32_t d;
+    *ahead = 0;
     if (!c->offset_valid) {
         c->offset_valid = 1;
         c->offset_ms = sample;
@@ -80,7 +93,12 @@ static uint32_t clock_observe(vx_core_t *c, uint32_t host_ts, uint32_t now) {
         c->drift_credit_us = DRIFT_CREDIT_MAX_US;
     }
     d = (int32_t)(sample - c->offset_ms);
-    if (d <= 0) {
+    if (d < -(int32_t)VX_CORE_CLOCK_STEP_MAX_MS) {
+        c->offset_ms -= (uint32_t)VX_CORE_CLOCK_STEP_MAX_MS;
+        c->drift_credit_us = 0;
+        *ahead = 1;
+        return 0;
+    } else if (d <= 0) {
         /* Faster than every recent frame: the envelope drops to it. */
         c->offset_ms = sample;
         c->drift_credit_us = 0;
@@ -155,7 +173,7 @@ static void send_telemetry(vx_core_t *c) {
 static void handle_hello(vx_core_t *c, const vx_header_t *h, const uint8_t *payload, uint32_t now) {
     vx_hello_t m;
     vx_hello_ack_t a;
-    uint8_t buf[VX_HELLO_ACK_SIZE];
+    uint8_t buf[VX_HELLO_ACK_SIZE], ahead;
     size_t n = strlen(c->identity.build_id);
     vx_unpack_hello(payload, &m);
     if (c->have_nonce && m.session_nonce == c->session_nonce && (int32_t)(h->seq - c->hello_seq) <= 0) {
@@ -180,7 +198,7 @@ static void handle_hello(vx_core_t *c, const vx_header_t *h, const uint8_t *payl
     c->sp_last_seq = h->seq;
     c->sp_last_ts = h->timestamp_ms;
     c->offset_valid = 0;
-    (void)clock_observe(c, h->timestamp_ms, now);
+    (void)clock_observe(c, h->timestamp_ms, now, &ahead); /* the first sample: never ahead */
     if (c->state == VX_STATE_ARMED) {
         /* A handshake never leaves the robot armed: re-arming is the host's explicit decision. */
         set_state(c, VX_STATE_DISARMED, VX_REASON_NONE);
@@ -221,7 +239,7 @@ static void apply_setpoint(vx_core_t *c, float linear, float angular, uint32_t e
 static void handle_setpoint(vx_core_t *c, const vx_header_t *h, const uint8_t *payload, uint32_t now) {
     vx_setpoint_t m;
     vx_event_t ev;
-    uint8_t result;
+    uint8_t result, ahead = 0;
     uint32_t age = 0;
     vx_unpack_setpoint(payload, &m);
     if (!c->session) {
@@ -239,8 +257,14 @@ static void handle_setpoint(vx_core_t *c, const vx_header_t *h, const uint8_t *p
         /* Older than one already seen, by sequence number or by host time. */
         result = VX_ECHO_RESULT_OUT_OF_ORDER;
         c->counters.out_of_order++;
+    } else if (c->sp_have && (uint32_t)(h->seq - c->sp_last_seq) > (uint32_t)VX_CORE_SEQ_AHEAD_MAX) {
+        /* Not remembered as the newest: one such frame would make every later one "out of order". */
+        result = VX_ECHO_RESULT_AHEAD;
+        c->counters.rejected++;
+    } else if (age = clock_observe(c, h->timestamp_ms, now, &ahead), ahead) {
+        result = VX_ECHO_RESULT_AHEAD;
+        c->counters.rejected++;
     } else {
-        age = clock_observe(c, h->timestamp_ms, now);
         c->sp_have = 1;
         c->sp_last_seq = h->seq;
         c->sp_last_ts = h->timestamp_ms;

@@ -17,8 +17,12 @@
  *
  * Host timestamps -> staleness: the MCU keeps an estimate of the clock offset
  * (mcu_ms - host_ms) as the lower envelope of the samples (rx_time - host_ts) of
- * HELLO and SETPOINT frames: a smaller sample lowers it at once; it may rise
- * only as fast as clock drift allows (VX_CLOCK_DRIFT_MAX_PPM). The age of a
+ * HELLO and SETPOINT frames: a smaller sample lowers it at once, by at most
+ * VX_CLOCK_STEP_MAX_MS per frame (a setpoint further ahead is rejected AHEAD, so
+ * one corrupted timestamp cannot make every later frame look stale); it may rise
+ * only as fast as clock drift allows (VX_CLOCK_DRIFT_MAX_PPM). A setpoint more
+ * than VX_SEQ_AHEAD_MAX sequence numbers past the last accepted one is rejected
+ * AHEAD too (else every later one would be "out of order"). The age of a
  * frame is rx_time - host_ts - offset, i.e. how much later it arrived than the
  * fastest recent frame; the age is never over-estimated, and under-estimated by
  * at most the link's minimum one-way latency (the frame's serialisation time on
