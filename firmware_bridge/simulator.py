@@ -193,6 +193,55 @@ class FaultConfig:
                 "--unplug-every", repr(self.unplug_every_s), "--unplug-for", repr(self.unplug_for_s)]
 
 
+@dataclass(frozen=True)
+class MotorSample:
+    """One line of the simulator's --motor-log."""
+
+    t: float
+    duty_left: float
+    duty_right: float
+    wheel_left_m_s: float
+    wheel_right_m_s: float
+    x: float
+    y: float
+    theta: float
+    state: int
+
+    @property
+    def stopped(self) -> bool:
+        """Both motor commands and both physical wheel speeds are zero."""
+        return self.duty_left == self.duty_right == self.wheel_left_m_s == self.wheel_right_m_s == 0.0
+
+
+def read_motor_log(path: Path) -> list[MotorSample]:
+    """Parse the simulator's motor log (complete lines only)."""
+    out = []
+    for line in path.read_text().splitlines():
+        parts = line.split()
+        if len(parts) != 9:
+            continue
+        out.append(MotorSample(*(float(p) for p in parts[:8]), int(parts[8])))
+    return out
+
+
+def motors_stopped_at(samples: list[MotorSample], since: float, until: float) -> float | None:
+    """The first time at or after ``since`` from which the motors stay stopped through ``until``; None if never.
+
+    What the failsafe measurements report: a kill at ``since``, the motors at zero from the returned time on.
+    """
+    stop_at = None
+    for s in samples:
+        if s.t > until:
+            break
+        if s.t < since:
+            continue
+        if s.stopped:
+            stop_at = s.t if stop_at is None else stop_at
+        else:
+            stop_at = None
+    return stop_at
+
+
 def _stop_process(proc: subprocess.Popen, timeout_s: float) -> None:
     if proc.poll() is not None:
         return

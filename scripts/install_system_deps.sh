@@ -24,9 +24,13 @@ if ! "$PYTHON" -c "import os, sysconfig; assert os.path.exists(os.path.join(sysc
   packages+=("python${pyver}-dev")
 fi
 
+# Each tool's output is captured first and then matched: under `set -o pipefail`, `cmd | grep -q` fails
+# whenever grep exits at its first match before cmd has written everything (cmd dies of SIGPIPE, exit 141),
+# which made chromium look absent from Debian 12's archive.
 missing=()
 for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
+  [[ "$status" == *"install ok installed"* ]] || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
@@ -45,7 +49,8 @@ fi
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
 available=()
 for p in "${missing[@]}"; do
-  if [[ " ${optional[*]} " == *" $p "* ]] && ! apt-cache policy "$p" 2>/dev/null | grep -q "Candidate: [^(]"; then
+  policy=$(apt-cache policy "$p" 2>/dev/null || true)
+  if [[ " ${optional[*]} " == *" $p "* ]] && ! grep -q "Candidate: [^(]" <<<"$policy"; then
     echo "voxedge: note: $p is not in this system's package archive (Ubuntu has it as a snap only); the" \
          "panel's browser tests will be skipped unless a Chromium is found (see scripts/install_system_deps.sh)" >&2
     continue

@@ -215,37 +215,6 @@ def read_events(path: Path) -> list[Event]:
     return out
 
 
-@dataclass(frozen=True)
-class MotorSample:
-    """One line of the simulator's --motor-log."""
-
-    t: float
-    duty_left: float
-    duty_right: float
-    wheel_left_m_s: float
-    wheel_right_m_s: float
-    x: float
-    y: float
-    theta: float
-    state: int
-
-    @property
-    def stopped(self) -> bool:
-        """Both motor commands and both physical wheel speeds are zero."""
-        return self.duty_left == self.duty_right == self.wheel_left_m_s == self.wheel_right_m_s == 0.0
-
-
-def read_motor_log(path: Path) -> list[MotorSample]:
-    """Parse the simulator's motor log (complete lines only)."""
-    out = []
-    for line in path.read_text().splitlines():
-        parts = line.split()
-        if len(parts) != 9:
-            continue
-        out.append(MotorSample(*(float(p) for p in parts[:8]), int(parts[8])))
-    return out
-
-
 class SetpointStream:
     """A 20 Hz setpoint stream on its own thread, like the actuator loop's heartbeat (zeros when idle)."""
 

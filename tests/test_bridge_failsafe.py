@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from firmware_bridge.link import Link
-from firmware_bridge.simulator import McuSimulator
+from firmware_bridge.simulator import McuSimulator, motors_stopped_at, read_motor_log
 from firmware_bridge.spec import Reason, State
-from tests.bridge_fixtures import SetpointStream, read_motor_log, requires_gcc
+from tests.bridge_fixtures import SetpointStream, requires_gcc
 
 pytestmark = requires_gcc
 REPO = Path(__file__).resolve().parents[1]
@@ -42,20 +42,6 @@ HOST = textwrap.dedent(f"""
 """)
 
 
-def _stop_time(samples, t_kill: float, until: float) -> float | None:
-    """First time at/after t_kill from which the motors stay stopped until ``until``; None if never."""
-    window = [s for s in samples if s.t <= until]
-    stop_at = None
-    for s in window:
-        if s.t < t_kill:
-            continue
-        if s.stopped:
-            stop_at = s.t if stop_at is None else stop_at
-        else:
-            stop_at = None
-    return stop_at
-
-
 def test_killing_the_host_stops_the_motors_within_300_ms_every_time(tmp_path):
     motor_log = tmp_path / "motor.log"
     delays = []
@@ -77,7 +63,7 @@ def test_killing_the_host_stops_the_motors_within_300_ms_every_time(tmp_path):
             samples = read_motor_log(motor_log)
             moving_before = [s for s in samples if t_kill - 0.2 <= s.t < t_kill]
             assert moving_before and not moving_before[-1].stopped, f"trial {trial}: not driving when killed"
-            stop = _stop_time(samples, t_kill, t_kill + 0.55)
+            stop = motors_stopped_at(samples, t_kill, t_kill + 0.55)
             assert stop is not None, f"trial {trial}: motors still running 550 ms after the kill"
             delays.append(stop - t_kill)
             # Latched: the watchdog put the firmware in FAILSAFE and it stays there.
@@ -122,6 +108,6 @@ def test_stop_is_quicker_than_the_watchdog_when_the_ttl_runs_out(tmp_path):
         t_last = time.monotonic()
         time.sleep(0.6)
     samples = read_motor_log(motor_log)
-    stop = _stop_time(samples, t_last, t_last + 0.55)
+    stop = motors_stopped_at(samples, t_last, t_last + 0.55)
     # Before the watchdog (250 ms) would even start the ramp; the TTL counts from the last setpoint's issue.
     assert stop is not None and stop - t_last <= ttl_s + 0.1

@@ -17,7 +17,7 @@ import pytest
 from firmware_bridge import messages as M
 from firmware_bridge.errors import InvalidValueError, SimulatorError
 from firmware_bridge.link import Link
-from firmware_bridge.simulator import FaultConfig, McuSimulator
+from firmware_bridge.simulator import FaultConfig, McuSimulator, read_motor_log
 from firmware_bridge.spec import SCHEMA_HASH, EchoResult, Op, Result, State
 from tests.bridge_fixtures import (
     RawClient,
@@ -26,7 +26,6 @@ from tests.bridge_fixtures import (
     hello,
     now_ms,
     read_events,
-    read_motor_log,
     requires_gcc,
     setpoint,
 )
