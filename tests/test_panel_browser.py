@@ -244,6 +244,10 @@ def test_estop_works_without_a_token(browser, live_server):
     # the banner carries the newest alert (the runtime's health check follows with "robot in ESTOP ...")
     banner = text_of(browser, "alert-banner-text")
     assert browser.find_element(By.ID, "alert-banner").is_displayed() and re.search(r"E-STOP|ESTOP", banner), banner
+    # the problems now: one line per active condition, with how long it has lasted
+    wait_until(lambda: re.search(r"robot in ESTOP .*\(for \d+ s\)", text_of(browser, "problems")), 3.0,
+               "the link problem in the problems list")
+    assert browser.find_element(By.ID, "problems").is_displayed()
     assert_no_console_errors(browser)
 
 
