@@ -11,6 +11,7 @@ so recorded sessions calibrate and evaluate the model.
 from __future__ import annotations
 
 import io
+import struct
 import wave
 from dataclasses import dataclass
 
@@ -74,18 +75,41 @@ def encode_png(image: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
-def decode_pcm_wav(data: bytes) -> tuple[np.ndarray, int]:
-    """A PCM WAV (8, 16 or 32-bit, any channels) as (float32 mono in [-1, 1], its sample rate).
+WAV_RATES_HZ = (8_000, 192_000)  # sample rates accepted: telephone to studio; anything else is a lying header
+WAV_MAX_CHANNELS = 8
+
+
+def decode_pcm_wav(data: bytes, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
+    """A PCM WAV (8, 16 or 32-bit, 1-8 channels, 8-192 kHz) as (float32 mono in [-1, 1], its sample rate).
+
+    The header is checked before any sample is converted (an upload that claims 1 Hz would otherwise be
+    resampled 16,000-fold): the rate, the channel count, that the data holds as many frames as the header
+    says, and with ``max_seconds`` the duration.
 
     Raises:
-        SampleFormatError: not a readable PCM WAV, an unsupported sample width, or no samples.
+        SampleFormatError: not a readable PCM WAV, an unsupported format, a header the data contradicts,
+            longer than ``max_seconds``, or no samples.
     """
     try:
         with wave.open(io.BytesIO(data), "rb") as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            raw = w.readframes(w.getnframes())
-    except (wave.Error, EOFError) as exc:
+            channels, width, rate, declared = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
+            if not WAV_RATES_HZ[0] <= rate <= WAV_RATES_HZ[1]:
+                raise SampleFormatError(f"a WAV at {rate} Hz; use a sample rate from {WAV_RATES_HZ[0]} to "
+                                        f"{WAV_RATES_HZ[1]} Hz (16000 Hz is what the model hears)")
+            if not 1 <= channels <= WAV_MAX_CHANNELS:
+                raise SampleFormatError(f"a WAV with {channels} channels; use 1 to {WAV_MAX_CHANNELS} (mono is best)")
+            if max_seconds is not None and declared / rate > max_seconds:
+                raise SampleFormatError(f"{declared / rate:.1f} s of audio, longer than the {max_seconds:g} s "
+                                        "accepted; send the utterance only")
+            raw = w.readframes(declared)
+    except SampleFormatError:
+        raise
+    except (wave.Error, EOFError, struct.error, OverflowError, ValueError) as exc:
         raise SampleFormatError(f"not a PCM WAV file ({exc}); send or convert to 16-bit PCM WAV") from exc
+    if len(raw) != declared * channels * width:
+        raise SampleFormatError(f"a WAV whose header says {declared} frames but whose data holds "
+                                f"{len(raw) // max(1, channels * width)}; the file is truncated or its header is "
+                                "wrong: write it again")
     if width == 1:
         pcm = (np.frombuffer(raw, np.uint8).astype(np.float32) - 128.0) / 128.0
     elif width in (2, 4):

@@ -71,7 +71,7 @@ def test_predict_with_image_and_wav(client):
 
 @pytest.mark.parametrize("data, message", [
     ({}, "multipart form field 'image'"),
-    ({"image": (io.BytesIO(b"not an image"), "x.png")}, "not a readable PNG or JPEG"),
+    ({"image": (io.BytesIO(b"not an image"), "x.png")}, "is not a PNG or JPEG image"),
     ({"image": (io.BytesIO(_png()), "x.png"), "audio": (io.BytesIO(b"RIFF1234WAVEjunk"), "a.wav")}, "not a PCM WAV"),
     ({"image": (io.BytesIO(_png()), "x.png"), "audio": (io.BytesIO(b"ID3\x03mp3 bytes"), "a.mp3")}, "not a PCM WAV"),
 ])

@@ -20,6 +20,9 @@ MOTION_BURST = 25
 SAY_RATE_PER_S = 1.0
 SAY_BURST = 3
 WORKER_THREADS = 8  # waitress threads for ordinary requests (streams get their own on top)
+MAX_IMAGE_SIDE_PX = 4096  # uploads larger than this in either side are refused before decoding ...
+MAX_IMAGE_PIXELS = 4096 * 4096  # ... or with more pixels (16.8 MP: 50 MB once decoded as BGR)
+MAX_AUDIO_S = 30.0  # uploaded WAVs longer than this are refused before they are converted
 
 
 class ServiceConfigError(ValueError):
@@ -33,6 +36,9 @@ class ServiceConfig:
     token: str | None = None  # bearer token for arming, motion and configuration; None: generated
     allowed_hosts: tuple[str, ...] = ()  # extra Host header names accepted (DNS rebinding defence)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_image_side_px: int = MAX_IMAGE_SIDE_PX
+    max_image_pixels: int = MAX_IMAGE_PIXELS
+    max_audio_s: float = MAX_AUDIO_S
     max_mjpeg_viewers: int = MAX_MJPEG_VIEWERS
     max_sse_clients: int = MAX_SSE_CLIENTS
     mjpeg_fps: float = MJPEG_FPS
@@ -51,7 +57,8 @@ class ServiceConfig:
         if self.token is None:
             self.token = secrets.token_urlsafe(24)
             self.token_generated = True
-        for name in ("max_upload_bytes", "max_mjpeg_viewers", "max_sse_clients", "infer_burst", "motion_burst"):
+        for name in ("max_upload_bytes", "max_mjpeg_viewers", "max_sse_clients", "infer_burst", "motion_burst",
+                     "max_image_side_px", "max_image_pixels", "max_audio_s"):
             if int(getattr(self, name)) < 1:
                 raise ServiceConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         self.allowed_hosts = tuple(h.lower() for h in self.allowed_hosts)

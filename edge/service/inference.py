@@ -12,6 +12,7 @@ bytes followed by the raw tensors, so the stock ``tritonclient[http]`` works.
 from __future__ import annotations
 
 import json
+import math
 import time
 
 import numpy as np
@@ -36,6 +37,10 @@ MAX_JSON_ELEMENTS = 1_000_000  # JSON "data" arrays beyond this should use the b
 
 def _runtime():
     return current_app.config["RUNTIME"]
+
+
+def _config():
+    return current_app.config["VOXEDGE"]
 
 
 def _manifest():
@@ -103,15 +108,44 @@ def upload_fields() -> dict[str, bytes]:
 
 
 def decode_wav(data: bytes, rate: int = 16000) -> np.ndarray:
-    """A WAV upload (8/16/32-bit PCM, any rate and channels) as float32 mono at ``rate``."""
+    """A WAV upload (8/16/32-bit PCM, 8-192 kHz, 1-8 channels, up to ``max_audio_s``) as float32 mono at ``rate``.
+
+    The header is checked before any sample is converted or resampled (``decode_pcm_wav``).
+    """
     from edge.samples import SampleFormatError, decode_pcm_wav
     from edge.sensors.resample import resample
 
     try:
-        mono, src_rate = decode_pcm_wav(data)
+        mono, src_rate = decode_pcm_wav(data, max_seconds=_config().max_audio_s)
     except SampleFormatError as exc:
         raise ApiError(400, f"'audio' is {exc}") from exc
     return resample(mono, src_rate, rate) if src_rate != rate else mono
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """A PNG or JPEG upload as BGR uint8, refused (413) from its header when larger than the configured limits."""
+    import cv2
+
+    from edge.image_header import ImageHeaderError, image_dimensions
+
+    try:
+        kind, width, height = image_dimensions(data)
+    except ImageHeaderError as exc:
+        raise ApiError(400, f"'image' is {exc}; send a PNG or JPEG camera frame") from None
+    cfg = _config()
+    if width < 1 or height < 1:
+        raise ApiError(400, f"'image' is a {kind} of {width}x{height} pixels: its header is damaged")
+    if max(width, height) > cfg.max_image_side_px or width * height > cfg.max_image_pixels:
+        raise ApiError(413, f"'image' is a {kind} of {width}x{height} pixels; the limit is "
+                            f"{cfg.max_image_side_px} px a side and {cfg.max_image_pixels / 1e6:.1f} MP: send the "
+                            "camera frame at its own size")
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error:
+        bgr = None
+    if bgr is None:
+        raise ApiError(400, f"'image' is not a readable {kind.upper()} image (damaged or truncated)")
+    return bgr
 
 
 def _window(audio: np.ndarray, n: int) -> np.ndarray:
@@ -145,8 +179,6 @@ def decision_fields(out: dict, heads) -> dict:
 @bp.post("/predict")
 @rate_limited("infer")
 def predict():
-    import cv2
-
     t0 = time.perf_counter()
     manifest = _manifest()
     pre = manifest.preprocessing
@@ -155,12 +187,7 @@ def predict():
     if data is None:
         raise ApiError(400, "send the camera image as multipart form field 'image' (PNG or JPEG); 'audio' (WAV) "
                             "is optional")
-    try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
-    except cv2.error:
-        bgr = None
-    if bgr is None:
-        raise ApiError(400, "'image' is not a readable PNG or JPEG image")
+    bgr = decode_image(data)
     if "audio" in files:
         audio = _window(decode_wav(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
         source = "upload"
@@ -234,6 +261,16 @@ def model_ready(name: str, version: str | None = None):
     return jsonify(name=name, ready=True)
 
 
+def _parameters(obj: dict, what: str) -> dict:
+    """An object's optional 'parameters' (a JSON object), or 400."""
+    params = obj.get("parameters")
+    if params is None:
+        return {}
+    if not isinstance(params, dict):
+        raise ApiError(400, f"{what}: 'parameters' must be a JSON object, got {type(params).__name__}")
+    return params
+
+
 def _parse_infer_request(manifest) -> tuple[dict, dict]:
     body = request.get_data(cache=False)
     header_len = request.headers.get("Inference-Header-Content-Length")
@@ -251,13 +288,15 @@ def _parse_infer_request(manifest) -> tuple[dict, dict]:
         req = json.loads(head)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, f"the inference request is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ApiError(400, "the inference request's JSON is nested too deeply") from None
     if not isinstance(req, dict) or not isinstance(req.get("inputs"), list):
         raise ApiError(400, "the inference request must be a JSON object with an 'inputs' list")
     specs = {t.name: t for t in manifest.inputs}
     feed, offset = {}, 0
     for item in req["inputs"]:
-        if not isinstance(item, dict) or "name" not in item:
-            raise ApiError(400, "each input needs 'name', 'shape' and 'datatype'")
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            raise ApiError(400, "each input must be an object with a 'name' (a string), 'shape' and 'datatype'")
         name = item["name"]
         spec = specs.get(name)
         if spec is None:
@@ -268,17 +307,18 @@ def _parse_infer_request(manifest) -> tuple[dict, dict]:
         if item.get("datatype") != want:
             raise ApiError(400, f"input {name!r} must have datatype {want}, got {item.get('datatype')!r}")
         shape = item.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                                  for d in shape):
             raise ApiError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
         if len(shape) != len(spec.shape) or any(s != -1 and s != d for s, d in zip(spec.shape, shape)) \
                 or not shape or shape[0] < 1:
             raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} "
                                 "(-1: any batch size >= 1)")
         dtype = np.dtype(V2_DTYPES[want])
-        count = int(np.prod(shape))
-        size = (item.get("parameters") or {}).get("binary_data_size")
+        count = math.prod(shape)  # Python integers: a shape of huge dimensions cannot overflow
+        size = _parameters(item, f"input {name!r}").get("binary_data_size")
         if size is not None:
-            if not isinstance(size, int) or size != count * dtype.itemsize:
+            if not isinstance(size, int) or isinstance(size, bool) or size != count * dtype.itemsize:
                 raise ApiError(400, f"input {name!r}: binary_data_size {size!r} does not match shape {shape} of "
                                     f"{want} ({count * dtype.itemsize} bytes)")
             if offset + size > len(binary):
@@ -294,7 +334,7 @@ def _parse_infer_request(manifest) -> tuple[dict, dict]:
                 raise ApiError(413, f"input {name!r} is too large for JSON data; use the binary tensor extension")
             try:
                 array = np.asarray(data, dtype=dtype).reshape(shape)
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, OverflowError) as exc:  # ragged, not numbers, out of the type's range
                 raise ApiError(400, f"input {name!r}: 'data' does not fit shape {shape} of {want} ({exc})") from None
         feed[name] = np.ascontiguousarray(array)
     if offset != len(binary):
@@ -319,15 +359,16 @@ def infer(name: str, version: str | None = None):
     wanted = req.get("outputs")
     if wanted is None:
         wanted = [{"name": n} for n in out_specs]
-    if not isinstance(wanted, list) or not all(isinstance(o, dict) and o.get("name") in out_specs for o in wanted):
+    if not isinstance(wanted, list) or not all(isinstance(o, dict) and isinstance(o.get("name"), str)
+                                               and o["name"] in out_specs for o in wanted):
         raise ApiError(400, f"'outputs' must list outputs of the model: {sorted(out_specs)}")
-    default_binary = bool((req.get("parameters") or {}).get("binary_data_output", False))
+    default_binary = bool(_parameters(req, "the request").get("binary_data_output", False))
     outputs, chunks = [], []
     for o in wanted:
         array = np.ascontiguousarray(out[o["name"]])
         entry = {"name": o["name"], "datatype": MANIFEST_TO_V2.get(str(array.dtype), str(array.dtype).upper()),
                  "shape": list(array.shape)}
-        if (o.get("parameters") or {}).get("binary_data", default_binary):
+        if _parameters(o, f"output {o['name']!r}").get("binary_data", default_binary):
             data = array.tobytes()
             entry["parameters"] = {"binary_data_size": len(data)}
             chunks.append(data)

@@ -122,14 +122,21 @@ def init_app(app) -> None:
         add(observe_decision)
 
 
+# Label values come from fixed sets: a client choosing methods or paths must not create series (3000 made-up
+# methods once grew /metrics to 15 MB). Endpoints are the app's URL rules; anything else is "unmatched".
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
 def observe(request, response) -> None:
     m = current_app.extensions.get("voxedge_metrics")
     if m is None:
         return
     endpoint = request.url_rule.rule if request.url_rule is not None else "unmatched"
-    m["requests"].labels(endpoint, request.method, str(response.status_code)).inc()
+    method = request.method if request.method in KNOWN_METHODS else "other"
+    status = response.status_code if 100 <= response.status_code <= 599 else 0
+    m["requests"].labels(endpoint, method, str(status)).inc()
     if not response.is_streamed and "t0" in g:
-        m["duration"].labels(endpoint, request.method).observe(time.perf_counter() - g.t0)
+        m["duration"].labels(endpoint, method).observe(time.perf_counter() - g.t0)
 
 
 @bp.get("/metrics")

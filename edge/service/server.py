@@ -22,7 +22,10 @@ class Server:
         threads = WORKER_THREADS + config.max_mjpeg_viewers + config.max_sse_clients
         self._server = create_server(app, host=config.host, port=config.port, threads=threads, ident="voxedge",
                                      channel_timeout=30, cleanup_interval=10, connection_limit=200,
-                                     clear_untrusted_proxy_headers=True)
+                                     clear_untrusted_proxy_headers=True,
+                                     # refuse an oversized body from its Content-Length, before waitress
+                                     # spools it to a temp file (its default allows 1 GB)
+                                     max_request_body_size=config.max_upload_bytes)
         self._thread: threading.Thread | None = None
 
     @property

@@ -20,7 +20,10 @@ from edge.service.security import ApiError
 
 bp = Blueprint("streams", __name__)
 
-SSE_KEEPALIVE_S = 15.0
+# A comment line this often on a quiet event stream: besides keeping proxies from timing it out, a write is
+# how the server learns that the client left (waitress raises on writing to a closed channel), so a
+# departed client's slot is freed within about this long.
+SSE_KEEPALIVE_S = 0.5
 SSE_WAIT_SLICE_S = 0.5
 VIEW_MAX_DECISION_AGE_S = 1.5  # overlay the attention map only this long after its decision
 ENCODER_IDLE_STOP_S = 2.0
@@ -146,11 +149,17 @@ def counts() -> dict:
             "max_sse_clients": s.config.max_sse_clients}
 
 
+MJPEG_MIMETYPE = "multipart/x-mixed-replace; boundary=frame"
+STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+
+
 @bp.get("/stream.mjpg")
 def mjpeg():
     s = state()
     if getattr(s.runtime, "camera", None) is None:
         raise ApiError(503, "no camera is running")
+    if request.method == "HEAD":  # headers only: no slot taken (a HEAD's body is never iterated, so never freed)
+        return Response(mimetype=MJPEG_MIMETYPE, headers=STREAM_HEADERS)
     s.join_viewers()
 
     def generate():
@@ -165,8 +174,7 @@ def mjpeg():
         finally:
             s.leave_viewers()
 
-    return Response(generate(), mimetype="multipart/x-mixed-replace; boundary=frame",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(generate(), mimetype=MJPEG_MIMETYPE, headers=STREAM_HEADERS)
 
 
 @bp.get("/api/events")
@@ -176,6 +184,8 @@ def events():
         after = int(request.headers.get("Last-Event-ID") or request.args.get("after", 0))
     except ValueError:
         raise ApiError(400, "Last-Event-ID must be an event id (an integer)") from None
+    if request.method == "HEAD":
+        return Response(mimetype="text/event-stream", headers=STREAM_HEADERS)
     s.join_sse()
 
     def generate():
@@ -200,5 +210,4 @@ def events():
         finally:
             s.leave_sse()
 
-    return Response(generate(), mimetype="text/event-stream",
-                    headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return Response(generate(), mimetype="text/event-stream", headers=STREAM_HEADERS)
