@@ -46,7 +46,9 @@ def test_panel_live_view_updates_and_estop_changes_the_state(live_server, tmp_pa
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             errors, foreign = [], []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
-            page.on("request", lambda req: None if req.url.startswith(url) else foreign.append(req.url))
+            # the panel talks to this robot only: its HTTP port, and its e-stop listener's port
+            local = (url, url.rsplit(":", 1)[0] + ":")
+            page.on("request", lambda req: None if req.url.startswith(local) else foreign.append(req.url))
             page.goto(url + "/")
             live = page.locator("#live")
             page.wait_for_function("() => document.querySelector('#live').naturalWidth > 0", timeout=10_000)
@@ -62,7 +64,8 @@ def test_panel_live_view_updates_and_estop_changes_the_state(live_server, tmp_pa
             shot = tmp_path / "panel.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 20_000
-            assert errors == [] and foreign == []
+            estop_port = page.locator('meta[name="estop-port"]').get_attribute("content")
+            assert errors == [] and foreign == [] and estop_port and estop_port != url.rsplit(":", 1)[1]
         finally:
             browser.close()
     runtime.actuator.release_estop()

@@ -10,6 +10,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge.service.config import ServiceConfig
 from edge.service.security import (
+    CSP,
     SECURITY_HEADERS,
     ApiError,
     RateLimiter,
@@ -28,6 +29,13 @@ def finite(value):
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
+
+
+def _host_name(host: str) -> str:
+    """A Host header without its port ("[::1]:8080" -> "[::1]", "robot.local:8080" -> "robot.local")."""
+    if host.startswith("["):
+        return host[: host.index("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
@@ -62,6 +70,12 @@ def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
     def _headers(response):
         for name, value in SECURITY_HEADERS.items():
             response.headers.setdefault(name, value)
+        estop_port = app.config.get("ESTOP_PORT")
+        if estop_port and response.mimetype == "text/html":
+            # the panel may also call the e-stop listener: same host name, its own port
+            origin = f"{request.scheme}://{_host_name(request.host)}:{estop_port}"
+            response.headers["Content-Security-Policy"] = CSP.replace("connect-src 'self'",
+                                                                      f"connect-src 'self' {origin}")
         if request.path.startswith(("/api/", "/v2", "/predict", "/metrics")):
             response.headers.setdefault("Cache-Control", "no-store")
         metrics.observe(request, response)

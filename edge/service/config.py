@@ -33,6 +33,9 @@ class ServiceConfigError(ValueError):
 class ServiceConfig:
     host: str = DEFAULT_HOST
     port: int = DEFAULT_PORT
+    # The e-stop listener's port (edge.service.estop_server); -1: the HTTP port + 1 (any free port when the
+    # HTTP port is 0). Never shared with the main server, whose connections and threads can be exhausted.
+    estop_port: int = -1
     token: str | None = None  # bearer token for arming, motion and configuration; None: generated
     allowed_hosts: tuple[str, ...] = ()  # extra Host header names accepted (DNS rebinding defence)
     max_upload_bytes: int = MAX_UPLOAD_BYTES
@@ -52,6 +55,12 @@ class ServiceConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:
             raise ServiceConfigError(f"port {self.port!r} must be 0..65535")
+        if not isinstance(self.estop_port, int) or not -1 <= self.estop_port <= 65535 \
+                or (self.estop_port and self.estop_port == self.port):
+            raise ServiceConfigError(f"estop_port {self.estop_port!r} must be 0..65535 and not the HTTP port "
+                                     "(-1: the HTTP port + 1)")
+        if self.estop_port == -1 and self.port == 65535:
+            raise ServiceConfigError("with HTTP port 65535 give the e-stop port explicitly (--estop-port)")
         if self.token is not None and len(self.token) < 16:
             raise ServiceConfigError("the token must be at least 16 characters (e.g. from `openssl rand -hex 16`)")
         if self.token is None:
@@ -62,6 +71,13 @@ class ServiceConfig:
             if int(getattr(self, name)) < 1:
                 raise ServiceConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         self.allowed_hosts = tuple(h.lower() for h in self.allowed_hosts)
+
+    @property
+    def estop_bind_port(self) -> int:
+        """The port the e-stop listener binds (0: any free one)."""
+        if self.estop_port != -1:
+            return self.estop_port
+        return self.port + 1 if self.port else 0
 
     @property
     def lan(self) -> bool:

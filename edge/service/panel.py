@@ -56,7 +56,8 @@ def bundle_summary(runtime) -> dict:
 def page():
     runtime = _runtime()
     return render_template("panel.html", csrf_token=current_app.config["CSRF_TOKEN"], bundle=bundle_summary(runtime),
-                           sim=hasattr(runtime.microphone, "say"), version="0.1.0")
+                           sim=hasattr(runtime.microphone, "say"), version="0.1.0",
+                           estop_port=current_app.config.get("ESTOP_PORT") or "")
 
 
 @bp.get("/api/state")
@@ -87,8 +88,9 @@ def utterance():
 @bp.post("/api/estop")
 def estop():
     # No token, no CSRF header: the e-stop must work for anyone at the panel, always.
-    _actuator().estop()
-    _runtime().alert(f"E-STOP from {request.remote_addr}")
+    from edge.service.server import estop_now
+
+    estop_now(_runtime(), request.remote_addr)
     return jsonify(ok=True)
 
 

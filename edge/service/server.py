@@ -27,10 +27,21 @@ class Server:
                                      # spools it to a temp file (its default allows 1 GB)
                                      max_request_body_size=config.max_upload_bytes)
         self._thread: threading.Thread | None = None
+        from edge.service.estop_server import EStopServer
+
+        runtime = app.config["RUNTIME"]
+        self.estop = EStopServer(config.host, config.estop_bind_port, lambda peer: estop_now(runtime, peer),
+                                 lambda: estop_status(runtime))
+        app.config["ESTOP_PORT"] = self.estop.port  # the panel's E-STOP button calls it there too
 
     @property
     def port(self) -> int:
         return self._server.effective_port
+
+    @property
+    def estop_url(self) -> str:
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
+        return f"http://{host}:{self.estop.port}/api/estop"
 
     @property
     def url(self) -> str:
@@ -40,6 +51,7 @@ class Server:
     def serve_forever(self) -> None:
         """Serve in this thread until ``stop()`` (from another thread) or KeyboardInterrupt."""
         self._thread = threading.current_thread()
+        self.estop.start()
         try:
             self._server.run()
         finally:
@@ -47,6 +59,7 @@ class Server:
                 self._thread = None
 
     def start(self) -> Server:
+        self.estop.start()
         self._thread = threading.Thread(target=self._server.run, name="voxedge-http", daemon=True)
         self._thread.start()
         return self
@@ -60,6 +73,7 @@ class Server:
         """
         from waitress import wasyncore
 
+        self.estop.stop()
         streams = self.app.extensions.get("voxedge_streams")
         if streams is not None:
             streams.closing.set()
@@ -79,11 +93,31 @@ class Server:
         self._thread = None
 
 
-def banner(config: ServiceConfig, url: str) -> str:
+def estop_now(runtime, peer: str) -> None:
+    """Stop the robot (the actuator's e-stop goes straight to the link), then log it: repeated presses
+    make one alert with a count (``Runtime.report``), while every one of them reaches the link."""
+    runtime.actuator.estop()
+    report = getattr(runtime, "report", None)
+    if report is not None:
+        report("estop", f"E-STOP from {peer}")
+    else:
+        runtime.alert(f"E-STOP from {peer}")
+
+
+def estop_status(runtime) -> dict:
+    """What the e-stop port tells a panel that cannot reach the main port."""
+    actuator = runtime.actuator
+    telemetry = getattr(runtime.link, "telemetry", None)
+    return {"estopped": bool(actuator.estop_event.is_set()) if actuator else False,
+            "link_connected": bool(getattr(runtime.link, "is_connected", False)),
+            "robot_state": telemetry.state.name if telemetry is not None else None}
+
+
+def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str:
     lines = [f"voxedge is serving the panel and API at {url}"]
     if config.token_generated:
         lines.append(f"operator token (arming and motion): {config.token}")
     if config.lan and config.token_generated:
         lines.append("warning: listening on the LAN with a generated token; set VOXEDGE_TOKEN to a secret you keep")
-    lines.append("e-stop: the red button in the panel, or: curl -X POST " + url + "/api/estop")
+    lines.append("e-stop: the red button in the panel, or: curl -X POST " + (estop_url or url + "/api/estop"))
     return "\n".join(lines)

@@ -121,15 +121,29 @@
   }
 
   // -- E-STOP: no token, no CSRF header, no waiting on anything else ----------------------------
+  // The e-stop listener on its own port (busy or hostile clients of the main port cannot block it), and
+  // the main port's /api/estop: both are sent at once, the first success counts.
+  const estopPort = document.querySelector('meta[name="estop-port"]')?.content;
+  const estopUrls = ["/api/estop"];
+  // location.hostname keeps an IPv6 address's brackets
+  if (estopPort) estopUrls.unshift(`${location.protocol}//${location.hostname}:${estopPort}/api/estop`);
+
+  async function sendEstop(url) {
+    // keepalive: the request survives the page being closed right after the press
+    const res = await fetchWithTimeout(url, { method: "POST", keepalive: true, mode: "cors", credentials: "omit" });
+    if (!res.ok) throw new Error(await errorText(res));
+    return res;
+  }
+
   async function estop() {
     stopHolding(); // no trailing zero drive: the e-stop supersedes it (and would answer it with 409)
     const button = $("estop");
     button.classList.add("estop-sent");
     for (let attempt = 1; attempt <= ESTOP_TRIES; attempt += 1) {
       try {
-        // keepalive: the request survives the page being closed right after the press
-        const res = await fetchWithTimeout("/api/estop", { method: "POST", keepalive: true });
-        if (!res.ok) throw new Error(await errorText(res));
+        await Promise.any(estopUrls.map(sendEstop)).catch((e) => {
+          throw e.errors?.[0] ?? e;
+        });
         showStatus("E-STOP sent. Clear failsafe, then arm, to move again.", "error");
         setTimeout(() => button.classList.remove("estop-sent"), 600);
         return;
