@@ -23,6 +23,7 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "host": ("127.0.0.1", str),
     "port": (8080, int),
     "estop_port": (-1, int),  # the e-stop listener; -1: the HTTP port + 1
+    "read_auth": ("auto", str),  # auto: viewing needs the token when bound beyond loopback
     "token": (None, str),
     "allowed_hosts": ((), tuple),
     "audit_log": (None, str),

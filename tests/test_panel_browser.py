@@ -397,3 +397,35 @@ def test_without_the_sim_microphone_there_is_no_say_box():
                                sim=False, version="9")
     assert 'data-sim="false"' in html and 'id="say-form"' not in html and "needs the simulated microphone" in html
     assert '<meta name="csrf-token" content="t0k">' in html
+
+
+@pytest.fixture()
+def guarded_server(request):
+    """The same runtime behind a second server whose viewing needs the token (read_auth on)."""
+    from edge.service import ServiceConfig, create_app
+    from edge.service.server import Server
+
+    runtime, _ = request.getfixturevalue("sim_runtime")
+    config = ServiceConfig(port=0, token=service_fixtures.TOKEN, read_auth="on")
+    server = Server(create_app(runtime, config), config).start()
+    try:
+        yield server.url, service_fixtures.TOKEN, runtime
+    finally:
+        server.stop()
+
+
+@requires_chromium
+def test_with_read_auth_the_panel_shows_the_robot_only_after_the_token(browser, guarded_server):
+    base_url, token, _runtime = guarded_server
+    browser.get(base_url + "/")
+    wait_until(lambda: text_of(browser, "pill-server") == "token needed", PAGE_READY_S, "the panel to ask for it")
+    live = browser.find_element(By.ID, "live")
+    assert browser.execute_script("return arguments[0].naturalWidth", live) == 0
+    enter_token(browser, token)
+    wait_until(lambda: text_of(browser, "pill-server") == "server ok", PAGE_READY_S, "state with the session")
+    wait_until(lambda: text_of(browser, "sse-status") == "live", PAGE_READY_S, "the event stream")
+    wait_until(lambda: browser.execute_script("return arguments[0].naturalWidth", live) > 0, 5.0,
+               "the live view")
+    # the only console errors are the 401s from before the token
+    errors = [e["message"] for e in console_errors(browser)]
+    assert all("401" in m for m in errors), errors

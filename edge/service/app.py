@@ -14,6 +14,7 @@ from edge.service.security import (
     SECURITY_HEADERS,
     ApiError,
     RateLimiter,
+    Sessions,
     host_allowed,
     local_host_names,
     new_csrf_token,
@@ -50,6 +51,7 @@ def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
         MAX_CONTENT_LENGTH=config.max_upload_bytes,
         CSRF_TOKEN=new_csrf_token(),
         RATE_LIMITER=RateLimiter(),
+        SESSIONS=Sessions(),
         ALLOWED_HOSTS=local_host_names(config.host) | set(config.allowed_hosts),
         JSON_SORT_KEYS=False,
     )
@@ -76,8 +78,8 @@ def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
             origin = f"{request.scheme}://{_host_name(request.host)}:{estop_port}"
             response.headers["Content-Security-Policy"] = CSP.replace("connect-src 'self'",
                                                                       f"connect-src 'self' {origin}")
-        if request.path.startswith(("/api/", "/v2", "/predict", "/metrics")):
-            response.headers.setdefault("Cache-Control", "no-store")
+        if request.path.startswith(("/api/", "/v2", "/predict", "/metrics")) or response.mimetype == "text/html":
+            response.headers.setdefault("Cache-Control", "no-store")  # the panel's HTML carries the CSRF token
         metrics.observe(request, response)
         return response
 

@@ -96,6 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
              "backend": args.backend, "host": args.host, "port": args.port, "estop_port": args.estop_port,
+             "read_auth": args.read_auth,
              "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log,
              "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
@@ -114,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if s["audit_reserve_mb"] < 0:
         raise ServiceConfigError(f"--audit-reserve-mb must be >= 0 MB, got {s['audit_reserve_mb']:g}")
     service = ServiceConfig(host=s["host"], port=s["port"], token=s["token"], allowed_hosts=s["allowed_hosts"],
-                            estop_port=s["estop_port"])
+                            estop_port=s["estop_port"], read_auth=s["read_auth"])
     config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
                            link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"],
                            audit_reserve_mb=s["audit_reserve_mb"])
@@ -181,6 +182,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
+    p.add_argument("--read-auth", choices=("auto", "on", "off"),
+                   help="whether viewing the robot (live view, audio, state, events, /predict, /metrics) needs the "
+                        "operator token; auto (default): on when --host is not loopback")
     p.add_argument("--estop-port", type=int, metavar="PORT",
                    help="port of the e-stop listener, which busy or hostile HTTP clients cannot block "
                         "(default: the HTTP port + 1; 0: any free port)")

@@ -38,6 +38,9 @@ class ServiceConfig:
     estop_port: int = -1
     token: str | None = None  # bearer token for arming, motion and configuration; None: generated
     allowed_hosts: tuple[str, ...] = ()  # extra Host header names accepted (DNS rebinding defence)
+    # Whether reading the robot (live view, utterance audio, state, events, /predict, /metrics) needs the
+    # operator token: auto = only when bound beyond loopback, where anyone on the network could watch.
+    read_auth: str = "auto"
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_image_side_px: int = MAX_IMAGE_SIDE_PX
     max_image_pixels: int = MAX_IMAGE_PIXELS
@@ -61,8 +64,14 @@ class ServiceConfig:
                                      "(-1: the HTTP port + 1)")
         if self.estop_port == -1 and self.port == 65535:
             raise ServiceConfigError("with HTTP port 65535 give the e-stop port explicitly (--estop-port)")
-        if self.token is not None and len(self.token) < 16:
-            raise ServiceConfigError("the token must be at least 16 characters (e.g. from `openssl rand -hex 16`)")
+        if self.token is not None:
+            from edge.service.security import token_strength_problem
+
+            problem = token_strength_problem(self.token)
+            if problem:
+                raise ServiceConfigError(problem)
+        if self.read_auth not in ("auto", "on", "off"):
+            raise ServiceConfigError(f"read_auth {self.read_auth!r} must be auto, on or off")
         if self.token is None:
             self.token = secrets.token_urlsafe(24)
             self.token_generated = True
@@ -78,6 +87,10 @@ class ServiceConfig:
         if self.estop_port != -1:
             return self.estop_port
         return self.port + 1 if self.port else 0
+
+    @property
+    def read_auth_on(self) -> bool:
+        return self.read_auth == "on" or (self.read_auth == "auto" and self.lan)
 
     @property
     def lan(self) -> bool:

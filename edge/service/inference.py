@@ -20,7 +20,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from edge.fusion import FusionError, WorkerBusyError, prepare_image
 from edge.service.app import finite
-from edge.service.security import ApiError, rate_limited
+from edge.service.security import ApiError, rate_limited, require_read
 
 bp = Blueprint("inference", __name__)
 v2 = Blueprint("v2", __name__, url_prefix="/v2")
@@ -177,6 +177,7 @@ def decision_fields(out: dict, heads) -> dict:
 
 
 @bp.post("/predict")
+@require_read
 @rate_limited("infer")
 def predict():
     t0 = time.perf_counter()

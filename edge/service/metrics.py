@@ -14,6 +14,8 @@ import time
 
 from flask import Blueprint, Response, current_app, g
 
+from edge.service.security import require_read
+
 bp = Blueprint("metrics", __name__)
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -140,6 +142,7 @@ def observe(request, response) -> None:
 
 
 @bp.get("/metrics")
+@require_read
 def metrics():
     from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 

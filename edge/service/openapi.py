@@ -81,7 +81,12 @@ DOCUMENT = {
                                                                        **_errors(404)})},
         "/stream.mjpg": {"get": _op("live view (MJPEG) with attention and target overlaid",
                                     {"200": {"description": "multipart/x-mixed-replace"}, **_errors(503)})},
-        "/api/estop": {"post": _op("emergency stop (no token needed)", {"200": _OK, **_errors(503)})},
+        "/api/estop": {"post": _op("emergency stop (no token needed); also served on the e-stop port, which busy "
+                                   "clients of this port cannot block", {"200": _OK, **_errors(503)})},
+        "/api/session": {
+            "post": _op("trade the operator token for a session cookie (the live view and event stream need it "
+                        "where viewing needs the token)", {"200": _OK, **_errors(401, 429)}, _AUTH),
+            "delete": _op("end the session", {"200": _OK})},
         "/api/arm": {"post": _op("arm the robot", {"200": _OK, **_errors(401, 403, 409, 429)}, _AUTH,
                                  params=[_CSRF])},
         "/api/disarm": {"post": _op("disarm the robot", {"200": _OK, **_errors(401, 403)}, _AUTH, params=[_CSRF])},

@@ -7,7 +7,14 @@ import math
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from edge.service.app import finite
-from edge.service.security import ApiError, rate_limited, require_csrf, require_token
+from edge.service.security import (
+    SESSION_COOKIE,
+    ApiError,
+    rate_limited,
+    require_csrf,
+    require_read,
+    require_token,
+)
 
 bp = Blueprint("panel", __name__)
 
@@ -57,10 +64,12 @@ def page():
     runtime = _runtime()
     return render_template("panel.html", csrf_token=current_app.config["CSRF_TOKEN"], bundle=bundle_summary(runtime),
                            sim=hasattr(runtime.microphone, "say"), version="0.1.0",
-                           estop_port=current_app.config.get("ESTOP_PORT") or "")
+                           estop_port=current_app.config.get("ESTOP_PORT") or "",
+                           read_auth="on" if current_app.config["VOXEDGE"].read_auth_on else "off")
 
 
 @bp.get("/api/state")
+@require_read
 def state():
     from edge.service import streams
 
@@ -70,11 +79,13 @@ def state():
 
 
 @bp.get("/api/bundle")
+@require_read
 def bundle():
     return jsonify(finite(bundle_summary(_runtime())))
 
 
 @bp.get("/api/utterance.wav")
+@require_read
 def utterance():
     from edge.samples import encode_wav
 
@@ -92,6 +103,26 @@ def estop():
 
     estop_now(_runtime(), request.remote_addr)
     return jsonify(ok=True)
+
+
+@bp.post("/api/session")
+@require_token
+@rate_limited("motion")
+def open_session():
+    """Trade the operator token for a session cookie: the live view and the event stream (an <img> and an
+    EventSource, which cannot send the token) then work where reading needs it."""
+    sid = current_app.config["SESSIONS"].new()
+    response = jsonify(ok=True, read_auth=current_app.config["VOXEDGE"].read_auth_on)
+    response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="Strict", secure=request.is_secure, path="/")
+    return response
+
+
+@bp.delete("/api/session")
+def close_session():
+    current_app.config["SESSIONS"].end(request.cookies.get(SESSION_COOKIE))
+    response = jsonify(ok=True)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
 
 
 def _control(action: str):

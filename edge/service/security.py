@@ -92,6 +92,76 @@ def require_token(view):
     return wrapped
 
 
+SESSION_COOKIE = "voxedge_session"
+SESSION_MAX = 64  # sessions remembered (browsers that entered the token); the oldest is forgotten first
+
+
+class Sessions:
+    """Browser sessions of people who entered the operator token: what lets ``<img>`` and ``EventSource``,
+    which cannot send an Authorization header, read the robot when read access needs the token."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[str, float] = {}
+
+    def new(self) -> str:
+        sid = secrets.token_urlsafe(32)
+        with self._lock:
+            self._ids[sid] = time.monotonic()
+            while len(self._ids) > SESSION_MAX:
+                del self._ids[next(iter(self._ids))]
+        return sid
+
+    def valid(self, sid: str | None) -> bool:
+        if not sid:
+            return False
+        with self._lock:
+            return any(hmac.compare_digest(sid.encode(), known.encode()) for known in self._ids)
+
+    def end(self, sid: str | None) -> None:
+        with self._lock:
+            self._ids.pop(sid or "", None)
+
+
+def read_allowed() -> bool:
+    """Whether this request may read the robot (camera, audio, state, events, metrics, inference)."""
+    cfg = current_app.config["VOXEDGE"]
+    if not cfg.read_auth_on:
+        return True
+    return token_ok(bearer(), cfg.token) or current_app.config["SESSIONS"].valid(request.cookies.get(SESSION_COOKIE))
+
+
+def require_read(view):
+    """Read access: open on a loopback bind by default; with read_auth on (any other bind by default) it needs
+    the operator token, as a bearer header or as the session cookie the panel gets for it."""
+
+    @wraps(view)
+    def wrapped(*args, **kwargs):
+        if not read_allowed():
+            raise ApiError(401, "this robot shows its camera, microphone and state to the operator only: send "
+                                "'Authorization: Bearer <token>', or enter the token in the panel",
+                           {"WWW-Authenticate": 'Bearer realm="voxedge"'})
+        return view(*args, **kwargs)
+
+    return wrapped
+
+
+def token_strength_problem(token: str) -> str | None:
+    """Why ``token`` is too weak to guard the robot, or None: at least 16 characters and 64 bits of
+    (Shannon) entropy over its characters, which a 16-character run of one letter does not have."""
+    import math
+    from collections import Counter
+
+    if len(token) < 16:
+        return f"the token has {len(token)} characters; use at least 16"
+    counts = Counter(token)
+    bits = -sum(n * math.log2(n / len(token)) for n in counts.values())
+    if bits < 64:
+        return (f"the token is too predictable ({bits:.0f} bits of entropy over its characters; at least 64 needed): "
+                "use a random one, e.g. from `openssl rand -hex 16`")
+    return None
+
+
 def require_csrf(view):
     """A panel action: the request must carry the page's CSRF token in ``X-CSRF-Token``."""
 

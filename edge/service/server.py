@@ -119,5 +119,7 @@ def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str
         lines.append(f"operator token (arming and motion): {config.token}")
     if config.lan and config.token_generated:
         lines.append("warning: listening on the LAN with a generated token; set VOXEDGE_TOKEN to a secret you keep")
+    if config.read_auth_on:
+        lines.append("viewing the robot (live view, state, events, /predict, /metrics) needs the operator token")
     lines.append("e-stop: the red button in the panel, or: curl -X POST " + (estop_url or url + "/api/estop"))
     return "\n".join(lines)

@@ -16,7 +16,7 @@ import numpy as np
 from flask import Blueprint, Response, current_app, request
 
 from edge.service.app import finite
-from edge.service.security import ApiError
+from edge.service.security import ApiError, require_read
 
 bp = Blueprint("streams", __name__)
 
@@ -154,6 +154,7 @@ STREAM_HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
 
 
 @bp.get("/stream.mjpg")
+@require_read
 def mjpeg():
     s = state()
     if getattr(s.runtime, "camera", None) is None:
@@ -178,6 +179,7 @@ def mjpeg():
 
 
 @bp.get("/api/events")
+@require_read
 def events():
     s = state()
     try:

@@ -344,6 +344,21 @@
     $(input).addEventListener("input", () => setText(out, Number($(input).value).toFixed(digits)));
   }
 
+  // -- read access (read_auth): where the robot shows itself to the operator only ------------------
+  // The live view and the event stream cannot send the token, so the token buys a session cookie.
+  const readAuth = document.querySelector('meta[name="read-auth"]')?.content === "on";
+
+  async function openSession(t) {
+    const res = await fetchWithTimeout("/api/session", { method: "POST", headers: { Authorization: `Bearer ${t}` }, credentials: "same-origin" });
+    if (!res.ok) throw new Error(await errorText(res));
+    // what failed without the cookie: start again now
+    stopStream();
+    startStream();
+    events?.close();
+    connectEvents();
+    loadBundle();
+  }
+
   // -- buttons and forms ---------------------------------------------------------------------
   $("estop").addEventListener("click", estop);
 
@@ -357,11 +372,13 @@
     token.set(value);
     $("token").value = "";
     showStatus("Token set.", "ok");
+    if (readAuth) openSession(value).catch((err) => showStatus(`The robot refused the token: ${err.message}`, "error"));
   });
   $("token-forget").addEventListener("click", () => {
     releaseDrive();
     token.set("");
     showStatus("Token forgotten.", "info");
+    if (readAuth) fetchWithTimeout("/api/session", { method: "DELETE", credentials: "same-origin" }).catch(() => {});
   });
 
   for (const [id, path, label] of [
@@ -717,7 +734,13 @@
   async function poll() {
     let next = document.hidden ? POLL_HIDDEN_MS : POLL_MS;
     try {
-      const res = await fetchWithTimeout("/api/state");
+      const res = await fetchWithTimeout("/api/state", { credentials: "same-origin" });
+      if (res.status === 401) {
+        setPill($("pill-server"), "token needed", "warn");
+        $("pill-server").title = "This robot shows its camera, microphone and state to the operator only: enter the token.";
+        setTimeout(poll, POLL_RETRY_MS);
+        return;
+      }
       if (!res.ok) throw new Error(await errorText(res));
       render(await res.json());
       setPill($("pill-server"), "server ok", "ok");
@@ -858,4 +881,5 @@
   connectEvents();
   poll();
   loadBundle();
+  if (readAuth && token.get()) openSession(token.get()).catch(() => {});
 })();
