@@ -60,7 +60,7 @@ reference-model: setup
 	$(BIN)/voxedge train --config reference_model/configs/reference.json --out $(CHECKPOINT)
 
 evaluate: setup
-	$(BIN)/voxedge evaluate --checkpoint $(CHECKPOINT)
+	$(BIN)/voxedge evaluate --checkpoint $(CHECKPOINT) --out $(dir $(CHECKPOINT))
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info $(BUNDLE) sets demo-results

@@ -14,9 +14,15 @@ def _cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_set(args: argparse.Namespace) -> int:
+    from calibration.errors import CalibrationError
+    from edge.outputs import claim_output
+
+    w, _, h = args.size.lower().partition("x")
+    if not (w.isdigit() and h.isdigit() and int(w) > 0 and int(h) > 0):
+        raise CalibrationError(f"--size {args.size!r} must be WIDTHxHEIGHT in pixels, e.g. 160x120")
+    claim_output(args.out, "index.jsonl", "sample set", force=args.force)
     from calibration.importer import import_files
 
-    w, _, h = args.size.partition("x")
     meta = import_files(args.src, args.out, (int(w), int(h)), args.window)
     print(f"wrote {args.out}: {meta['n_samples']} samples, per intent {meta['per_intent']}")
     for warning in meta["warnings"]:
@@ -43,7 +49,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("import-set", help="make a sample set from your own picture + WAV pairs")
     p.add_argument("src", help="directory of NAME.png/.jpg + NAME.wav pairs (and optional labels.jsonl)")
-    p.add_argument("--out", required=True, help="set directory to write")
+    p.add_argument("--out", required=True,
+                   help="set directory to write; an earlier set there is replaced, anything else refused unless --force")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a sample set")
     p.add_argument("--size", default="160x120", help="model input WIDTHxHEIGHT (default: %(default)s)")
     p.add_argument("--window", type=int, default=32000, help="audio window in samples at 16 kHz (default: 32000)")
     p.set_defaults(func=_cmd_import_set)

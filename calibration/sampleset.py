@@ -27,9 +27,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -38,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
+from edge.atomic_dir import replace_dir
 from edge.samples import INDEX_NAME, SAMPLE_DIR, SET_META_NAME, SampleRecord, encode_png, encode_wav
 
 MIN_SAMPLES_WARNING = 256  # fewer calibration samples than this give noisy int8 scales
@@ -86,9 +84,8 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
         raise CalibrationError("a calibration or evaluation set needs at least one sample")
     labels = labels or [{} for _ in range(len(images))]
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp"))
-    try:
+
+    def populate(tmp: Path) -> dict:
         (tmp / SAMPLE_DIR).mkdir()
         lines = []
         for i, (img, wav, lab) in enumerate(zip(images, audio, labels)):
@@ -106,14 +103,10 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
         meta = {"id": set_id or dest.name, "index_sha256": hashlib.sha256(index).hexdigest(),
                 **coverage(labels, audio, intents)}
         (tmp / SET_META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-        os.chmod(tmp, 0o755)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return meta
+        return meta
+
+    # Staged next to dest and swapped in atomically (edge.atomic_dir): a crash leaves the old set or the new.
+    return replace_dir(dest, populate)
 
 
 def coverage(labels: list[dict], audio: np.ndarray | None, intents: tuple[str, ...] | None = None,

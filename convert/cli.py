@@ -10,6 +10,9 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "reference.json"
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
+    from edge.outputs import claim_output
+
+    claim_output(args.out, "manifest.json", "bundle", force=args.force)  # before any work
     from convert.pipeline import convert
 
     convert(args.checkpoint, args.out, config_path=args.config, factory=args.factory,
@@ -36,5 +39,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-trt-findings", action="store_true",
                    help="write the bundle even if TensorRT's ONNX parser would refuse a model (voxedge check-trt); "
                         "ONNX Runtime still runs it, the robot's build-engine will not")
-    p.add_argument("--out", required=True, help="bundle directory to write (replaced atomically if it exists)")
+    p.add_argument("--out", required=True,
+                   help="bundle directory to write; an earlier bundle there is replaced atomically, anything else is "
+                        "refused unless --force")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a bundle")
     p.set_defaults(func=_cmd_convert)

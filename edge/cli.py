@@ -29,6 +29,7 @@ USER_ERRORS = (
     "edge.runtime:EdgeRuntimeError",
     "edge.settings:SettingsError",
     "edge.demo:DemoError",
+    "edge.outputs:OutputError",
 )
 
 

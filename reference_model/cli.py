@@ -18,14 +18,25 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from reference_model.train import RunConfig, train
 
     config = RunConfig.from_file(args.config).with_budget(steps=args.steps, train_fraction=args.train_fraction)
-    train(config, args.out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
+    # By default under ./runs/, never over the committed checkpoint (make reference-model names it on purpose).
+    out = args.out or Path("runs") / "train" / f"{Path(args.config).stem}.pt"
+    train(config, out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
+    print(f"wrote {out}")
     return 0
+
+
+def default_evaluate_dir(checkpoint: str | Path) -> Path:
+    """Next to the checkpoint, except for checkpoints shipped in the package (tracked files): ./runs/evaluate/."""
+    checkpoint = Path(checkpoint)
+    if checkpoint.resolve().parent == DEFAULT_CHECKPOINT.parent:
+        return Path("runs") / "evaluate" / checkpoint.stem
+    return checkpoint.parent
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from reference_model.evaluate import evaluate_checkpoint, format_metrics
 
-    out_dir = Path(args.out) if args.out else Path(args.checkpoint).parent
+    out_dir = Path(args.out) if args.out else default_evaluate_dir(args.checkpoint)
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
                                   out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
                                   synthesizer=args.synthesizer)
@@ -41,7 +52,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("train", help="train the reference multimodal model on simulated data")
     p.add_argument("--config", default=str(DEFAULT_TRAIN_CONFIG), help="training config JSON (default: %(default)s)")
-    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT), help="checkpoint to write (default: %(default)s)")
+    p.add_argument("--out", help="checkpoint to write (default: runs/train/<config name>.pt)")
     p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")
     p.add_argument("--resume", action="store_true", help="continue from runs/<name>/state.pt if present")
     p.add_argument("--steps", type=int, help="training steps, instead of the config's (a quick run: e.g. 500)")
@@ -62,7 +73,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="who speaks the split's commands: espeak-ng (the split's own unseen voices) or sam "
                         "(SAM, a synthesizer no split uses, installed from npm on first use; needs node.js) "
                         "(default: %(default)s)")
-    p.add_argument("--out", help="folder for metrics JSON and confusion plot (default: next to the checkpoint)")
+    p.add_argument("--out", help="folder for metrics JSON and confusion plot (default: next to the checkpoint; "
+                                 "runs/evaluate/<name>/ for the checkpoints shipped in the package)")
     p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_evaluate)
@@ -70,6 +82,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_make_set(args: argparse.Namespace) -> int:
+    from edge.outputs import claim_output
+
+    claim_output(args.out, "index.jsonl", "sample set", force=args.force)
     from reference_model.sets import write_sim_set
 
     meta = write_sim_set(args.out, split=args.split, n=args.n, snr_db=None if args.clean else args.snr_db,
@@ -82,7 +97,9 @@ def _cmd_make_set(args: argparse.Namespace) -> int:
 
 def add_set_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("make-set", help="write a calibration/evaluation sample set from the simulated data")
-    p.add_argument("--out", required=True, help="set directory to write")
+    p.add_argument("--out", required=True,
+                   help="set directory to write; an earlier set there is replaced, anything else refused unless --force")
+    p.add_argument("--force", action="store_true", help="replace --out even if it is not a sample set")
     p.add_argument("--split", default="val", choices=("train", "val", "test"))
     p.add_argument("-n", type=int, default=512, help="number of samples (default: %(default)s)")
     noise = p.add_mutually_exclusive_group()

@@ -1,0 +1,45 @@
+"""Outputs never destroy what their command did not create.
+
+``voxedge convert --out DIR`` once replaced whatever was at ``DIR`` (a folder
+of the user's files, a regular file) and printed success. Every command that
+writes a directory now claims it first: a path that does not exist, an empty
+directory, or an earlier output of the same kind (recognised by its marker
+file: a bundle's ``manifest.json``, a set's ``index.jsonl``) may be written;
+anything else is refused before any work starts, unless ``--force``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class OutputError(Exception):
+    """An output path the command will not write; the message says why and what to do."""
+
+
+def claim_output(path: str | Path, marker: str, what: str, force: bool = False) -> Path:
+    """Check that ``path`` may receive a ``what`` (a directory with ``marker``); raise OutputError if not.
+
+    With ``force`` a directory is replaced whatever it holds (atomically, by the writer) and a file at
+    the path is removed first.
+    """
+    p = Path(path)
+    if p.is_symlink():
+        if not force:
+            raise OutputError(f"--out {p} is a symbolic link; give the real directory, or --force to replace the link")
+        p.unlink()
+        return p
+    if not p.exists():
+        if p.parent.exists() and not p.parent.is_dir():
+            raise OutputError(f"--out {p}: {p.parent} is a file, not a directory")
+        return p
+    if p.is_dir():
+        if (p / marker).is_file() or not any(p.iterdir()) or force:
+            return p
+        raise OutputError(f"--out {p} exists and is not a {what} (it has no {marker}): it was not written by this "
+                          "command, so it is left alone. Choose another --out, or add --force to replace it")
+    if not force:
+        raise OutputError(f"--out {p} is a file, not a {what} directory; choose another --out, or add --force to "
+                          "replace it")
+    p.unlink()
+    return p
