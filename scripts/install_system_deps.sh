@@ -8,7 +8,9 @@ PYTHON=${PYTHON:-python3}
 # pulseaudio, pulseaudio-utils (pactl, pacat) and libasound2-plugins (ALSA's "pulse"
 # device) give the microphone tests a virtual audio device. chromium and chromium-driver (built
 # from one source package, so their versions match) run the control panel's browser tests.
-packages=(espeak-ng portaudio19-dev gcc make pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver)
+# The tests lint these scripts with the shellcheck package (tests/test_scripts.py).
+packages=(espeak-ng portaudio19-dev gcc make pulseaudio pulseaudio-utils libasound2-plugins chromium chromium-driver
+          shellcheck)
 # Packages some archives lack: Ubuntu ships Chromium as a snap only (its chromium-browser deb is a
 # wrapper that needs snapd), so there they are skipped with a note and the browser tests skip, or
 # use Playwright's own Chromium after `.venv/bin/playwright install --with-deps chromium`.
