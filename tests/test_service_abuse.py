@@ -250,3 +250,42 @@ def test_the_server_is_healthy_after_the_abuse(live_server):
     assert c["viewers"] == 0 and c["sse_clients"] == 0
     code, body = _predict(url, image=_jpeg(160, 120))
     assert code == 200 and "intent" in json.loads(body)
+
+
+@pytest.fixture
+def strict_server(sim_runtime):  # noqa: F811
+    from edge.service import ServiceConfig, create_app
+    from edge.service.server import Server
+
+    runtime, _ = sim_runtime
+    config = ServiceConfig(port=0, token=TOKEN, request_head_timeout_s=1.5, request_body_timeout_s=3.0)
+    server = Server(create_app(runtime, config), config).start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("stage", ["headers", "body"])
+def test_a_slow_client_is_dropped_at_its_read_deadline(strict_server, stage):
+    """One header line (or body chunk) every 0.4 s keeps waitress's inactivity timer happy forever; the
+    request deadline (1.5 s for headers, 3 s for the body here; 10 s and 60 s by default) does not."""
+    host, port = strict_server.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        if stage == "body":
+            s.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x\r\n"
+                      b"Content-Length: 100000\r\n\r\n")
+        else:
+            s.sendall(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        t0 = time.monotonic()
+        closed_after = None
+        while time.monotonic() - t0 < 8.0:
+            try:
+                s.sendall(b"X-Slow: 1\r\n" if stage == "headers" else b"0123456789")
+                time.sleep(0.4)
+            except OSError:
+                closed_after = time.monotonic() - t0
+                break
+        limit = 1.5 if stage == "headers" else 3.0
+        assert closed_after is not None and limit <= closed_after <= limit + 2.5, closed_after
+    assert _request(strict_server + "/v2/health/ready")[0] == 200  # everyone else is served as before

@@ -45,6 +45,9 @@ class ServiceConfig:
     max_image_side_px: int = MAX_IMAGE_SIDE_PX
     max_image_pixels: int = MAX_IMAGE_PIXELS
     max_audio_s: float = MAX_AUDIO_S
+    request_head_timeout_s: float = 10.0  # a request's headers must arrive within this of its first byte ...
+    request_body_timeout_s: float = 60.0  # ... and its body within this (8 MB at ~1 Mbit/s)
+    max_connections_per_client: int = 32  # open connections from one non-loopback address
     max_mjpeg_viewers: int = MAX_MJPEG_VIEWERS
     max_sse_clients: int = MAX_SSE_CLIENTS
     mjpeg_fps: float = MJPEG_FPS
@@ -76,7 +79,8 @@ class ServiceConfig:
             self.token = secrets.token_urlsafe(24)
             self.token_generated = True
         for name in ("max_upload_bytes", "max_mjpeg_viewers", "max_sse_clients", "infer_burst", "motion_burst",
-                     "max_image_side_px", "max_image_pixels", "max_audio_s"):
+                     "max_image_side_px", "max_image_pixels", "max_audio_s", "request_head_timeout_s",
+                     "request_body_timeout_s", "max_connections_per_client"):
             if int(getattr(self, name)) < 1:
                 raise ServiceConfigError(f"{name} must be >= 1, got {getattr(self, name)!r}")
         self.allowed_hosts = tuple(h.lower() for h in self.allowed_hosts)

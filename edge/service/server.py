@@ -21,11 +21,15 @@ class Server:
         # Each open stream holds a thread: give streams their own on top of the ordinary workers.
         threads = WORKER_THREADS + config.max_mjpeg_viewers + config.max_sse_clients
         self._server = create_server(app, host=config.host, port=config.port, threads=threads, ident="voxedge",
-                                     channel_timeout=30, cleanup_interval=10, connection_limit=200,
+                                     channel_timeout=30, cleanup_interval=1, connection_limit=200,
                                      clear_untrusted_proxy_headers=True,
                                      # refuse an oversized body from its Content-Length, before waitress
                                      # spools it to a temp file (its default allows 1 GB)
                                      max_request_body_size=config.max_upload_bytes)
+        from edge.service.channels import install
+
+        install(self._server, config.request_head_timeout_s, config.request_body_timeout_s,
+                config.max_connections_per_client)
         self._thread: threading.Thread | None = None
         from edge.service.estop_server import EStopServer
 
