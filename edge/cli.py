@@ -34,7 +34,10 @@ USER_ERRORS = (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from edge import __version__
+
     parser = argparse.ArgumentParser(prog="voxedge", description="Offline voice-controlled robot toolkit.")
+    parser.add_argument("--version", action="version", version=f"voxedge {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_parsers(sub)

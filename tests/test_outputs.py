@@ -107,3 +107,10 @@ def test_train_and_evaluate_defaults_never_point_at_tracked_files(tmp_path):
     tracked = subprocess.run(["git", "ls-files", "reference_model/checkpoints"], capture_output=True, text=True,
                              cwd=ROOT).stdout.split()
     assert "reference_model/checkpoints/reference.pt" in tracked
+
+
+def test_voxedge_version():
+    from edge import __version__
+
+    r = _voxedge("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"voxedge {__version__}"
