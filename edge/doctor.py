@@ -10,6 +10,7 @@ Settings come from the same layers as ``voxedge serve``.
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 import time
 from dataclasses import dataclass
@@ -116,15 +117,15 @@ def check_link(settings: dict) -> Check:
 def check_bundle(settings: dict) -> Check:
     from edge.bundle import load_bundle
 
+    if not settings["bundle"]:
+        return Check("bundle", "FAIL", "no bundle given: voxedge doctor BUNDLE (or \"bundle\" in --config, or "
+                                       "VOXEDGE_BUNDLE)")
     try:
         bundle = load_bundle(settings["bundle"])
     except Exception as exc:
         return Check("bundle", "FAIL", f"{exc}")
     if settings["backend"] != "tensorrt":
-        import onnxruntime as ort
-
-        return Check("bundle", "OK", f"{bundle.path.name}: {[f.path for f in bundle.manifest.files]}; ONNX Runtime "
-                                     f"providers here: {ort.get_available_providers()}")
+        return check_models_run(bundle, settings["precision"])
     from edge.engine import device_key, find_engine
     from edge.precision import AUTO, bundle_precisions
 
@@ -141,6 +142,49 @@ def check_bundle(settings: dict) -> Check:
         return Check("bundle", "OK", f"engines matching this device: {', '.join(found)} (serve times them at "
                                      "start and runs the fastest)")
     return Check("bundle", "OK", f"engine {found[0]} matches this device")
+
+
+def check_models_run(bundle, precision: str) -> Check:
+    """Load each model serve may run (ONNX Runtime) and run it on the bundle's golden inputs: a file that is
+    present and hashes right but does not load, or computes something else, fails here, not at serve."""
+    import numpy as np
+
+    from edge.engine import GOLDEN_TOLERANCE, compare_golden, load_golden
+    from edge.precision import AUTO, bundle_precisions
+    from edge.runners import make_runner
+
+    try:
+        inputs, expected = load_golden(bundle)
+    except Exception as exc:
+        return Check("bundle", "FAIL", str(exc))
+    results, failed = [], []
+    for p in bundle_precisions(bundle.manifest) if precision == AUTO else [precision]:
+        runner = None
+        try:
+            runner = make_runner("onnxruntime", bundle, p, intra_op_threads=1)
+            runner.activate()
+            n = next(iter(inputs.values())).shape[0]
+            got: dict = {}
+            for i in range(n):  # one sample at a time: the runner's own batch limits do not matter here
+                out = runner.infer({k: v[i:i + 1] for k, v in inputs.items()})
+                for name, value in out.items():
+                    got.setdefault(name, []).append(value)
+            got = {k: np.concatenate(v) for k, v in got.items()}
+            rows = compare_golden(got, expected, GOLDEN_TOLERANCE[runner.precision])
+            bad = [r for r in rows if not r.passed]
+            if bad:
+                differ = ", ".join(f"{r.name} max abs {r.max_abs:.3g} > {r.limit:.3g}" for r in bad)
+                failed.append(f"{p}: golden outputs differ ({differ})")
+            else:
+                results.append(f"{p} ({runner.model_path.name}, {n} golden samples)")
+        except Exception as exc:
+            failed.append(f"{p}: {str(exc).splitlines()[0]}")
+        finally:
+            if runner is not None:
+                runner.deactivate()
+    if failed:
+        return Check("bundle", "FAIL", "; ".join(failed) + ". Convert the model again, or copy the bundle again")
+    return Check("bundle", "OK", f"{bundle.path.name}: golden check passed for {', '.join(results)}")
 
 
 def check_cpu(settings: dict) -> Check:
@@ -197,25 +241,40 @@ CHECKS = (check_bundle, check_cpu, check_camera, check_microphone, check_link, c
 
 
 def run(settings: dict, log=print) -> list[Check]:
+    from edge.sensors.cli import quiet_stderr
+
     results = []
     for check in CHECKS:
         try:
-            result = check(settings)
+            with quiet_stderr():  # ALSA, JACK and GStreamer print pages of probing noise on fd 2
+                result = check(settings)
         except Exception as exc:  # a check that crashes is a failed check, reported like the others
-            result = Check(check.__name__.removeprefix("check_"), "FAIL", f"{type(exc).__name__}: {exc}")
+            log_error = logging.getLogger("voxedge.doctor")
+            log_error.debug("check %s crashed", check.__name__, exc_info=True)
+            result = Check(check.__name__.removeprefix("check_"), "FAIL", str(exc) or type(exc).__name__)
         results.append(result)
         log(f"{result.status:<5} {result.name:<11} {result.detail}")
     return results
 
 
 def _cmd_doctor(args: argparse.Namespace) -> int:
+    import json
+
     from edge.settings import resolve
 
     settings = resolve({"bundle": args.bundle, "camera": args.camera, "mic": args.mic, "link": args.link,
                         "backend": args.backend, "precision": args.precision}, args.config)
-    results = run(settings)
+    results = run(settings, log=(lambda *_: None) if args.json else print)
     failed = [r for r in results if r.status == "FAIL"]
-    print(f"\n{len(failed)} problem(s) to fix" if failed else "\nready")
+    warned = [r for r in results if r.status == "WARN"]
+    summary = (f"{len(failed)} problem(s) to fix" if failed else "ready") + \
+        (f", {len(warned)} warning(s)" if warned else "")
+    if args.json:
+        print(json.dumps({"ready": not failed, "summary": summary,
+                          "checks": [{"name": r.name, "status": r.status, "detail": r.detail} for r in results]},
+                         indent=2))
+    else:
+        print(f"\n{summary}")
     return 1 if failed else 0
 
 
@@ -223,9 +282,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the camera, microphone, robot link, engine, disk and clock")
     p.add_argument("bundle", nargs="?", help="bundle directory")
     p.add_argument("--config", help="the same JSON settings file as voxedge serve")
-    p.add_argument("--camera")
-    p.add_argument("--mic")
-    p.add_argument("--link", "--robot", dest="link")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--camera", help="camera to check, as voxedge serve --camera (index, device, file or 'sim')")
+    p.add_argument("--mic", help="microphone to check, as voxedge serve --mic (name, index, WAV file or 'sim')")
+    p.add_argument("--link", "--robot", dest="link", help="robot serial port to handshake with, or 'sim'")
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), help="as voxedge serve (default: onnxruntime)")
     p.add_argument("--precision", choices=PRECISION_CHOICES, help="as voxedge serve (default: auto)")
+    p.add_argument("--json", action="store_true", help="print the results as JSON (one object) instead of lines")
     p.set_defaults(func=_cmd_doctor)

@@ -52,3 +52,44 @@ def test_doctor_reports_each_check_and_what_to_fix(tmp_path):
     lines = {line.split()[1]: line for line in r.stdout.splitlines() if line[:4] in ("OK  ", "WARN", "FAIL", "SKIP")}
     assert lines["camera"].startswith("FAIL") and "voxedge devices" in lines["camera"]
     assert lines["microphone"].startswith("SKIP") and lines["robot"].startswith("FAIL")
+
+
+def _doctor(*args):
+    return subprocess.run([sys.executable, "-m", "edge.cli", "doctor", *map(str, args)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+
+
+@requires_gcc
+def test_doctor_runs_the_models_on_the_golden_inputs_and_has_json(tmp_path):
+    """Issue 18 point 4: a bundle whose model is damaged but re-hashed used to pass as "OK bundle"."""
+    import dataclasses
+    import json
+    import shutil
+
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+    from edge.bundle import MANIFEST_NAME, hash_files, load_bundle, write_manifest
+
+    bundle = convert(DEFAULT_CHECKPOINT, tmp_path / "bundle", log=lambda *_: None)
+    r = _doctor(bundle.path, "--camera", "sim", "--mic", "sim", "--link", "sim", "--json")
+    report = json.loads(r.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert checks["bundle"]["status"] == "OK" and "golden check passed for fp32" in checks["bundle"]["detail"]
+    assert r.returncode == (0 if report["ready"] else 1) and "Traceback" not in r.stderr
+
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle.path, damaged)
+    model = damaged / bundle.manifest.file("fp32").path
+    model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])  # truncated ...
+    m = load_bundle(damaged, verify=False).manifest
+    known = {f.path: f for f in m.files}
+    (damaged / MANIFEST_NAME).unlink()
+    write_manifest(damaged, dataclasses.replace(m, files=hash_files(damaged, known)))  # ... and re-hashed
+    r = _doctor(damaged, "--camera", "sim", "--mic", "sim", "--link", "sim")
+    line = next(x for x in r.stdout.splitlines() if x.split()[1:2] == ["bundle"])
+    assert r.returncode == 1 and line.startswith("FAIL") and "fp32" in line, r.stdout
+    assert "Traceback" not in r.stdout + r.stderr
+
+    r = _doctor("--camera", "sim", "--mic", "sim", "--link", "sim")  # no bundle at all
+    line = next(x for x in r.stdout.splitlines() if x.split()[1:2] == ["bundle"])
+    assert line.startswith("FAIL") and "no bundle given" in line and "NoneType" not in r.stdout

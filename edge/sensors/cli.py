@@ -30,7 +30,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 @contextlib.contextmanager
-def _quiet_stderr() -> Iterator[None]:
+def quiet_stderr() -> Iterator[None]:
     """Silence fd 2 while PortAudio probes ALSA/JACK, which print pages of noise there."""
     try:
         saved = os.dup(2)
@@ -54,7 +54,7 @@ def collect_devices() -> dict[str, Any]:
 
     out: dict[str, Any] = {"cameras": list_video_devices(), "audio_inputs": [], "audio_error": None}
     try:
-        with _quiet_stderr():
+        with quiet_stderr():
             out["audio_inputs"] = list_input_devices()
     except (MicrophoneError, OSError) as exc:
         out["audio_error"] = str(exc)
