@@ -17,6 +17,26 @@ class OutputError(Exception):
     """An output path the command will not write; the message says why and what to do."""
 
 
+def writable_dir(path: str | Path, what: str = "--out") -> Path:
+    """Create ``path`` (a directory) if needed and check that files can be written in it, before any work:
+    an impossible or read-only output fails in seconds, not after the work is done."""
+    import tempfile
+
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=p).close()
+    except OSError as exc:
+        raise OutputError(f"{what} {p} cannot be written: {exc.strerror or exc}; choose a folder you can write "
+                          "to") from None
+    return p
+
+
+def _check_parent(p: Path) -> None:
+    """The parent of a new output must be a directory that can be written (created if missing)."""
+    writable_dir(p.parent, what=f"the folder of --out {p}")
+
+
 def claim_output(path: str | Path, marker: str, what: str, force: bool = False) -> Path:
     """Check that ``path`` may receive a ``what`` (a directory with ``marker``); raise OutputError if not.
 
@@ -32,6 +52,7 @@ def claim_output(path: str | Path, marker: str, what: str, force: bool = False) 
     if not p.exists():
         if p.parent.exists() and not p.parent.is_dir():
             raise OutputError(f"--out {p}: {p.parent} is a file, not a directory")
+        _check_parent(p)
         return p
     if p.is_dir():
         if (p / marker).is_file() or not any(p.iterdir()) or force:

@@ -20,6 +20,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig.from_file(args.config).with_budget(steps=args.steps, train_fraction=args.train_fraction)
     # By default under ./runs/, never over the committed checkpoint (make reference-model names it on purpose).
     out = args.out or Path("runs") / "train" / f"{Path(args.config).stem}.pt"
+    from edge.outputs import writable_dir
+
+    writable_dir(Path(out).parent, what=f"the folder of --out {out}")  # before training, not after it
     train(config, out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
     print(f"wrote {out}")
     return 0
@@ -36,7 +39,9 @@ def default_evaluate_dir(checkpoint: str | Path) -> Path:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from reference_model.evaluate import evaluate_checkpoint, format_metrics
 
-    out_dir = Path(args.out) if args.out else default_evaluate_dir(args.checkpoint)
+    from edge.outputs import writable_dir
+
+    out_dir = writable_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint))
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
                                   out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
                                   synthesizer=args.synthesizer)
