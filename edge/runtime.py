@@ -298,8 +298,9 @@ class Runtime:
         return self.event("alert", text, data)
 
     def report(self, key: str, text: str, exc: BaseException | None = None) -> None:
-        """A failure that may repeat: one alert while it keeps recurring (``edge.alerts``); details to the log."""
-        log.warning("%s", text, exc_info=exc)
+        """A failure that may repeat: one alert while it keeps recurring (``edge.alerts``; the alert itself is
+        logged as a warning once); every occurrence, with its exception and traceback, at info level."""
+        log.info("%s", text, exc_info=exc)
         self.alerts.report(key, text, time.monotonic())
 
     @property
