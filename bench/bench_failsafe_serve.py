@@ -83,10 +83,14 @@ class Server:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output: list[str] = []
+        import secrets
+
+        self.token = secrets.token_hex(16)  # given to serve, which never prints a token it was given
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "serve", bundle, "--link", link_port, "--camera", str(video),
              "--mic", "sim", "--port", str(self.port), "--precision", "fp32"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "VOXEDGE_TOKEN": self.token})
         threading.Thread(target=self._read, daemon=True).start()
         self.auth: dict = {}
 
@@ -100,7 +104,7 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("voxedge serve exited at start:\n" + "\n".join(self.output[-20:]))
-            token = next((ln.split()[-1] for ln in self.output if "operator token" in ln), None)
+            token = self.token
             try:
                 if token and _request(self.url + "/v2/health/ready").get("ready"):
                     break

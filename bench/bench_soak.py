@@ -76,7 +76,10 @@ def soak(bundle: str, minutes: float, say_every_s: float = 4.0, precision: str =
     port = _free_port()
     # glibc settings as deployed (systemd unit, Jetson image): few arenas and a fixed mmap threshold, so
     # the many 128 kB audio windows and frames go back to the OS instead of fragmenting the heap.
-    env = {**os.environ, "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
+    import secrets
+
+    env = {**os.environ, "VOXEDGE_TOKEN": secrets.token_hex(16),  # known to this bench; serve never prints it
+           "MALLOC_ARENA_MAX": os.environ.get("MALLOC_ARENA_MAX", "2"),
            "MALLOC_MMAP_THRESHOLD_": os.environ.get("MALLOC_MMAP_THRESHOLD_", "65536")}
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "serve", bundle, "--sim", "--port", str(port),
                              "--precision", precision],
@@ -96,7 +99,7 @@ def soak(bundle: str, minutes: float, say_every_s: float = 4.0, precision: str =
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            token = next((ln.split()[-1] for ln in output if "operator token" in ln), None)
+            token = env["VOXEDGE_TOKEN"]
             try:
                 if token and _json(url + "/v2/health/ready").get("ready"):
                     break

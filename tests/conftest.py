@@ -11,6 +11,13 @@ from functools import lru_cache
 
 import pytest
 
+# `voxedge serve` keeps a generated operator token in its state directory (edge.service.token_store): the
+# tests' servers use a folder of their own, not the user's ~/.local/state/voxedge.
+if "VOXEDGE_STATE_DIR" not in os.environ:
+    import tempfile
+
+    os.environ["VOXEDGE_STATE_DIR"] = tempfile.mkdtemp(prefix="voxedge-test-state-")
+
 
 # Asks the CUDA driver itself (libcuda's cuInit and cuDeviceGetCount), not torch: a Jetson image
 # runs the TensorRT tests without torch. In a child process, so that the test process holds no

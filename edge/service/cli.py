@@ -114,8 +114,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         raise ServiceConfigError(f"precision {s['precision']!r} is not one of {', '.join(PRECISION_CHOICES)}")
     if s["audit_reserve_mb"] < 0:
         raise ServiceConfigError(f"--audit-reserve-mb must be >= 0 MB, got {s['audit_reserve_mb']:g}")
-    service = ServiceConfig(host=s["host"], port=s["port"], token=s["token"], allowed_hosts=s["allowed_hosts"],
-                            estop_port=s["estop_port"], read_auth=s["read_auth"])
+    token, token_file = s["token"], None
+    if token is None:  # kept in a 0600 file across restarts, never printed to a log (edge.service.token_store)
+        from edge.service.token_store import load_or_create
+
+        token, path, _ = load_or_create()
+        token_file = str(path)
+    service = ServiceConfig(host=s["host"], port=s["port"], token=token, allowed_hosts=s["allowed_hosts"],
+                            estop_port=s["estop_port"], read_auth=s["read_auth"], token_file=token_file)
     config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
                            link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"],
                            audit_reserve_mb=s["audit_reserve_mb"])
@@ -161,8 +167,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_token(args: argparse.Namespace) -> int:
+    from edge.service.token_store import load_or_create, token_path
+
+    if not args.rotate and not token_path().is_file():
+        raise ServiceConfigError(f"no operator token kept in {token_path()} yet: `voxedge serve` creates it on its "
+                                 "first start, or run `voxedge token --rotate` to make one now")
+    token, path, created = load_or_create(rotate=args.rotate)
+    print(token)
+    if args.rotate:
+        import sys
+
+        print(f"a new operator token is kept in {path}; restart voxedge serve to use it", file=sys.stderr)
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``serve`` on the ``voxedge`` parser."""
+    """Register ``serve`` and ``token`` on the ``voxedge`` parser."""
+    t = sub.add_parser("token", help="print the operator token voxedge serve keeps (or make a new one)",
+                       description="The token is kept in the state directory with mode 0600 (VOXEDGE_STATE_DIR, "
+                                   "systemd's StateDirectory, or ~/.local/state/voxedge); serve never writes it to a "
+                                   "log. A token given in VOXEDGE_TOKEN or the config file takes precedence.")
+    t.add_argument("--rotate", action="store_true", help="replace it with a new random token")
+    t.set_defaults(func=_cmd_token)
     p = sub.add_parser("serve", help="run the robot: camera + microphone -> model -> motion, with the panel and API",
                        description="Settings come from defaults, then --config FILE (JSON), then VOXEDGE_* "
                                    "environment variables (e.g. VOXEDGE_TOKEN, VOXEDGE_LINK), then these flags.")

@@ -57,6 +57,7 @@ class ServiceConfig:
     motion_burst: int = MOTION_BURST
     model_name: str = "voxedge"
     token_generated: bool = field(default=False, repr=False)
+    token_file: str | None = field(default=None, repr=False)  # where the token is kept (edge.service.token_store)
 
     def __post_init__(self) -> None:
         if not isinstance(self.port, int) or not 0 <= self.port <= 65535:

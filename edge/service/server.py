@@ -118,11 +118,18 @@ def estop_status(runtime) -> dict:
 
 
 def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str:
+    import sys
+
     lines = [f"voxedge is serving the panel and API at {url}"]
-    if config.token_generated:
+    if config.token_file:
+        # on a terminal, the person starting it needs it now; anywhere else (systemd, docker) stdout is a log
+        if sys.stdout.isatty():
+            lines.append(f"operator token (arming and motion): {config.token}  (kept in {config.token_file})")
+        else:
+            lines.append(f"operator token (arming and motion): kept in {config.token_file} (mode 0600); "
+                         "`voxedge token` prints it")
+    elif config.token_generated:
         lines.append(f"operator token (arming and motion): {config.token}")
-    if config.lan and config.token_generated:
-        lines.append("warning: listening on the LAN with a generated token; set VOXEDGE_TOKEN to a secret you keep")
     if config.read_auth_on:
         lines.append("viewing the robot (live view, state, events, /predict, /metrics) needs the operator token")
     lines.append("e-stop: the red button in the panel, or: curl -X POST " + (estop_url or url + "/api/estop"))
