@@ -37,6 +37,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import free_port, write_json  # noqa: E402 (the sibling module)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -44,11 +47,6 @@ ESTOP_TIMEOUT_S = 2.0
 P99_TARGET_MS = 50.0
 RSS_TARGET_MB = 400.0
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rss_mb(pid: int) -> float:
@@ -66,7 +64,7 @@ def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
 
 class Serve:
     def __init__(self, bundle: str) -> None:
-        self.port, self.estop_port = _free_port(), _free_port()
+        self.port, self.estop_port = free_port(), free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output: list[str] = []
         self.proc = subprocess.Popen(
@@ -263,10 +261,7 @@ def main() -> None:
               for e in (e1, e2)) and serve.peak_rss_mb <= RSS_TARGET_MB and healthy
     print(f"peak RSS {serve.peak_rss_mb:.0f} MB (target <= {RSS_TARGET_MB:.0f}); healthy afterwards: {healthy}; "
           f"targets {'met' if met else 'MISSED'}")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, result)
 
 
 if __name__ == "__main__":

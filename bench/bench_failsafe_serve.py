@@ -26,7 +26,6 @@ import json
 import os
 import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +36,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import free_port, write_json  # noqa: E402 (the sibling module)
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -45,11 +47,6 @@ DRIVE = {"linear_m_s": 0.3, "angular_rad_s": 0.4}
 DRIVE_EVERY_S = 0.1  # the panel refreshes hold-to-move this often (its dead-man is 0.5 s)
 SETTLE_S = 0.6  # read the motor log this long after the kill
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _request(url: str, data: dict | None = None, headers: dict | None = None, timeout: float = 5.0):
@@ -80,7 +77,7 @@ class Server:
     """One ``voxedge serve`` process on the simulator's port."""
 
     def __init__(self, bundle: str, link_port: str, video: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.output: list[str] = []
         import secrets
@@ -218,10 +215,7 @@ def main() -> None:
           f"{ms.get('median_s', float('nan')):.0f} ms, max {ms.get('max_s', float('nan')):.0f} ms; "
           f"{r['within_goal']}/{r['trials']} within {1000 * STOP_GOAL_S:.0f} ms; failsafe latched "
           f"{r['latched_failsafe']}/{r['trials']} (setpoint TTL {1000 * r['setpoint_ttl_s']:.0f} ms)")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_json(args.out, r)
     sys.exit(0 if r["within_goal"] == r["trials"] else 1)
 
 

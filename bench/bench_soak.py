@@ -22,7 +22,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -31,16 +30,14 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import free_port, write_json  # noqa: E402 (the sibling module)
+
 COMMANDS = ("turn left", "turn right", "go forward", "go back", "stop", "what time is it", "go to the red ball",
             "hello there", "stop now", "turn to the left")
 SAMPLE_EVERY_S = 5.0
 MAX_RSS_GROWTH = 0.05
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _proc_stats(pid: int) -> dict:
@@ -73,7 +70,7 @@ def _json(url: str, data: dict | None = None, headers: dict | None = None):
 
 
 def soak(bundle: str, minutes: float, say_every_s: float = 4.0, precision: str = "int8", log=print) -> dict:
-    port = _free_port()
+    port = free_port()
     # glibc settings as deployed (systemd unit, Jetson image): few arenas and a fixed mmap threshold, so
     # the many 128 kB audio windows and frames go back to the OS instead of fragmenting the heap.
     import secrets
@@ -211,9 +208,7 @@ def main() -> None:
           f"{r['fds']['end']}; commands said {r['counts']['said']}; 5xx {r['counts']['5xx']}; "
           f"exit code {r['exit_code']}")
     print("soak", "PASSED" if r["passed"] else "FAILED")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(r, indent=2) + "\n")
+    write_json(args.out, r)
 
 
 if __name__ == "__main__":

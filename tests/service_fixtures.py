@@ -50,3 +50,15 @@ def live_server(sim_runtime):
         yield server.url, TOKEN, runtime
     finally:
         server.stop()
+
+
+def load_bench(name: str):
+    """A script of bench/ as a module (they run as scripts, outside any package), for its short test version."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -7,22 +7,15 @@ the simulator log's window (550 ms), not the 300 ms goal: timing figures come fr
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from tests.bridge_fixtures import requires_gcc
-from tests.service_fixtures import sim_bundle  # noqa: F401 (fixture)
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.service_fixtures import load_bench, sim_bundle  # noqa: F401 (fixture)
 
 
 @requires_gcc
 def test_killing_a_real_serve_while_it_drives_stops_the_motors_and_latches_the_failsafe(sim_bundle):  # noqa: F811
     from firmware_bridge.spec import State
 
-    spec = importlib.util.spec_from_file_location("bench_failsafe_serve", ROOT / "bench" / "bench_failsafe_serve.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_failsafe_serve")
     r = bench.run(str(sim_bundle.path), trials=2, log=print)
     assert r["stopped"] == 2, r["results"]
     assert r["latched_failsafe"] == 2 and all(x["final_state"] == int(State.FAILSAFE) for x in r["results"])

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 from tests.bridge_fixtures import requires_gcc
-from tests.service_fixtures import sim_bundle  # noqa: F401 (fixture)
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.service_fixtures import load_bench, sim_bundle  # noqa: F401 (fixture)
 
 
 @requires_gcc
 def test_two_minutes_of_the_demo_system_grow_nothing(sim_bundle):  # noqa: F811
-    spec = importlib.util.spec_from_file_location("bench_soak", ROOT / "bench" / "bench_soak.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_bench("bench_soak")
     r = bench.soak(str(sim_bundle.path), minutes=2.0, precision="fp32", log=lambda *_: None)
     assert r["counts"]["5xx"] == 0 and r["exit_code"] == 0, r["errors"]
     assert r["counts"]["said"] >= 25 and r["samples"][-1]["decisions"] >= 10
