@@ -44,7 +44,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``build-engine`` on the ``voxedge`` parser."""
     p = sub.add_parser("build-engine", help="compile a bundle's ONNX model into a TensorRT engine (on the robot)")
     p.add_argument("bundle", help="bundle directory (the engine is added atomically)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16")
+    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
+                   help="which of the bundle's models to compile (default: %(default)s)")
     p.add_argument("--max-batch", type=_count(1), default=DEFAULT_MAX_BATCH,
                    help="largest batch (default: %(default)s)")
     p.add_argument("--opt-batch", type=_count(1), default=DEFAULT_OPT_BATCH,

@@ -137,10 +137,16 @@ def _cmd_bridge(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plain_doc() -> str:
+    """The module docstring for --help: its examples and notes without reST markup (``x``, ``Examples::``)."""
+    text = __doc__.split("\n", 1)[1].strip()
+    return text.replace("``", "").replace("Examples::", "Examples:")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``bridge`` on the ``voxedge`` parser."""
     p = sub.add_parser("bridge", help="connect to the robot's microcontroller (or --sim): telemetry, arm, drive, e-stop",
-                       description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description=_plain_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     where = p.add_mutually_exclusive_group()
     where.add_argument("--port", default=DEFAULT_PORT,
                        help="serial port (default: %(default)s, the udev rule's symlink; or /dev/serial/by-id/...)")

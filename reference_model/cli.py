@@ -69,7 +69,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("evaluate", help="evaluate a reference checkpoint on the held-out test split")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="checkpoint (default: %(default)s)")
-    p.add_argument("--split", default="test", choices=("train", "val", "test"))
+    p.add_argument("--split", default="test", choices=("train", "val", "test"),
+                   help="which held-out split to score: its scenes and voices are never trained on "
+                        "(default: %(default)s)")
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("--snr-db", type=float, default=10.0,
                        help="speech-to-noise ratio of the mixed-in noise, in dB (default: %(default)s)")
@@ -105,7 +107,9 @@ def add_set_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True,
                    help="set directory to write; an earlier set there is replaced, anything else refused unless --force")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a sample set")
-    p.add_argument("--split", default="val", choices=("train", "val", "test"))
+    p.add_argument("--split", default="val", choices=("train", "val", "test"),
+                   help="which split's scenes and voices to draw from: val for calibration, test for the accuracy "
+                        "gate (default: %(default)s)")
     p.add_argument("-n", type=int, default=512, help="number of samples (default: %(default)s)")
     noise = p.add_mutually_exclusive_group()
     noise.add_argument("--snr-db", type=float, default=10.0, help="noise level (default: %(default)s dB SNR)")

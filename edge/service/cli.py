@@ -206,7 +206,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="model precision; auto (the default) times the bundle's models at start and runs the "
                         "fastest (each passed its accuracy gate)")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"),
+                   help="onnxruntime (any machine) or tensorrt (a built engine on an NVIDIA GPU; voxedge "
+                        "build-engine) (default: onnxruntime)")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
     p.add_argument("--read-auth", choices=("auto", "on", "off"),
