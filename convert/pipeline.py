@@ -81,7 +81,14 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     config = ConvertConfig.from_file(config_path)
     if factory:
         config = dataclasses.replace(config, factory=factory)
-    log(f"[1/3] loading {checkpoint} with {config.factory}")
+    # One numbered line per stage, named for the work it covers (long stages log their own progress).
+    total = 5 + bool(fp16) + (calibration is not None)
+    counter = iter(range(1, total + 1))
+
+    def step(text: str) -> None:
+        log(f"[{next(counter)}/{total}] {text}")
+
+    step(f"loading {checkpoint} with {config.factory}")
     model, meta = load_model(checkpoint, config.factory)
     config = _heads_from_checkpoint(config, meta)
     golden = golden_inputs(config.inputs, batch=GOLDEN_BATCH)
@@ -90,17 +97,16 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
         settings = dataclasses.replace(settings, quantizer=quantizer)
 
     def populate(tmp: Path) -> Manifest:
-        log(f"[2/3] exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
+        step(f"exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
         export_onnx(model, config.inputs, config.outputs, tmp / FP32_ONNX, golden)
-        log("[3/3] verifying ONNX Runtime against PyTorch on golden inputs" +
-            ("; then INT8" if calibration is not None else ""))
+        step("verifying ONNX Runtime against PyTorch on golden inputs")
         errors, reference = verify_onnx(model, tmp / FP32_ONNX, config.outputs, golden, config.tolerance)
         np.savez(tmp / GOLDEN, **{f"input.{k}": v for k, v in golden.items()},
                  **{f"output.{k}": v for k, v in reference.items()})
         report = {"verification": {"fp32": [dataclasses.asdict(e) for e in errors]}}
         files = [ModelFile(FP32_ONNX, "", "fp32")]
         if fp16:
-            log(f"      FP16 variant ({FP16_ONNX}; kept in FP32: {', '.join(settings.keep_float_prefixes) or 'nothing'})")
+            step(f"FP16 variant ({FP16_ONNX}; kept in FP32: {', '.join(settings.keep_float_prefixes) or 'nothing'})")
             report["fp16"] = make_fp16(tmp / FP32_ONNX, tmp / FP16_ONNX, settings.keep_float_prefixes)
             report["verification"]["fp16"] = [dataclasses.asdict(e)
                                               for e in verify_fp16(tmp / FP16_ONNX, golden, reference)]
@@ -118,6 +124,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
         if calibration is not None:
             probe = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
                              heads=config.heads)
+            step("INT8: calibrating, quantizing and gating on the evaluation set")
             try:
                 calib_info, gates, int8_files = make_int8_models(tmp / FP32_ONNX, tmp, probe, calibration, eval_set,
                                                                  log, settings, search=search)
@@ -126,6 +133,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
             report.update(gate_report(gates))
             files.extend(int8_files)
         # The CPU INT8 model is for ONNX Runtime only; TensorRT builds from the others.
+        step("checking every model against TensorRT's ONNX parser rules (voxedge check-trt)")
         report["tensorrt_check"] = {f.precision: tensorrt_warnings(onnx.load(str(tmp / f.path)))
                                     for f in files if f.runtime is None}
         refusal = findings_error(report["tensorrt_check"])
@@ -134,7 +142,7 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
         for p, warnings in report["tensorrt_check"].items():
             for w in warnings:
                 log(f"      warning: the {p} model will not build on the robot as it is: {w}")
-        log("      drawing the report (error histograms, confusion matrices, latency)")
+        step("drawing the report (error histograms, confusion matrices, latency)")
         report.update(write_report(tmp, files, golden, reference, config.heads.intent_labels, gates))
         report["timing_s"] = {"total": time.monotonic() - t0}
         (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")

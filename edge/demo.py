@@ -315,7 +315,11 @@ def run_demo(bundle: str, episodes: int, seed: int, kinds: tuple[str, ...], out:
         if kind in kinds:
             plan += [(kind, seed + 1000 + i) for i in range(extra)]
     results = []
+    log(f"{len(plan)} episodes; each starts the simulated robot (the C firmware on a pseudo-terminal), the "
+        f"{precision} model and espeak-ng, speaks its command and watches what the robot does (10-20 s each)")
     for n, (kind, s) in enumerate(plan, start=1):
+        if log is print:  # a live line on the terminal, overwritten by the episode's result
+            print(f"[{n:3d}/{len(plan)}] {kind} episode, seed {s} ...", end="\r", flush=True)
         ep = run_episode(bundle, kind, s, precision)
         results.append(ep)
         mark = "ok " if ep.success else "FAIL"

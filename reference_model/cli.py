@@ -42,6 +42,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.outputs import writable_dir
 
     out_dir = writable_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint))
+    if not args.quiet:  # torch, the checkpoint and the split take seconds before the first progress bar
+        noise = "clean" if args.clean else f"{args.snr_db:g} dB SNR"
+        print(f"evaluating {args.checkpoint} on the {args.split} split ({noise}, {args.synthesizer}): loading the "
+              "model and the data ...", flush=True)
     metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
                                   out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
                                   synthesizer=args.synthesizer)
