@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _cmd_calibrate(args: argparse.Namespace) -> int:
@@ -30,8 +31,50 @@ def _cmd_import_set(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_val(args: argparse.Namespace) -> int:
+    from calibration.errors import CalibrationError
+    from calibration.sampleset import read_set
+    from calibration.val import confusion_table, plot_confusion, summary_line, validate, write_results
+    from edge.bundle import load_bundle
+    from edge.outputs import writable_dir
+    from edge.precision import bundle_precisions
+
+    bundle = load_bundle(args.bundle)
+    have = bundle_precisions(bundle.manifest)
+    wanted = have if args.precision == "all" else [args.precision]
+    missing = [p for p in wanted if p not in have]
+    if missing:
+        raise CalibrationError(f"the bundle has no {', '.join(missing)} model; it has {', '.join(have)}")
+    out = writable_dir(args.out or Path("runs") / "val" / bundle.path.name)
+    samples = read_set(args.set)
+    print(f"val: {bundle.path.name} on {args.set} ({len(samples)} samples), {', '.join(wanted)}; decisions use the "
+          f"command threshold {bundle.manifest.heads.command_threshold:g}", flush=True)
+    results = [validate(bundle, samples, p, progress=not args.quiet) for p in wanted]
+    for r in results:
+        print(f"\n{summary_line(r)}\n{confusion_table(r)}")
+        png = plot_confusion(r, out / f"confusion-{r.precision}.png")
+        if png:
+            print(f"  confusion matrix: {png}")
+        for w in r.warnings:
+            print(f"  warning: {w}")
+    print(f"\nwrote {write_results(results, out)}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``calibrate`` on the ``voxedge`` parser."""
+    """Register ``calibrate``, ``import-set`` and ``val`` on the ``voxedge`` parser."""
+    v = sub.add_parser("val", help="measure a bundle on your own labelled sample set, per precision",
+                       description="Accuracy (argmax and as the robot decides, with the command threshold), false "
+                                   "accepts on 'none' speech, command detection ROC-AUC, grounding of the target "
+                                   "point, and the confusion matrix (table and PNG), for each of the bundle's "
+                                   "models, run as voxedge serve runs them here.")
+    v.add_argument("bundle", help="bundle directory")
+    v.add_argument("set", help="labelled sample set (voxedge import-set with labels.jsonl, or voxedge make-set)")
+    v.add_argument("--precision", default="all", choices=("all", "fp32", "fp16", "int8"),
+                   help="which of the bundle's models to measure (default: %(default)s)")
+    v.add_argument("--out", help="folder for val.json and the confusion PNGs (default: runs/val/<bundle name>)")
+    v.add_argument("--quiet", action="store_true", help="no progress line")
+    v.set_defaults(func=_cmd_val)
     p = sub.add_parser("calibrate", help="re-quantize a bundle's INT8 model with a new calibration set")
     p.add_argument("bundle", help="bundle directory (rewritten atomically)")
     p.add_argument("--calibration", "--data", dest="calibration", required=True,
