@@ -52,7 +52,7 @@ demo-bundle: $(BUNDLE)/manifest.json
 
 # The same system headless through scripted spoken commands (100 seeded go_to episodes).
 demo-episodes: setup $(BUNDLE)/manifest.json
-	$(BIN)/voxedge demo --bundle $(BUNDLE) --episodes 100 --seed 0 --out demo-results
+	$(BIN)/voxedge demo $(BUNDLE) --episodes 100 --seed 0 --out demo-results
 
 # Reproduce the committed reference checkpoint from scratch (18 minutes on 2 cores of the earlier
 # development machine; about 45 on a 2-core AMD EPYC with AVX2: see the README).

@@ -345,6 +345,7 @@ def print_table(summary: dict, log=print) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    args.bundle = args.bundle or getattr(args, "bundle_option", None) or "bundle"
     kinds = tuple(k.strip() for k in args.kinds.split(",") if k.strip())
     bad = sorted(set(kinds) - set(KINDS))
     if bad:
@@ -368,7 +369,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``demo`` on the ``voxedge`` parser."""
     p = sub.add_parser("demo", help="run the system headless through scripted spoken commands on the sim robot")
-    p.add_argument("--bundle", default="bundle", help="bundle directory (default: %(default)s; make demo builds it)")
+    p.add_argument("bundle", nargs="?",
+                   help="bundle directory (default: bundle; make demo-bundle builds it)")
+    from edge.cli_args import add_deprecated
+
+    add_deprecated(p, "--bundle", "the positional BUNDLE", dest="bundle_option")
     p.add_argument("--episodes", type=int, default=20, help="go_to episodes (plus a tenth as many stop and none)")
     p.add_argument("--seed", type=int, default=0, help="arenas and voices of the episodes (default: %(default)s)")
     p.add_argument("--kinds", default="go_to,stop,none",

@@ -284,8 +284,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="the same JSON settings file as voxedge serve")
     p.add_argument("--camera", help="camera to check, as voxedge serve --camera (index, device, file or 'sim')")
     p.add_argument("--mic", help="microphone to check, as voxedge serve --mic (name, index, WAV file or 'sim')")
-    p.add_argument("--link", "--robot", dest="link", help="robot serial port to handshake with, or 'sim'")
+    p.add_argument("--link", dest="link", help="robot serial port to handshake with, or 'sim'")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), help="as voxedge serve (default: onnxruntime)")
+    from edge.cli_args import add_deprecated
+
+    add_deprecated(p, "--robot", "--link", dest="link")
     p.add_argument("--precision", choices=PRECISION_CHOICES, help="as voxedge serve (default: auto)")
     p.add_argument("--json", action="store_true", help="print the results as JSON (one object) instead of lines")
     p.set_defaults(func=_cmd_doctor)

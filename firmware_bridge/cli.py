@@ -3,9 +3,9 @@
 Examples::
 
     voxedge bridge --sim --arm --drive 0.2 0.0 --seconds 1     # simulated robot, drive forward for 1 s
-    voxedge bridge --port /dev/robot --telemetry --seconds 5   # watch telemetry
-    voxedge bridge --port /dev/robot --estop                   # emergency stop (latched)
-    voxedge bridge --port /dev/robot --clear-failsafe --arm    # recover explicitly
+    voxedge bridge --link /dev/robot --telemetry --seconds 5   # watch telemetry
+    voxedge bridge --link /dev/robot --estop                   # emergency stop (latched)
+    voxedge bridge --link /dev/robot --clear-failsafe --arm    # recover explicitly
 
 Actions run in this order: clear failsafe, arm, gripper, drive, disarm, e-stop;
 then telemetry is shown. Exit status 0 when everything asked for worked, 2 on a
@@ -148,9 +148,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bridge", help="connect to the robot's microcontroller (or --sim): telemetry, arm, drive, e-stop",
                        description=_plain_doc(), formatter_class=argparse.RawDescriptionHelpFormatter)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--port", default=DEFAULT_PORT,
-                       help="serial port (default: %(default)s, the udev rule's symlink; or /dev/serial/by-id/...)")
+    where.add_argument("--link", dest="port", default=DEFAULT_PORT,
+                       help="the robot's serial port (default: %(default)s, the udev rule's symlink; or "
+                            "/dev/serial/by-id/...)")
     where.add_argument("--sim", action="store_true", help="start the host-built firmware simulator and use it")
+    from edge.cli_args import add_deprecated
+
+    add_deprecated(where, "--port", "--link", dest="port")
     p.add_argument("--baud", type=int, help="baud rate (default: the protocol's, 115200)")
     p.add_argument("--clear-failsafe", action="store_true", help="leave FAILSAFE/ESTOP for DISARMED")
     p.add_argument("--arm", action="store_true", help="arm (needed before --drive)")

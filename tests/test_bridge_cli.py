@@ -37,7 +37,7 @@ def test_driving_disarmed_is_a_user_error(capsys):
 
 
 def test_missing_port_is_a_user_error(capsys):
-    assert main(["bridge", "--port", "/dev/no-such-robot"]) == 2
+    assert main(["bridge", "--link", "/dev/no-such-robot"]) == 2
     err = capsys.readouterr().err
     assert "voxedge bridge: error: serial port '/dev/no-such-robot' does not exist" in err
 
@@ -48,7 +48,7 @@ def test_missing_port_is_a_user_error(capsys):
 ])
 def test_bad_values_are_user_errors(capsys, argv, message):
     try:
-        code = main(["bridge", "--port", "/dev/no-such-robot", *argv])
+        code = main(["bridge", "--link", "/dev/no-such-robot", *argv])
     except SystemExit as exc:  # argparse rejects --seconds itself
         code = exc.code
     assert code == 2

@@ -66,7 +66,7 @@ def _assert_one_line(r: subprocess.CompletedProcess, command: str, *needles: str
     (("calibrate", "/nonexistent-bundle", "--data", "/nonexistent-set"), "nonexistent"),
     (("check-trt", "/nonexistent.onnx"), "nonexistent.onnx"),
     (("serve", "/nonexistent-bundle", "--sim", "--port", "0"), "nonexistent-bundle"),
-    (("bridge", "--port", "/dev/voxedge-no-such-port"), "does not exist"),
+    (("bridge", "--link", "/dev/voxedge-no-such-port"), "does not exist"),
     (("serve", "--precision", "int4"), "invalid choice"),
 ])
 def test_bad_invocations_are_one_line(args, needle):
@@ -77,7 +77,7 @@ def test_bad_invocations_are_one_line(args, needle):
 @requires_gcc
 def test_demo_with_an_impossible_out_fails_before_the_episodes(bundles):
     good, _ = bundles
-    r = _voxedge("demo", "--bundle", good, "--out", IMPOSSIBLE, timeout=120)
+    r = _voxedge("demo", good, "--out", IMPOSSIBLE, timeout=120)
     _assert_one_line(r, "demo", "cannot be written")
 
 

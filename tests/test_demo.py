@@ -19,7 +19,7 @@ VOXEDGE = [sys.executable, "-m", "edge.cli"]
 @pytest.mark.slow
 def test_voxedge_demo_runs_each_kind_and_writes_its_report(sim_bundle, tmp_path):  # noqa: F811
     out = tmp_path / "out"
-    r = subprocess.run([*VOXEDGE, "demo", "--bundle", str(sim_bundle.path), "--episodes", "1", "--seed", "0",
+    r = subprocess.run([*VOXEDGE, "demo", str(sim_bundle.path), "--episodes", "1", "--seed", "0",
                         "--precision", "fp32", "--out", str(out)], capture_output=True, text=True, timeout=600)
     met = "targets (go_to >= 95 %, no motion on any 'none'): met" in r.stdout
     assert r.returncode == (0 if met else 1), r.stderr[-3000:]  # exit 1 when the targets are missed
@@ -40,7 +40,8 @@ def test_voxedge_demo_runs_each_kind_and_writes_its_report(sim_bundle, tmp_path)
 
 @pytest.mark.parametrize("args, message", [
     (["--kinds", "go_to,dance"], "unknown episode kinds ['dance']"),
-    (["--bundle", "no-such-bundle"], "no bundle at no-such-bundle"),
+    (["no-such-bundle"], "no bundle at no-such-bundle"),
+    (["--bundle", "old-flag-bundle"], "no bundle at old-flag-bundle"),  # the old name still works, with a warning
 ])
 def test_voxedge_demo_refuses_bad_arguments_clearly(tmp_path, args, message):
     r = subprocess.run([*VOXEDGE, "demo", "--out", str(tmp_path / "out"), *args], capture_output=True, text=True,

@@ -198,8 +198,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim", action="store_true", help="shorthand for --camera sim --mic sim --link sim, for those not given "
                    "(--sim --mic command.wav: the simulated robot hears your recording)")
     p.add_argument("--seed", type=int, help="arena of the simulated robot")
-    p.add_argument("--link", "--robot", dest="link", help="robot serial port, e.g. /dev/robot, or 'sim'")
+    p.add_argument("--link", dest="link", help="robot serial port, e.g. /dev/robot, or 'sim'")
     p.add_argument("--camera", help="V4L2 index or /dev/video*, video file, URL, GStreamer pipeline, or 'sim'")
+    from edge.cli_args import add_deprecated
+
+    add_deprecated(p, "--robot", "--link", dest="link")
     p.add_argument("--camera-size", help="WIDTHxHEIGHT to request, e.g. 640x480")
     p.add_argument("--camera-fps", type=float, help="frame rate to request")
     p.add_argument("--mic", help="microphone name (substring) or index (voxedge devices), a WAV file, or 'sim'")
