@@ -15,7 +15,7 @@ from calibration.errors import CalibrationError
 from calibration.gate import DEFAULT_LIMITS, GateLimits, ModelScore, accuracy_gate, pseudo_labelled, score
 from calibration.mixed import search_mixed_precision
 from calibration.quantize import QuantSettings, quantize_int8
-from calibration.sampleset import SampleSet, read_set
+from calibration.sampleset import GATE_RESOLVING_SAMPLES, SampleSet, read_set
 from edge.bundle import Bundle, Manifest, ModelFile, load_bundle, write_bundle
 from edge.int8_numerics import ONNXRUNTIME_CPU, cpu_int8
 
@@ -94,6 +94,10 @@ def _read_sets(fp32_path: Path, manifest: Manifest, calibration, eval_set, log) 
         log(f"      no evaluation set: gating on agreement with the FP32 model over {len(calib)} samples")
     else:
         evaluation = read_set(eval_set)
+    if len(evaluation) < GATE_RESOLVING_SAMPLES:
+        log(f"      WARNING: the accuracy gate runs on {len(evaluation)} samples: one sample is worth "
+            f"{100 / len(evaluation):.2f} points, more than the gate's 0.5-point limit, so its verdict cannot "
+            f"resolve it; use {GATE_RESOLVING_SAMPLES} or more labelled samples")
     return calib, evaluation
 
 

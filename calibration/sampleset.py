@@ -39,6 +39,7 @@ from edge.atomic_dir import replace_dir
 from edge.samples import INDEX_NAME, SAMPLE_DIR, SET_META_NAME, SampleRecord, encode_png, encode_wav
 
 MIN_SAMPLES_WARNING = 256  # fewer calibration samples than this give noisy int8 scales
+GATE_RESOLVING_SAMPLES = 200  # with fewer, one evaluation sample is worth more than the gate's 0.5-point limit
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 MAX_CLIPPED_FRACTION = 0.001
 
@@ -123,7 +124,9 @@ def coverage(labels: list[dict], audio: np.ndarray | None, intents: tuple[str, .
         counts[key] = counts.get(key, 0) + 1
     warnings = []
     if len(labels) < MIN_SAMPLES_WARNING:
-        warnings.append(f"only {len(labels)} samples; int8 scales want at least {MIN_SAMPLES_WARNING}")
+        warnings.append(f"only {len(labels)} samples; int8 scales want at least {MIN_SAMPLES_WARNING} (for "
+                        f"calibration; an evaluation set needs {GATE_RESOLVING_SAMPLES} to resolve the INT8 gate's "
+                        "0.5 points)")
     covered = set(counts) if seen is None else seen
     for intent in intents or ():
         if intent not in covered:

@@ -25,9 +25,8 @@ from pathlib import Path
 import numpy as np
 
 from calibration.errors import CalibrationError
-from calibration.sampleset import SampleSet, feed_size
+from calibration.sampleset import GATE_RESOLVING_SAMPLES, SampleSet, feed_size
 
-GATE_RESOLUTION_POINTS = 0.5  # the INT8 gate's accuracy limit; a set should resolve it
 GROUNDED_WITHIN = 0.10  # a target point within this fraction of the image width counts as grounded
 BATCH = 32
 
@@ -125,9 +124,9 @@ def validate(bundle, sample_set: SampleSet, precision: str, progress: bool = Tru
         command_p = np.delete(probs_a, none, axis=1).max(axis=1)
         auc = _auc(command_p, truth_a != none)
     warnings = []
-    if 100.0 / len(truth_a) > GATE_RESOLUTION_POINTS:
+    if len(truth_a) < GATE_RESOLVING_SAMPLES:
         warnings.append(f"{len(truth_a)} labelled samples: one sample moves accuracy by {100 / len(truth_a):.2f} "
-                        f"points, more than the INT8 gate's {GATE_RESOLUTION_POINTS} (use 200 or more)")
+                        f"points, more than the INT8 gate's 0.5 (use {GATE_RESOLVING_SAMPLES} or more)")
     if none is not None and n_none == 0:
         warnings.append("no sample is labelled 'none': false accepts cannot be measured")
     err = np.asarray(target_err)
