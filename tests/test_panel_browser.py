@@ -332,6 +332,38 @@ def test_holding_a_drive_button_moves_and_releasing_stops(browser, live_server):
 
 
 @requires_chromium
+def test_a_hold_survives_the_page_moving_under_the_pointer(browser, live_server):
+    """An alert appearing above the pad moves the button from under a still mouse: the hold must go on.
+
+    Chromium fires pointerleave when the layout moves an element from under the pointer; before the panel
+    captured the pointer, alerts raised by a loaded machine dropped holds this way.
+    """
+    base_url, token, runtime = live_server
+    open_panel(browser, base_url)
+    arm(browser, runtime, token)
+    forward = browser.find_element(By.CSS_SELECTOR, 'button.drive[data-dir="forward"]')
+    ActionChains(browser).click_and_hold(forward).perform()
+    try:
+        wait_until(lambda: telemetry(runtime)["wheel_left_m_s"] > 0.05, 2.0, "the wheels to turn forward")
+        before = forward.rect["y"]
+        # what renderProblems does when alerts arrive, made tall enough to move the pad by far more than a button
+        browser.execute_script(
+            "const list = document.getElementById('problems');"
+            "for (let i = 0; i < 40; i++) { const li = document.createElement('li'); li.textContent = 'alert ' + i;"
+            " list.append(li); } list.hidden = false;")
+        assert forward.rect["y"] - before > forward.rect["height"], "the layout did not move the button"
+        time.sleep(0.8)  # past the 500 ms dead-man
+        assert "active" in forward.get_attribute("class"), text_of(browser, "action-status")
+        assert telemetry(runtime)["wheel_left_m_s"] > 0.05, telemetry(runtime)
+    finally:
+        ActionChains(browser).release().perform()
+    wait_until(lambda: abs(telemetry(runtime)["wheel_left_m_s"]) < 1e-3, STOP_AFTER_RELEASE_S + STOP_SLACK_S,
+               "the wheels to stop after release away from the button")
+    assert text_of(browser, "drive-indicator") == "stopped"
+    assert_no_console_errors(browser)
+
+
+@requires_chromium
 def test_arrow_key_on_the_focused_pad_turns_and_keyup_stops(browser, live_server):
     base_url, token, runtime = live_server
     open_panel(browser, base_url)

@@ -298,6 +298,14 @@
       if (e.pointerType === "mouse" && e.button !== 0) return;
       e.preventDefault(); // no text selection, no focus scroll, no emulated mouse events on touch
       b.focus({ preventScroll: true });
+      // Capture: the hold lasts until this pointer lifts (or is cancelled), wherever it is then. Without it a
+      // layout change, an alert appearing above the pad, moves the button from under a still mouse, and the
+      // pointerleave that follows drops the hold mid-drive. Touch pointers are captured this way already.
+      try {
+        b.setPointerCapture(e.pointerId);
+      } catch {
+        // the pointer is already gone: pointerup/pointercancel follow and release
+      }
       if (!down) {
         down = true;
         press(dir);
