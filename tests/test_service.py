@@ -257,6 +257,16 @@ def test_host_header_allowlist_and_security_headers(client):
     assert r.headers["X-Content-Type-Options"] == "nosniff" and r.headers["Cache-Control"] == "no-store"
 
 
+@pytest.mark.parametrize("header, name", [("127.0.0.1:8080", "127.0.0.1"), ("Robot.Local", "robot.local"),
+                                          ("[::1]:8080", "[::1]"), ("[::1]", "[::1]"), ("::1", "::1"),
+                                          ("robot.local:", "robot.local")])
+def test_one_host_header_parser_for_the_allowlist_and_the_estop_origin(header, name):
+    from edge.service.security import host_allowed, host_name
+
+    assert host_name(header) == name
+    assert host_allowed(header, {name.strip("[]")}) and not host_allowed(header, {"evil.example"})
+
+
 def test_errors_are_json_with_the_right_status(client):
     c, _ = client
     r = c.get("/nope")

@@ -16,6 +16,7 @@ from edge.service.security import (
     RateLimiter,
     Sessions,
     host_allowed,
+    host_name,
     local_host_names,
     new_csrf_token,
 )
@@ -30,13 +31,6 @@ def finite(value):
     if isinstance(value, (list, tuple)):
         return [finite(v) for v in value]
     return value
-
-
-def _host_name(host: str) -> str:
-    """A Host header without its port ("[::1]:8080" -> "[::1]", "robot.local:8080" -> "robot.local")."""
-    if host.startswith("["):
-        return host[: host.index("]") + 1] if "]" in host else host
-    return host.rsplit(":", 1)[0] if ":" in host else host
 
 
 def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
@@ -75,7 +69,7 @@ def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
         estop_port = app.config.get("ESTOP_PORT")
         if estop_port and response.mimetype == "text/html":
             # the panel may also call the e-stop listener: same host name, its own port
-            origin = f"{request.scheme}://{_host_name(request.host)}:{estop_port}"
+            origin = f"{request.scheme}://{host_name(request.host)}:{estop_port}"
             response.headers["Content-Security-Policy"] = CSP.replace("connect-src 'self'",
                                                                       f"connect-src 'self' {origin}")
         if request.path.startswith(("/api/", "/v2", "/predict", "/metrics")) or response.mimetype == "text/html":

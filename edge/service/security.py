@@ -60,12 +60,16 @@ def local_host_names(bind_host: str) -> set[str]:
     return names
 
 
-def host_allowed(host_header: str, allowed: set[str]) -> bool:
+def host_name(host_header: str) -> str:
+    """A Host header's name without its port, lower case: "[::1]:8080" -> "[::1]", "Robot.local:80" -> "robot.local"."""
     host = host_header.strip().lower()
     if host.startswith("["):  # [v6]:port
-        name = host[: host.find("]") + 1]
-    else:
-        name = host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host  # more colons: a bare IPv6 address
+
+
+def host_allowed(host_header: str, allowed: set[str]) -> bool:
+    name = host_name(host_header)
     return name in allowed or name.strip("[]") in allowed
 
 

@@ -43,14 +43,18 @@ class Server:
         return self._server.effective_port
 
     @property
-    def estop_url(self) -> str:
+    def _display_host(self) -> str:
+        """Where a person on this machine reaches the server: a wildcard bind becomes loopback."""
         host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.estop.port}/api/estop"
+        return f"[{host}]" if ":" in host else host
+
+    @property
+    def estop_url(self) -> str:
+        return f"http://{self._display_host}:{self.estop.port}/api/estop"
 
     @property
     def url(self) -> str:
-        host = self.config.host if self.config.host not in ("0.0.0.0", "::") else "127.0.0.1"
-        return f"http://{host}:{self.port}"
+        return f"http://{self._display_host}:{self.port}"
 
     def serve_forever(self) -> None:
         """Serve in this thread until ``stop()`` (from another thread) or KeyboardInterrupt."""
