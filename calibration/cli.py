@@ -6,9 +6,28 @@ import argparse
 from pathlib import Path
 
 
+def _refuse_small_sets(calibration: str, eval_set: str | None) -> None:
+    """One line, before any work, when a set is too small to calibrate with or to gate on (--force overrides)."""
+    from calibration.errors import CalibrationError
+    from calibration.sampleset import CALIBRATE_MIN_SAMPLES, read_set
+
+    # without --eval the gate runs on the calibration samples, so one check covers both
+    for role, path in (("calibration", calibration), ("evaluation", eval_set)):
+        if path is None:
+            continue
+        n = len(read_set(path))
+        if n < CALIBRATE_MIN_SAMPLES:
+            raise CalibrationError(
+                f"the {role} set {path} has {n} samples, fewer than {CALIBRATE_MIN_SAMPLES}: its int8 scales and "
+                f"its accuracy gate (one sample = {100 / n:.1f} points) would not be trustworthy; record more "
+                "(voxedge serve --audit-log DIR) or add --force to calibrate anyway")
+
+
 def _cmd_calibrate(args: argparse.Namespace) -> int:
     from calibration.int8 import calibrate_bundle
 
+    if not args.force:
+        _refuse_small_sets(args.calibration, args.eval)
     calibrate_bundle(args.bundle, args.calibration, args.eval, quantizer=args.quantizer,
                      search=not args.no_precision_search, allow_trt_findings=args.allow_trt_findings)
     return 0
@@ -63,6 +82,8 @@ def _cmd_val(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``calibrate``, ``import-set`` and ``val`` on the ``voxedge`` parser."""
+    from calibration.sampleset import CALIBRATE_MIN_SAMPLES
+
     v = sub.add_parser("val", help="measure a bundle on your own labelled sample set, per precision",
                        description="Accuracy (argmax and as the robot decides, with the command threshold), false "
                                    "accepts on 'none' speech, command detection ROC-AUC, grounding of the target "
@@ -88,6 +109,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-trt-findings", action="store_true",
                    help="rewrite the bundle even if TensorRT's ONNX parser would refuse the new INT8 model "
                         "(voxedge check-trt)")
+    p.add_argument("--force", action="store_true",
+                   help=f"calibrate even with a set of fewer than {CALIBRATE_MIN_SAMPLES} samples (refused by default: "
+                        "too few to trust)")
     p.set_defaults(func=_cmd_calibrate)
 
     p = sub.add_parser("import-set", help="make a sample set from your own picture + WAV pairs")

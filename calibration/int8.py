@@ -63,7 +63,7 @@ def gate_report(gates: dict[str, dict]) -> dict:
 def calibration_warnings(calib: SampleSet, manifest: Manifest) -> list[str]:
     """The coverage warnings of a calibration set, recomputed from its samples whatever wrote it
     (make-set, import-set or the robot's audit log): too few samples, an intent missing, clipped audio."""
-    return calib.coverage(manifest.heads.intent_labels)["warnings"]
+    return calib.coverage(manifest.heads.intent_labels, purpose="calibration")["warnings"]
 
 
 def make_int8(fp32_path: Path, out_path: Path, manifest: Manifest, calibration: str | Path,

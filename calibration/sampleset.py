@@ -40,6 +40,8 @@ from edge.samples import INDEX_NAME, SAMPLE_DIR, SET_META_NAME, SampleRecord, en
 
 MIN_SAMPLES_WARNING = 256  # fewer calibration samples than this give noisy int8 scales
 GATE_RESOLVING_SAMPLES = 200  # with fewer, one evaluation sample is worth more than the gate's 0.5-point limit
+CALIBRATE_MIN_SAMPLES = 64  # voxedge calibrate refuses fewer without --force: one gate sample > 1.5 points
+PURPOSES = ("calibration", "evaluation")  # what a set is for decides which size warning applies
 CLIP_LEVEL = 0.999  # |sample| at or above this counts as clipped
 MAX_CLIPPED_FRACTION = 0.001
 
@@ -67,7 +69,8 @@ def _decode_png(data: bytes, where: str) -> np.ndarray:
 
 
 def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: list[dict] | None = None,
-              sample_rate: int = 16000, set_id: str | None = None, intents: tuple[str, ...] | None = None) -> dict:
+              sample_rate: int = 16000, set_id: str | None = None, intents: tuple[str, ...] | None = None,
+              purpose: str | None = None, simulated: bool = False) -> dict:
     """Write a set atomically from arrays; returns its ``set.json`` contents.
 
     Args:
@@ -75,6 +78,9 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
         audio: float32 [N, samples] utterances in [-1, 1].
         labels: per sample, optional keys intent, object, target_xy, target_box.
         intents: the model's intent labels, to warn about intents the set lacks.
+        purpose: "calibration" or "evaluation" when known, for the size warning that applies.
+        simulated: the samples come from the simulator, whose clipping is modelled on purpose (recorded in
+            ``set.json``; no advice about a microphone gain that does not exist).
     """
     images, audio = np.asarray(images), np.asarray(audio)
     if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -102,7 +108,8 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
         index = ("\n".join(lines) + "\n").encode()
         (tmp / INDEX_NAME).write_bytes(index)
         meta = {"id": set_id or dest.name, "index_sha256": hashlib.sha256(index).hexdigest(),
-                **coverage(labels, audio, intents)}
+                **({"simulated": True} if simulated else {}),
+                **coverage(labels, audio, intents, purpose=purpose, simulated=simulated)}
         (tmp / SET_META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
 
@@ -111,20 +118,31 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
 
 
 def coverage(labels: list[dict], audio: np.ndarray | None, intents: tuple[str, ...] | None = None,
-             clipped: np.ndarray | None = None, seen: set[str] | None = None) -> dict:
+             clipped: np.ndarray | None = None, seen: set[str] | None = None, purpose: str | None = None,
+             simulated: bool = False) -> dict:
     """Per-intent counts and warnings: too few samples, an intent missing, clipped audio.
 
     ``clipped`` (per sample) replaces the check of ``audio`` when the utterances
     were already looked at one by one; ``seen`` is the intents that count as
-    covered (default: the labelled ones).
+    covered (default: the labelled ones). ``purpose`` ("calibration",
+    "evaluation" or None for either) picks the size warning; a ``simulated`` set
+    counts its clipped utterances without advice about a microphone.
     """
+    if purpose not in (None, *PURPOSES):
+        raise ValueError(f"purpose {purpose!r}: use one of {PURPOSES} or None")
     counts: dict[str, int] = {}
     for lab in labels:
         key = lab.get("intent") or "unlabelled"
         counts[key] = counts.get(key, 0) + 1
     warnings = []
-    if len(labels) < MIN_SAMPLES_WARNING:
-        warnings.append(f"only {len(labels)} samples; int8 scales want at least {MIN_SAMPLES_WARNING} (for "
+    n = len(labels)
+    if purpose == "calibration" and n < MIN_SAMPLES_WARNING:
+        warnings.append(f"only {n} samples; int8 scales want at least {MIN_SAMPLES_WARNING}")
+    elif purpose == "evaluation" and n < GATE_RESOLVING_SAMPLES:
+        warnings.append(f"only {n} samples; one is worth {100 / max(n, 1):.2f} points, so the INT8 gate's 0.5-point "
+                        f"limit needs at least {GATE_RESOLVING_SAMPLES}")
+    elif purpose is None and n < MIN_SAMPLES_WARNING:
+        warnings.append(f"only {n} samples; int8 scales want at least {MIN_SAMPLES_WARNING} (for "
                         f"calibration; an evaluation set needs {GATE_RESOLVING_SAMPLES} to resolve the INT8 gate's "
                         "0.5 points)")
     covered = set(counts) if seen is None else seen
@@ -134,7 +152,7 @@ def coverage(labels: list[dict], audio: np.ndarray | None, intents: tuple[str, .
     if clipped is None:
         clipped = np.mean(np.abs(audio) >= CLIP_LEVEL, axis=1) > MAX_CLIPPED_FRACTION
     clipped = np.asarray(clipped, bool)
-    if clipped.any():
+    if clipped.any() and not simulated:
         warnings.append(f"{int(clipped.sum())} utterances are clipped (more than {100 * MAX_CLIPPED_FRACTION:.1f} % "
                         "of samples at full scale); lower the microphone gain")
     return {"n_samples": len(labels), "per_intent": counts, "clipped_utterances": int(clipped.sum()),
@@ -242,7 +260,7 @@ class SampleSet:
                 audio.append(wav)
             yield model_feed(images, audio, manifest)
 
-    def coverage(self, intents: tuple[str, ...] | None = None) -> dict:
+    def coverage(self, intents: tuple[str, ...] | None = None, purpose: str | None = None) -> dict:
         """``coverage`` (the statistics and warnings ``write_set`` puts in ``set.json``), recomputed from the
         samples, so a set from any source (make-set, import-set, the robot's audit log) gets the same warnings.
 
@@ -256,7 +274,8 @@ class SampleSet:
             wav, _ = self.load_audio(i)
             clipped[i] = np.mean(np.abs(wav) >= CLIP_LEVEL) > MAX_CLIPPED_FRACTION if wav.size else False
         seen = {r.intent or (r.decision or {}).get("intent") for r in self.records} - {None}
-        return coverage(labels, None, intents if seen else None, clipped=clipped, seen=seen)
+        return coverage(labels, None, intents if seen else None, clipped=clipped, seen=seen, purpose=purpose,
+                        simulated=bool(self.meta.get("simulated")))
 
     def batches(self, batch_size: int, image_hw: tuple[int, int], window_samples: int,
                 sample_rate: int = 16000) -> Iterator[dict[str, np.ndarray]]:
@@ -299,5 +318,10 @@ def read_set(path: str | Path) -> SampleSet:
     if not records:
         raise CalibrationError(f"{index} lists no samples; a set needs at least one")
     meta_path = path / SET_META_NAME
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    try:
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CalibrationError(f"{meta_path}: not valid JSON ({exc}); delete it to read the set without it") from exc
+    if not isinstance(meta, dict):
+        raise CalibrationError(f"{meta_path}: must hold a JSON object; delete it to read the set without it")
     return SampleSet(path, tuple(records), meta)

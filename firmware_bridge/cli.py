@@ -69,7 +69,7 @@ def _run(args: argparse.Namespace, link) -> dict:
     if args.gripper:
         _control(f"gripper {args.gripper}", link.gripper(args.gripper == "open"))
     if args.drive:
-        linear, angular = args.drive
+        linear, angular = _clamped_drive(*args.drive)
         t = link.wait_for_telemetry(timeout_s=1.0)
         if not t.armed:
             raise LinkStateError(f"cannot drive: the robot is {t.state.name} (reason {t.reason.name}); add --arm "
@@ -105,6 +105,21 @@ def _run(args: argparse.Namespace, link) -> dict:
     return {"state": final.state.name, "reason": final.reason.name, "x_m": final.x_m, "y_m": final.y_m,
             "theta_rad": final.theta_rad, "battery_v": final.battery_v, "gripper": final.gripper.name,
             "build_id": info.build_id, "schema_match": info.schema_match, "stats": stats.as_dict()}
+
+
+def _clamped_drive(linear_m_s: float, angular_rad_s: float) -> tuple[float, float]:
+    """``--drive`` within the hard limits the link and the firmware apply anyway, saying so when it is not."""
+    from firmware_bridge.spec import CONST
+
+    limits = (float(CONST["MAX_LINEAR_M_S"]), float(CONST["MAX_ANGULAR_RAD_S"]))
+    out = []
+    for value, limit, unit in zip((linear_m_s, angular_rad_s), limits, ("m/s", "rad/s")):
+        clamped = min(max(value, -limit), limit)
+        if clamped != value:
+            print(f"note: --drive {value:g} {unit} is beyond the hard limit of {limit:g} {unit}; driving at "
+                  f"{clamped:g} {unit}")
+        out.append(clamped)
+    return out[0], out[1]
 
 
 def _cmd_bridge(args: argparse.Namespace) -> int:

@@ -30,5 +30,7 @@ def write_sim_set(out: str | Path, split: str = "val", n: int = 512, snr_db: flo
             "target_xy": batch["target_xy"][i] if present else None,
             "target_box": batch["target_box"][i] if present else None,
         })
+    # val's voices and scenes are for calibration, test's for the accuracy gate (the README's sets/calib, sets/eval)
+    purpose = {"val": "calibration", "test": "evaluation"}.get(split)
     return write_set(out, batch["image"], batch["audio"], labels, set_id=f"sim-{split}-{n}-seed{seed}",
-                     intents=INTENTS)
+                     intents=INTENTS, purpose=purpose, simulated=True)

@@ -98,8 +98,13 @@ def test_voxedge_calibrate_takes_the_audit_log_of_an_nchw_bgr_bundle(recorded, t
     bundle, log, _, _, _ = recorded
     copy = tmp_path / "bundle"
     shutil.copytree(bundle.path, copy)
-    result = subprocess.run([sys.executable, "-m", "edge.cli", "calibrate", str(copy), "--data", str(log)],
-                            capture_output=True, text=True)
+    refused = subprocess.run([sys.executable, "-m", "edge.cli", "calibrate", str(copy), "--data", str(log)],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert f"has {len(COMMANDS)} samples, fewer than 64" in refused.stderr and "--force" in refused.stderr
+    assert (copy / "manifest.json").read_bytes() == (bundle.path / "manifest.json").read_bytes(), "bundle touched"
+    result = subprocess.run([sys.executable, "-m", "edge.cli", "calibrate", str(copy), "--data", str(log),
+                             "--force"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert f"only {len(COMMANDS)} samples; int8 scales want at least 256" in result.stdout
     report = json.loads((copy / "report.json").read_text())

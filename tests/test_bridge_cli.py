@@ -30,6 +30,15 @@ def test_sim_estop_then_recover(capsys):
 
 
 @requires_gcc
+def test_a_drive_beyond_the_hard_limits_says_it_is_clamped(capsys):
+    assert main(["bridge", "--sim", "--arm", "--drive", "5", "-9", "--seconds", "0.3", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "--drive 5 m/s is beyond the hard limit of 0.5 m/s; driving at 0.5 m/s" in out
+    assert "--drive -9 rad/s is beyond the hard limit of 3 rad/s; driving at -3 rad/s" in out
+    assert json.loads(out[out.index("{"):])["stats"]["setpoints_clamped"] == 0, "the CLI sent what it printed"
+
+
+@requires_gcc
 def test_driving_disarmed_is_a_user_error(capsys):
     assert main(["bridge", "--sim", "--drive", "0.2", "0.0"]) == 2
     err = capsys.readouterr().err

@@ -207,7 +207,7 @@ def test_calibrate_with_the_robots_audit_log_gates_on_agreement_with_fp32(sets, 
         assert gate["candidate"]["intent_accuracy"] >= 0.995 - 1e-9
     result = subprocess.run(
         [sys.executable, "-m", "edge.cli", "calibrate", str(path), "--data", str(tmp_path / "audit"),
-         "--no-precision-search"], capture_output=True, text=True)
+         "--no-precision-search", "--force"], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
 
 
@@ -243,3 +243,37 @@ def test_import_set_from_a_users_pictures_and_recordings(tmp_path):
     result = subprocess.run([sys.executable, "-m", "edge.cli", "import-set", str(src), "--out", str(tmp_path / "x")],
                             capture_output=True, text=True)
     assert result.returncode == 2 and "s0.jpg needs s0.wav" in result.stderr and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("purpose, says, not_says", [
+    ("calibration", "only 8 samples; int8 scales want at least 256", "INT8 gate"),
+    ("evaluation", "only 8 samples; one is worth 12.50 points, so the INT8 gate's 0.5-point limit needs at least 200",
+     "int8 scales"),
+    (None, "int8 scales want at least 256 (for calibration; an evaluation set needs 200", None),
+])
+def test_a_set_warns_about_the_size_its_purpose_needs(tmp_path, purpose, says, not_says):
+    images = np.zeros((8, 12, 16, 3), np.uint8)
+    audio = np.zeros((8, 1600), np.float32)
+    meta = write_set(tmp_path / "s", images, audio, purpose=purpose)
+    assert any(says in w for w in meta["warnings"]), meta["warnings"]
+    assert not_says is None or not any(not_says in w for w in meta["warnings"]), meta["warnings"]
+    assert read_set(tmp_path / "s").coverage(purpose=purpose)["warnings"] == meta["warnings"]
+
+
+def test_simulated_clipping_is_counted_without_microphone_advice(tmp_path):
+    images = np.zeros((2, 12, 16, 3), np.uint8)
+    audio = np.zeros((2, 1600), np.float32)
+    audio[0, :100] = 1.0  # full scale: clipped
+    recorded = write_set(tmp_path / "recorded", images, audio)
+    simulated = write_set(tmp_path / "sim", images, audio, simulated=True)
+    assert recorded["clipped_utterances"] == simulated["clipped_utterances"] == 1
+    assert any("lower the microphone gain" in w for w in recorded["warnings"])
+    assert not any("microphone" in w for w in simulated["warnings"]) and simulated["simulated"] is True
+    assert not any("microphone" in w for w in read_set(tmp_path / "sim").coverage()["warnings"])
+
+
+def test_a_damaged_set_json_is_named(tmp_path):
+    write_set(tmp_path / "s", np.zeros((1, 12, 16, 3), np.uint8), np.zeros((1, 1600), np.float32))
+    (tmp_path / "s" / "set.json").write_text("[1, 2")
+    with pytest.raises(CalibrationError, match="set.json: not valid JSON"):
+        read_set(tmp_path / "s")

@@ -38,6 +38,19 @@ def test_voxedge_demo_runs_each_kind_and_writes_its_report(sim_bundle, tmp_path)
     assert "first motion p50" in r.stdout and "targets (go_to >= 95 %, no motion on any 'none')" in r.stdout
 
 
+@pytest.mark.parametrize("rates, line, ok", [
+    ({"go_to": 0.96, "stop": 1.0, "none": 1.0}, "targets (go_to >= 95 %, no motion on any 'none'): met", True),
+    ({"go_to": 0.9, "none": 1.0}, "targets (go_to >= 95 %, no motion on any 'none'): MISSED", False),
+    ({"none": 1.0}, "targets (no motion on any 'none'): met", True),
+    ({"none": 0.5}, "targets (no motion on any 'none'): MISSED", False),
+    ({"stop": 0.0}, "targets: none measured (they are for go_to and none episodes)", True),
+])
+def test_the_verdict_names_only_the_targets_that_were_measured(rates, line, ok):
+    from edge.demo import target_verdict
+
+    assert target_verdict({kind: {"success_rate": r} for kind, r in rates.items()}) == (line, ok)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--kinds", "go_to,dance"], "unknown episode kinds ['dance']"),
     (["no-such-bundle"], "no bundle at no-such-bundle"),

@@ -400,3 +400,16 @@ def test_concurrent_requests_each_get_their_own_answer(client, sim_runtime):
     for i, out in enumerate(results):
         np.testing.assert_allclose(out["intent_logits"], golden["output.intent_logits"][i % 4 : i % 4 + 1], atol=1e-3)
         assert out["attention"].shape == (1, 15, 20)
+
+
+def test_a_wildcard_bind_says_how_other_machines_reach_the_panel():
+    import secrets
+
+    from edge.service.config import ServiceConfig
+    from edge.service.server import banner, lan_address
+
+    token = secrets.token_hex(16)
+    wide = banner(ServiceConfig(host="0.0.0.0", token=token), "http://127.0.0.1:8080")
+    there = lan_address() or "<this machine's address>"
+    assert f"listening on every interface (0.0.0.0): from other machines open http://{there}:8080" in wide
+    assert "every interface" not in banner(ServiceConfig(host="127.0.0.1", token=token), "http://127.0.0.1:8080")

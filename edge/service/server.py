@@ -121,10 +121,32 @@ def estop_status(runtime) -> dict:
             "robot_state": telemetry.state.name if telemetry is not None else None}
 
 
+def lan_address() -> str | None:
+    """This machine's address on its default route, or None: what another machine on the LAN would open.
+
+    A UDP socket "connected" to a documentation-only address (RFC 5737) sends nothing; the kernel only picks
+    the source address its routing table would use.
+    """
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("192.0.2.1", 9))
+            address = s.getsockname()[0]
+    except OSError:  # no route: an isolated robot
+        return None
+    return None if address.startswith("127.") or address == "0.0.0.0" else address
+
+
 def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str:
     import sys
 
     lines = [f"voxedge is serving the panel and API at {url}"]
+    if config.host in ("0.0.0.0", "::"):
+        port = url.rsplit(":", 1)[1]
+        lan = lan_address()
+        there = f"http://{lan}:{port}" if lan else f"http://<this machine's address>:{port}"
+        lines.append(f"listening on every interface ({config.host}): from other machines open {there}")
     if config.token_file:
         # on a terminal, the person starting it needs it now; anywhere else (systemd, docker) stdout is a log
         if sys.stdout.isatty():
