@@ -53,9 +53,8 @@ def _cmd_import_set(args: argparse.Namespace) -> int:
 def _cmd_val(args: argparse.Namespace) -> int:
     from calibration.errors import CalibrationError
     from calibration.sampleset import read_set
-    from calibration.val import confusion_table, plot_confusion, summary_line, validate, write_results
     from edge.bundle import load_bundle
-    from edge.outputs import writable_dir
+    from edge.outputs import output_dir
     from edge.precision import bundle_precisions
 
     bundle = load_bundle(args.bundle)
@@ -64,11 +63,16 @@ def _cmd_val(args: argparse.Namespace) -> int:
     missing = [p for p in wanted if p not in have]
     if missing:
         raise CalibrationError(f"the bundle has no {', '.join(missing)} model; it has {', '.join(have)}")
-    out = writable_dir(args.out or Path("runs") / "val" / bundle.path.name)
-    samples = read_set(args.set)
-    print(f"val: {bundle.path.name} on {args.set} ({len(samples)} samples), {', '.join(wanted)}; decisions use the "
+    with output_dir(args.out or Path("runs") / "val" / bundle.path.name) as out:
+        return _val(bundle, read_set(args.set), wanted, out, args.set, not args.quiet)
+
+
+def _val(bundle, samples, wanted: list[str], out: Path, set_name: str, progress: bool) -> int:
+    from calibration.val import confusion_table, plot_confusion, summary_line, validate, write_results
+
+    print(f"val: {bundle.path.name} on {set_name} ({len(samples)} samples), {', '.join(wanted)}; decisions use the "
           f"command threshold {bundle.manifest.heads.command_threshold:g}", flush=True)
-    results = [validate(bundle, samples, p, progress=not args.quiet) for p in wanted]
+    results = [validate(bundle, samples, p, progress=progress) for p in wanted]
     for r in results:
         print(f"\n{summary_line(r)}\n{confusion_table(r)}")
         png = plot_confusion(r, out / f"confusion-{r.precision}.png")

@@ -366,10 +366,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         raise DemoError(f"unknown episode kinds {bad}; use {list(KINDS)}")
     if not (Path(args.bundle) / "manifest.json").is_file():
         raise DemoError(f"no bundle at {args.bundle}: build it with `make demo-bundle` (or voxedge convert)")
-    from edge.outputs import writable_dir
+    from edge.outputs import output_dir
 
-    writable_dir(args.out)  # before the episodes, not after them
-    summary = run_demo(args.bundle, args.episodes, args.seed, kinds, Path(args.out), args.precision)
+    with output_dir(args.out):  # checked before the episodes, not after them; removed again if they fail
+        summary = run_demo(args.bundle, args.episodes, args.seed, kinds, Path(args.out), args.precision)
     print()
     print_table(summary)
     print(f"\nwrote {Path(args.out) / 'demo.json'} and {Path(args.out) / 'demo.png'}")

@@ -10,6 +10,8 @@ anything else is refused before any work starts, unless ``--force``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -30,6 +32,27 @@ def writable_dir(path: str | Path, what: str = "--out") -> Path:
         raise OutputError(f"{what} {p} cannot be written: {exc.strerror or exc}; choose a folder you can write "
                           "to") from None
     return p
+
+
+@contextlib.contextmanager
+def output_dir(path: str | Path, what: str = "--out") -> Iterator[Path]:
+    """``writable_dir`` for the length of a command: the folders it had to create are removed again, if
+    still empty, when the command fails, so a failed run leaves nothing behind."""
+    p = Path(path)
+    missing = []
+    for d in (p, *p.parents):
+        if d.exists() or d.is_symlink():
+            break
+        missing.append(d)
+    try:
+        yield writable_dir(p, what)
+    except BaseException:
+        for d in missing:  # deepest first; a folder that received something stays
+            try:
+                d.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def _check_parent(p: Path) -> None:

@@ -20,10 +20,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig.from_file(args.config).with_budget(steps=args.steps, train_fraction=args.train_fraction)
     # By default under ./runs/, never over the committed checkpoint (make reference-model names it on purpose).
     out = args.out or Path("runs") / "train" / f"{Path(args.config).stem}.pt"
-    from edge.outputs import writable_dir
+    from edge.outputs import output_dir
 
-    writable_dir(Path(out).parent, what=f"the folder of --out {out}")  # before training, not after it
-    train(config, out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
+    with output_dir(Path(out).parent, what=f"the folder of --out {out}"):  # checked before training, not after
+        train(config, out, cache_root=args.data_dir, resume=args.resume, progress=not args.quiet)
     print(f"wrote {out}")
     return 0
 
@@ -39,16 +39,16 @@ def default_evaluate_dir(checkpoint: str | Path) -> Path:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from reference_model.evaluate import evaluate_checkpoint, format_metrics
 
-    from edge.outputs import writable_dir
+    from edge.outputs import output_dir
 
-    out_dir = writable_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint))
-    if not args.quiet:  # torch, the checkpoint and the split take seconds before the first progress bar
-        noise = "clean" if args.clean else f"{args.snr_db:g} dB SNR"
-        print(f"evaluating {args.checkpoint} on the {args.split} split ({noise}, {args.synthesizer}): loading the "
-              "model and the data ...", flush=True)
-    metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
-                                  out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
-                                  synthesizer=args.synthesizer)
+    with output_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint)) as out_dir:
+        if not args.quiet:  # torch, the checkpoint and the split take seconds before the first progress bar
+            noise = "clean" if args.clean else f"{args.snr_db:g} dB SNR"
+            print(f"evaluating {args.checkpoint} on the {args.split} split ({noise}, {args.synthesizer}): loading "
+                  "the model and the data ...", flush=True)
+        metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
+                                      out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
+                                      synthesizer=args.synthesizer)
     print(format_metrics(metrics))
     name = args.split if args.synthesizer == "espeak-ng" else f"{args.split}-{args.synthesizer}"
     print(f"wrote {out_dir / f'metrics-{name}.json'} and {out_dir / f'confusion-{name}.png'}")

@@ -68,6 +68,9 @@ def _assert_one_line(r: subprocess.CompletedProcess, command: str, *needles: str
     (("serve", "/nonexistent-bundle", "--sim", "--port", "0"), "nonexistent-bundle"),
     (("bridge", "--link", "/dev/voxedge-no-such-port"), "does not exist"),
     (("serve", "--precision", "int4"), "invalid choice"),
+    (("make-set", "-n", "4", "--out", "README.md/out"), "README.md is a file"),
+    (("convert", "--out", "README.md"), "is a file, not a bundle directory"),
+    (("import-set", "/tmp", "--out", "/tmp/voxedge-never-written", "--size", "160by120"), "WIDTHxHEIGHT"),
 ])
 def test_bad_invocations_are_one_line(args, needle):
     r = _voxedge(*args, timeout=120)
@@ -79,6 +82,14 @@ def test_demo_with_an_impossible_out_fails_before_the_episodes(bundles):
     good, _ = bundles
     r = _voxedge("demo", good, "--out", IMPOSSIBLE, timeout=120)
     _assert_one_line(r, "demo", "cannot be written")
+
+
+@requires_gcc
+def test_demo_with_a_damaged_model_is_one_line(bundles):
+    _, damaged = bundles
+    r = _voxedge("demo", damaged, "--precision", "fp32", "--out", ROOT / "runs" / "never-written", timeout=120)
+    _assert_one_line(r, "demo")
+    assert not (ROOT / "runs" / "never-written").exists(), "a failed demo left its --out folder behind"
 
 
 @requires_gcc

@@ -114,3 +114,23 @@ def test_voxedge_version():
 
     r = _voxedge("--version")
     assert r.returncode == 0 and r.stdout.strip() == f"voxedge {__version__}"
+
+
+def test_output_dir_removes_the_folders_it_created_when_the_command_fails(tmp_path):
+    from edge.outputs import output_dir
+
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(RuntimeError):
+        with output_dir(kept / "a" / "b") as out:
+            assert out.is_dir()
+            raise RuntimeError("the work failed")
+    assert kept.is_dir() and list(kept.iterdir()) == [], "created folders must go, the existing one stay"
+    with pytest.raises(RuntimeError):
+        with output_dir(kept / "c" / "d") as out:
+            (out.parent / "written.txt").write_text("x")  # something landed: that folder stays
+            raise RuntimeError("the work failed")
+    assert (kept / "c" / "written.txt").is_file() and not (kept / "c" / "d").exists()
+    with output_dir(kept / "e") as out:
+        (out / "result.json").write_text("{}")
+    assert (kept / "e" / "result.json").is_file()
