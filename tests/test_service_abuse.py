@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import socket
 import struct
 import time
@@ -179,6 +180,30 @@ def test_a_body_declared_over_the_limit_is_refused_from_its_headers(live_server)
                   b"Content-Length: 629145600\r\n\r\n" + b"{" * 1000)
         reply = s.recv(4096)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+
+
+@pytest.mark.parametrize("request_bytes, status", [
+    (b"POST /api/estop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 629145600\r\n\r\n", b"413"),
+    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: twelve\r\n\r\n", b"400"),
+    (b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: " + b"a" * 300_000 + b"\r\n\r\n", b"431"),
+])
+def test_the_servers_own_error_replies_carry_the_security_headers(live_server, request_bytes, status):
+    """waitress answers these itself, before the app sees the request: the same headers must still be there."""
+    url, _, _ = live_server
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(request_bytes)
+        reply = b""
+        while b"\r\n\r\n" not in reply:
+            chunk = s.recv(4096)
+            if not chunk:
+                break
+            reply += chunk
+    head = reply.split(b"\r\n\r\n")[0].decode("latin-1").lower()
+    assert re.match(r"http/1\.[01] " + status.decode(), head), head[:200]  # 1.0 when the request line was not read
+    for name in ("content-security-policy", "x-content-type-options: nosniff", "x-frame-options: deny",
+                 "cache-control: no-store"):
+        assert name in head, f"{name!r} missing from waitress's own {status.decode()}: {head}"
 
 
 def test_made_up_methods_do_not_grow_the_metrics(live_server):

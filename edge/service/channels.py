@@ -16,12 +16,27 @@ import time
 import types
 
 from waitress.channel import HTTPChannel
+from waitress.task import ErrorTask
+
+from edge.service.security import SECURITY_HEADERS
 
 LOOPBACK = ("127.", "::1", "::ffff:127.")
 
 
+class HeaderedErrorTask(ErrorTask):
+    """waitress's own replies (400 bad request, 413, 431 headers too large) with the app's security headers
+    and no caching, like every reply the app itself sends."""
+
+    def execute(self) -> None:
+        self.response_headers.extend(SECURITY_HEADERS.items())
+        self.response_headers.append(("Cache-Control", "no-store"))
+        super().execute()
+
+
 class DeadlineChannel(HTTPChannel):
     """An HTTPChannel that remembers when its current request's first byte arrived."""
+
+    error_task_class = HeaderedErrorTask
 
     request_started: float | None = None
     head_timeout_s = 10.0
