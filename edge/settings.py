@@ -24,6 +24,8 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "port": (8080, int),
     "estop_port": (-1, int),  # the e-stop listener; -1: the HTTP port + 1
     "read_auth": ("auto", str),  # auto: viewing needs the token when bound beyond loopback
+    "tls_cert": (None, str),  # PEM certificate (chain): serve https on the HTTP and e-stop ports
+    "tls_key": (None, str),  # its PEM private key
     "token": (None, str),
     "allowed_hosts": ((), tuple),
     "audit_log": (None, str),

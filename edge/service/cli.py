@@ -96,7 +96,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
              "backend": args.backend, "host": args.host, "port": args.port, "estop_port": args.estop_port,
-             "read_auth": args.read_auth,
+             "read_auth": args.read_auth, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
              "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log,
              "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
@@ -121,7 +121,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         token, path, _ = load_or_create()
         token_file = str(path)
     service = ServiceConfig(host=s["host"], port=s["port"], token=token, allowed_hosts=s["allowed_hosts"],
-                            estop_port=s["estop_port"], read_auth=s["read_auth"], token_file=token_file)
+                            estop_port=s["estop_port"], read_auth=s["read_auth"], token_file=token_file,
+                            tls_cert=s["tls_cert"], tls_key=s["tls_key"])
     config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
                            link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"],
                            audit_reserve_mb=s["audit_reserve_mb"])
@@ -220,6 +221,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estop-port", type=int, metavar="PORT",
                    help="port of the e-stop listener, which busy or hostile HTTP clients cannot block "
                         "(default: the HTTP port + 1; 0: any free port)")
+    p.add_argument("--tls-cert", metavar="PEM",
+                   help="serve https with this certificate (chain) on the HTTP and e-stop ports; needs --tls-key")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (keep it mode 0600)")
     p.add_argument("--allowed-host", action="append", help="extra Host name the panel may be reached by")
     p.add_argument("--audit-log", help="directory for the audit log of decisions (a sample set)")
     p.add_argument("--audit-reserve-mb", type=float, metavar="MB",

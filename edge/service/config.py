@@ -56,6 +56,8 @@ class ServiceConfig:
     motion_rate_per_s: float = MOTION_RATE_PER_S
     motion_burst: int = MOTION_BURST
     model_name: str = "voxedge"
+    tls_cert: str | None = None  # PEM certificate: https on the HTTP and e-stop ports (edge.service.tls)
+    tls_key: str | None = None
     token_generated: bool = field(default=False, repr=False)
     token_file: str | None = field(default=None, repr=False)  # where the token is kept (edge.service.token_store)
 
@@ -74,6 +76,8 @@ class ServiceConfig:
             problem = token_strength_problem(self.token)
             if problem:
                 raise ServiceConfigError(problem)
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ServiceConfigError("TLS needs both --tls-cert and --tls-key (PEM files)")
         if self.read_auth not in ("auto", "on", "off"):
             raise ServiceConfigError(f"read_auth {self.read_auth!r} must be auto, on or off")
         if self.token is None:
@@ -92,6 +96,10 @@ class ServiceConfig:
         if self.estop_port != -1:
             return self.estop_port
         return self.port + 1 if self.port else 0
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
 
     @property
     def read_auth_on(self) -> bool:

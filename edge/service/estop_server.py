@@ -23,6 +23,7 @@ import json
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import OrderedDict
@@ -46,19 +47,21 @@ class EStopServerError(OSError):
 
 
 class _Conn:
-    __slots__ = ("sock", "peer", "deadline", "rx", "tx")
+    __slots__ = ("sock", "peer", "deadline", "rx", "tx", "handshaken")
 
-    def __init__(self, sock: socket.socket, peer: str, deadline: float) -> None:
+    def __init__(self, sock: socket.socket, peer: str, deadline: float, handshaken: bool) -> None:
         self.sock, self.peer, self.deadline = sock, peer, deadline
         self.rx = bytearray()
         self.tx: bytes | None = None
+        self.handshaken = handshaken  # a plain connection, or a TLS one whose handshake is done
 
 
 class EStopServer:
     """``on_estop(peer)`` stops the robot; ``status()`` gives the JSON-ready state for ``GET``."""
 
-    def __init__(self, host: str, port: int, on_estop: Callable[[str], object], status: Callable[[], dict]) -> None:
-        self._on_estop, self._status = on_estop, status
+    def __init__(self, host: str, port: int, on_estop: Callable[[str], object], status: Callable[[], dict],
+                 tls: ssl.SSLContext | None = None) -> None:
+        self._on_estop, self._status, self._tls = on_estop, status, tls
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
             family, _, _, _, address = infos[0]
@@ -128,22 +131,42 @@ class EStopServer:
                 log.warning("e-stop listener: accept failed: %s", exc)
                 return
             sock.setblocking(False)
+            if self._tls is not None:  # the handshake runs in _read, step by step, within the same deadline
+                sock = self._tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             if len(self._conns) >= MAX_CONNECTIONS:
                 self.dropped += 1
                 self._close(next(iter(self._conns.values())))
-            conn = _Conn(sock, str(addr[0]), time.monotonic() + REQUEST_DEADLINE_S)
+            conn = _Conn(sock, str(addr[0]), time.monotonic() + REQUEST_DEADLINE_S, handshaken=self._tls is None)
             self._conns[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
 
     def _read(self, conn: _Conn) -> None:
-        try:
-            data = conn.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
+        if not conn.handshaken:
+            try:
+                conn.sock.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                return  # more of the handshake is on its way (the deadline still runs)
+            except OSError:  # not TLS, or a bad client
+                self._close(conn)
+                return
+            conn.handshaken = True
+        data = bytearray()
+        while True:  # a TLS record may decrypt to more than one recv: take all that is there
+            try:
+                chunk = conn.sock.recv(4096)
+            except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                break
+            except OSError:
+                chunk = b""
+            if not chunk:
+                if not data:
+                    self._close(conn)
+                    return
+                break
+            data += chunk
+            if len(data) > MAX_REQUEST_BYTES or not (self._tls and conn.sock.pending()):
+                break
         if not data:
-            self._close(conn)
             return
         conn.rx += data
         if len(conn.rx) > MAX_REQUEST_BYTES:
@@ -213,7 +236,7 @@ class EStopServer:
     def _write(self, conn: _Conn) -> None:
         try:
             sent = conn.sock.send(conn.tx)
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
         except OSError:
             self._close(conn)

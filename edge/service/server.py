@@ -9,6 +9,8 @@ from edge.service.config import WORKER_THREADS, ServiceConfig
 
 log = logging.getLogger("voxedge.service")
 
+CONNECTION_LIMIT = 200  # open HTTP connections (waitress's limit, and the TLS front's)
+
 
 class Server:
     """waitress around the app; ``start()`` serves in a background thread, ``stop()`` ends streams and joins it."""
@@ -18,10 +20,16 @@ class Server:
 
         self.app = app
         self.config = config
+        context, wsgi, host, port = None, app, config.host, config.port
+        if config.tls_cert:  # waitress on loopback behind the TLS front (edge.service.tls)
+            from edge.service.tls import ClientAddress, server_context
+
+            context = server_context(config.tls_cert, config.tls_key)
+            wsgi, host, port = ClientAddress(app), "127.0.0.1", 0
         # Each open stream holds a thread: give streams their own on top of the ordinary workers.
         threads = WORKER_THREADS + config.max_mjpeg_viewers + config.max_sse_clients
-        self._server = create_server(app, host=config.host, port=config.port, threads=threads, ident="voxedge",
-                                     channel_timeout=30, cleanup_interval=1, connection_limit=200,
+        self._server = create_server(wsgi, host=host, port=port, threads=threads, ident="voxedge",
+                                     channel_timeout=30, cleanup_interval=1, connection_limit=CONNECTION_LIMIT,
                                      clear_untrusted_proxy_headers=True,
                                      # refuse an oversized body from its Content-Length, before waitress
                                      # spools it to a temp file (its default allows 1 GB)
@@ -30,17 +38,24 @@ class Server:
 
         install(self._server, config.request_head_timeout_s, config.request_body_timeout_s,
                 config.max_connections_per_client)
+        self.tls = None
+        if context is not None:
+            from edge.service.tls import TLSFront
+
+            self.tls = TLSFront(config.host, config.port, self._server.effective_port, context,
+                                config.max_connections_per_client, CONNECTION_LIMIT)
+            wsgi.front = self.tls
         self._thread: threading.Thread | None = None
         from edge.service.estop_server import EStopServer
 
         runtime = app.config["RUNTIME"]
         self.estop = EStopServer(config.host, config.estop_bind_port, lambda peer: estop_now(runtime, peer),
-                                 lambda: estop_status(runtime))
+                                 lambda: estop_status(runtime), tls=context)
         app.config["ESTOP_PORT"] = self.estop.port  # the panel's E-STOP button calls it there too
 
     @property
     def port(self) -> int:
-        return self._server.effective_port
+        return self.tls.port if self.tls is not None else self._server.effective_port
 
     @property
     def _display_host(self) -> str:
@@ -50,16 +65,18 @@ class Server:
 
     @property
     def estop_url(self) -> str:
-        return f"http://{self._display_host}:{self.estop.port}/api/estop"
+        return f"{self.config.scheme}://{self._display_host}:{self.estop.port}/api/estop"
 
     @property
     def url(self) -> str:
-        return f"http://{self._display_host}:{self.port}"
+        return f"{self.config.scheme}://{self._display_host}:{self.port}"
 
     def serve_forever(self) -> None:
         """Serve in this thread until ``stop()`` (from another thread) or KeyboardInterrupt."""
         self._thread = threading.current_thread()
         self.estop.start()
+        if self.tls is not None:
+            self.tls.start()
         try:
             self._server.run()
         finally:
@@ -68,6 +85,8 @@ class Server:
 
     def start(self) -> Server:
         self.estop.start()
+        if self.tls is not None:
+            self.tls.start()
         self._thread = threading.Thread(target=self._server.run, name="voxedge-http", daemon=True)
         self._thread.start()
         return self
@@ -82,6 +101,8 @@ class Server:
         from waitress import wasyncore
 
         self.estop.stop()
+        if self.tls is not None:
+            self.tls.stop()
         streams = self.app.extensions.get("voxedge_streams")
         if streams is not None:
             streams.closing.set()
@@ -145,7 +166,8 @@ def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str
     if config.host in ("0.0.0.0", "::"):
         port = url.rsplit(":", 1)[1]
         lan = lan_address()
-        there = f"http://{lan}:{port}" if lan else f"http://<this machine's address>:{port}"
+        where = lan or "<this machine's address>"
+        there = f"{config.scheme}://{where}:{port}"
         lines.append(f"listening on every interface ({config.host}): from other machines open {there}")
     if config.token_file:
         # on a terminal, the person starting it needs it now; anywhere else (systemd, docker) stdout is a log
