@@ -14,7 +14,11 @@ p50 / p99 / max latency; the server's peak resident memory (``/proc``) and wheth
 afterwards (``/v2/health/ready``, stream slots back to 0). Targets (issue 17): 100 % answered and
 p99 <= 50 ms on the e-stop port; peak RSS <= 400 MB.
 
-    .venv/bin/python bench/bench_estop_abuse.py [--sockets 1000] [--hold-s 30]
+With ``--tls`` the server runs with a self-signed certificate (``--tls-cert/--tls-key``), every
+client speaks TLS, and each e-stop's time includes its TLS handshake; the slow sockets complete
+their handshake first, then trickle their headers.
+
+    .venv/bin/python bench/bench_estop_abuse.py [--sockets 1000] [--hold-s 30] [--tls]
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import re
 import resource
 import signal
 import socket
+import ssl
 import statistics
 import struct
 import subprocess
@@ -46,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 ESTOP_TIMEOUT_S = 2.0
 P99_TARGET_MS = 50.0
 RSS_TARGET_MB = 400.0
-
+TLS: ssl.SSLContext | None = None  # the clients' context with --tls (the bench's own self-signed certificate)
 
 
 def _rss_mb(pid: int) -> float:
@@ -54,22 +59,36 @@ def _rss_mb(pid: int) -> float:
     return int(re.search(r"VmRSS:\s+(\d+)", text).group(1)) / 1024
 
 
+def _connect(port: int, timeout: float) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    return TLS.wrap_socket(s, server_hostname="127.0.0.1") if TLS is not None else s
+
+
+def _self_signed(folder: str) -> tuple[str, str]:
+    cert, key = f"{folder}/cert.pem", f"{folder}/key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                    "-days", "2", "-keyout", key, "-out", cert, "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
 def _get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as r:
+        with urllib.request.urlopen(url, timeout=timeout, context=TLS) as r:
             return r.status, r.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
 
 
 class Serve:
-    def __init__(self, bundle: str) -> None:
+    def __init__(self, bundle: str, tls_files: tuple[str, str] | None = None) -> None:
         self.port, self.estop_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls_files else 'http'}://127.0.0.1:{self.port}"
         self.output: list[str] = []
+        tls_args = ["--tls-cert", tls_files[0], "--tls-key", tls_files[1]] if tls_files else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "edge.cli", "serve", bundle, "--sim", "--port", str(self.port),
-             "--estop-port", str(self.estop_port), "--precision", "fp32"],
+             "--estop-port", str(self.estop_port), "--precision", "fp32", *tls_args],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         threading.Thread(target=lambda: [self.output.append(x.rstrip()) for x in self.proc.stdout],
                          daemon=True).start()
@@ -101,7 +120,7 @@ def _estop(port: int) -> float | None:
     """Seconds until the answer, or None without one within ESTOP_TIMEOUT_S."""
     t0 = time.perf_counter()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=ESTOP_TIMEOUT_S) as s:
+        with _connect(port, ESTOP_TIMEOUT_S) as s:
             s.settimeout(max(0.01, ESTOP_TIMEOUT_S - (time.perf_counter() - t0)))
             s.sendall(b"POST /api/estop HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
             reply = s.recv(64)
@@ -130,14 +149,15 @@ def _measure(serve: Serve, n: int, period_s: float) -> dict:
 
 def slow_sockets(serve: Serve, sockets: int, hold_s: float, estops: int) -> dict:
     socks, stop = [], threading.Event()
+    refused = 0
     for _ in range(sockets):
         try:
-            s = socket.create_connection(("127.0.0.1", serve.port), timeout=5)
+            s = _connect(serve.port, 5)
             s.setblocking(False)
             s.send(b"GET /api/state HTTP/1.1\r\nHost: 127.0.0.1\r\n")
             socks.append(s)
-        except OSError:
-            break
+        except OSError:  # the server's connection limit (the TLS front closes the ones beyond it)
+            refused += 1
 
     def trickle():
         while not stop.wait(5.0):
@@ -155,7 +175,7 @@ def slow_sockets(serve: Serve, sockets: int, hold_s: float, estops: int) -> dict
     stop.set()
     for s in socks:
         s.close()
-    return {"sockets_opened": len(socks), "held_s": round(time.monotonic() - t0, 1), **result}
+    return {"sockets_opened": len(socks), "sockets_refused": refused, "held_s": round(time.monotonic() - t0, 1), **result}
 
 
 def _bomb_jpeg() -> bytes:
@@ -174,7 +194,7 @@ def starvation(serve: Serve, estops: int) -> dict:
     for path, n in (("/stream.mjpg", 4), ("/api/events", 8)):
         for _ in range(n):
             try:
-                holders.append(urllib.request.urlopen(serve.url + path, timeout=30))
+                holders.append(urllib.request.urlopen(serve.url + path, timeout=30, context=TLS))
             except OSError:
                 pass
     bomb = _bomb_jpeg()
@@ -186,7 +206,7 @@ def starvation(serve: Serve, estops: int) -> dict:
     def attacker(slow: bool):
         while not stop.is_set():
             try:
-                with socket.create_connection(("127.0.0.1", serve.port), timeout=15) as s:
+                with _connect(serve.port, 15) as s:
                     head = (f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
                             f"boundary={boundary}\r\nContent-Length: {len(bomb_body)}\r\n\r\n").encode()
                     s.sendall(head)
@@ -215,13 +235,16 @@ def starvation(serve: Serve, estops: int) -> dict:
 
 
 def main() -> None:
+    global TLS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", help="a converted bundle (default: convert the reference model)")
     parser.add_argument("--sockets", type=int, default=1000)
     parser.add_argument("--hold-s", type=float, default=30.0)
     parser.add_argument("--estops", type=int, default=100)
-    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "estop_abuse.json"))
+    parser.add_argument("--tls", action="store_true", help="serve and attack over https (a self-signed certificate)")
+    parser.add_argument("--out", help="result JSON (default: bench/results/estop_abuse[_tls].json)")
     args = parser.parse_args()
+    args.out = args.out or str(ROOT / "bench" / "results" / f"estop_abuse{'_tls' if args.tls else ''}.json")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, 4 * args.sockets)), hard))
     with tempfile.TemporaryDirectory(prefix="voxedge-abuse-") as tmp:
@@ -232,7 +255,11 @@ def main() -> None:
 
             print("converting the reference model ...", flush=True)
             bundle = str(convert(DEFAULT_CHECKPOINT, Path(tmp) / "bundle", log=lambda *_: None).path)
-        serve = Serve(bundle)
+        tls_files = None
+        if args.tls:
+            tls_files = _self_signed(tmp)
+            TLS = ssl.create_default_context(cafile=tls_files[0])
+        serve = Serve(bundle, tls_files)
         try:
             serve.sample_rss()
             start_rss = serve.peak_rss_mb
@@ -248,7 +275,7 @@ def main() -> None:
         finally:
             serve.stop()
     result = {"slow_sockets": r1, "starvation": r2, "start_rss_mb": start_rss, "peak_rss_mb": serve.peak_rss_mb,
-              "healthy_after": healthy, "date": time.strftime("%Y-%m-%d"), "machine": os.uname().nodename,
+              "healthy_after": healthy, "tls": args.tls, "date": time.strftime("%Y-%m-%d"), "machine": os.uname().nodename,
               "cores": os.cpu_count()}
     for name, r in (("slow sockets", r1), ("starvation", r2)):
         for port in ("estop_port", "main_port"):
