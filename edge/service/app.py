@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 
 from flask import Flask, g, jsonify, request
@@ -20,17 +19,6 @@ from edge.service.security import (
     local_host_names,
     new_csrf_token,
 )
-
-
-def finite(value):
-    """``value`` with non-finite floats (a silent microphone's -inf dBFS) replaced by None, for strict JSON."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite(v) for v in value]
-    return value
 
 
 def create_app(runtime, config: ServiceConfig | None = None) -> Flask:

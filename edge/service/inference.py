@@ -19,7 +19,9 @@ import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from edge.fusion import FusionError, WorkerBusyError, prepare_image
-from edge.service.app import finite
+from edge.service.context import finite
+from edge.service.context import runtime as _runtime
+from edge.service.context import settings as _config
 from edge.service.security import ApiError, rate_limited, require_read
 
 bp = Blueprint("inference", __name__)
@@ -33,14 +35,6 @@ MANIFEST_TO_V2 = {"uint8": "UINT8", "int8": "INT8", "int32": "INT32", "int64": "
                   "float32": "FP32", "bool": "BOOL"}
 MODEL_VERSION = "1"
 MAX_JSON_ELEMENTS = 1_000_000  # JSON "data" arrays beyond this should use the binary extension
-
-
-def _runtime():
-    return current_app.config["RUNTIME"]
-
-
-def _config():
-    return current_app.config["VOXEDGE"]
 
 
 def _manifest():

@@ -6,7 +6,9 @@ import math
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
-from edge.service.app import finite
+from edge.service.context import actuator as _actuator
+from edge.service.context import finite
+from edge.service.context import runtime as _runtime
 from edge.service.security import (
     SESSION_COOKIE,
     ApiError,
@@ -21,17 +23,6 @@ bp = Blueprint("panel", __name__)
 MAX_SAY_CHARS = 200
 MAX_DRIVE_LINEAR_M_S = 0.3  # manual driving is slower than the policy's cruise
 MAX_DRIVE_ANGULAR_RAD_S = 1.5
-
-
-def _runtime():
-    return current_app.config["RUNTIME"]
-
-
-def _actuator():
-    actuator = getattr(_runtime(), "actuator", None)
-    if actuator is None:
-        raise ApiError(503, "the runtime is not running yet; try again in a moment")
-    return actuator
 
 
 def bundle_summary(runtime) -> dict:

@@ -15,7 +15,7 @@ import time
 import numpy as np
 from flask import Blueprint, Response, current_app, request
 
-from edge.service.app import finite
+from edge.service.context import finite
 from edge.service.security import ApiError, require_read
 
 bp = Blueprint("streams", __name__)
