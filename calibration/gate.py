@@ -15,8 +15,8 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.sampleset import SampleSet, feed_size
+from edge.contract.vocabulary import OBJECT_INTENTS  # intents whose target point is meaningful
 
-OBJECT_INTENTS = ("go_to", "pick_up")  # intents whose target point is meaningful
 MAX_ACCURACY_DROP = 0.005  # 0.5 percentage points
 MAX_TARGET_ERROR_INCREASE = 0.01  # fraction of the image width
 

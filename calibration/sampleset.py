@@ -17,7 +17,7 @@ the runtime, from what the robot saw and heard.
 
 A set is model-independent: ``model_feed`` (and ``SampleSet.feeds``) turns
 samples into a model's input from its manifest (input names, layout, colour
-order) with the runtime's own ``edge.fusion.prepare_image``, so calibration,
+order) with the runtime's own ``edge.contract.image.prepare_image``, so calibration,
 the accuracy gates and the robot feed a model the same way. ``SampleSet.coverage``
 recomputes a set's coverage warnings from its samples, whatever wrote it.
 """
@@ -108,7 +108,7 @@ def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: l
         index = ("\n".join(lines) + "\n").encode()
         (tmp / INDEX_NAME).write_bytes(index)
         meta = {"id": set_id or dest.name, "index_sha256": hashlib.sha256(index).hexdigest(),
-                **({"simulated": True} if simulated else {}),
+                **({"simulated": True} if simulated else {}), **({"purpose": purpose} if purpose else {}),
                 **coverage(labels, audio, intents, purpose=purpose, simulated=simulated)}
         (tmp / SET_META_NAME).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return meta
@@ -170,11 +170,11 @@ def model_feed(images, audio, manifest) -> dict[str, np.ndarray]:
 
     Returns:
         ``{inputs[0].name: images, inputs[1].name: audio}``, the images converted by
-        ``edge.fusion.prepare_image`` (resized to the model's size with INTER_AREA,
+        ``edge.contract.image.prepare_image`` (resized to the model's size with INTER_AREA,
         then the manifest's colour order and layout), each in its input's dtype.
     """
     from edge.bundle import numpy_dtype
-    from edge.fusion import FusionError, prepare_image
+    from edge.contract.image import ImageFormatError, prepare_image
 
     if len(manifest.inputs) != 2:
         raise CalibrationError(f"the model must take two inputs, the camera image then the audio; its manifest "
@@ -186,7 +186,7 @@ def model_feed(images, audio, manifest) -> dict[str, np.ndarray]:
                                f"frames and {len(audio)} utterances")
     try:
         frames = np.concatenate([prepare_image(np.asarray(img), pre) for img in images])
-    except FusionError as exc:
+    except ImageFormatError as exc:
         raise CalibrationError(str(exc)) from exc
     windows = np.stack([np.asarray(a, np.float32) for a in audio])
     if windows.ndim != 2 or windows.shape[1] != pre.audio_window_samples:
@@ -263,6 +263,7 @@ class SampleSet:
     def coverage(self, intents: tuple[str, ...] | None = None, purpose: str | None = None) -> dict:
         """``coverage`` (the statistics and warnings ``write_set`` puts in ``set.json``), recomputed from the
         samples, so a set from any source (make-set, import-set, the robot's audit log) gets the same warnings.
+        ``purpose`` defaults to the one the set was written for (``set.json``).
 
         An unlabelled sample counts for the intent the robot decided (an audit log's
         ``decision``) when checking which of ``intents`` the set lacks; when no sample
@@ -274,8 +275,8 @@ class SampleSet:
             wav, _ = self.load_audio(i)
             clipped[i] = np.mean(np.abs(wav) >= CLIP_LEVEL) > MAX_CLIPPED_FRACTION if wav.size else False
         seen = {r.intent or (r.decision or {}).get("intent") for r in self.records} - {None}
-        return coverage(labels, None, intents if seen else None, clipped=clipped, seen=seen, purpose=purpose,
-                        simulated=bool(self.meta.get("simulated")))
+        return coverage(labels, None, intents if seen else None, clipped=clipped, seen=seen,
+                        purpose=purpose or self.meta.get("purpose"), simulated=bool(self.meta.get("simulated")))
 
     def batches(self, batch_size: int, image_hw: tuple[int, int], window_samples: int,
                 sample_rate: int = 16000) -> Iterator[dict[str, np.ndarray]]:

@@ -57,12 +57,12 @@ class AuditError(Exception):
 def sample_frame(image: np.ndarray, pre) -> np.ndarray:
     """A camera frame as a sample set stores it: RGB, H x W x 3 uint8 at the model's input size.
 
-    The resize is the runtime's own (``edge.fusion.prepare_image``, INTER_AREA),
+    The resize is the runtime's own (``edge.contract.image.prepare_image``, INTER_AREA),
     but not the model's colour order or layout, so that for every model
     ``prepare_image(frame, pre) == model_feed([sample_frame(frame, pre)], ...)``
     and a recorded session calibrates exactly what the model was fed.
     """
-    from edge.fusion import prepare_image
+    from edge.contract.image import prepare_image
 
     return prepare_image(image, dataclasses.replace(pre, image_layout="NHWC", color_order="RGB"))[0]
 

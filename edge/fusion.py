@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.contract.image import prepare_image
+from edge.contract.outputs import decode_outputs
 from edge.listening import Utterance
 from edge.slots import LatestSlot
 
@@ -75,27 +77,6 @@ class Decision:
         return {"id": self.id, "kind": self.kind, "utterance_id": self.utterance_id, "intent": self.intent,
                 "confidence": self.confidence, "accepted": self.accepted, "target_xy": self.target_xy,
                 "presence": self.presence, "frame_seq": self.frame_seq, "latency_ms": self.latency_ms}
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max())
-    return e / e.sum()
-
-
-def prepare_image(image: np.ndarray, pre) -> np.ndarray:
-    """A camera frame (H x W x 3 uint8 RGB) as the model takes it: size, colour order, layout, batch of 1."""
-    import cv2
-
-    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise FusionError(f"camera frames must be H x W x 3 uint8 RGB, got {image.shape} {image.dtype}")
-    if image.shape[:2] != (pre.image_height, pre.image_width):
-        # INTER_AREA: the right filter for shrinking (the usual case: 640x480 -> 160x120)
-        image = cv2.resize(image, (pre.image_width, pre.image_height), interpolation=cv2.INTER_AREA)
-    if pre.color_order == "BGR":
-        image = image[:, :, ::-1]
-    if pre.image_layout == "NCHW":
-        image = image.transpose(2, 0, 1)
-    return np.ascontiguousarray(image)[None]
 
 
 def audio_window(ring, utterance: Utterance, window_samples: int) -> np.ndarray:
@@ -390,29 +371,16 @@ class InferenceWorker:
         finally:
             self.busy_since = None
         t3 = time.monotonic()
-        probs = _softmax(np.asarray(out[heads.intent_output][0], np.float64))
-        labels = heads.intent_labels
-        best = int(probs.argmax())
-        intent = labels[best]
-        accepted = intent != "none" and probs[best] >= heads.command_threshold
-        if intent != "none" and not accepted:
-            intent = "none"
-        target = None
-        if heads.target_point_output:
-            xy = np.asarray(out[heads.target_point_output][0], np.float64)
-            target = (float(xy[0]), float(xy[1]))
-        presence = None
-        if heads.presence_output:
-            presence = float(1.0 / (1.0 + np.exp(-float(np.asarray(out[heads.presence_output]).ravel()[0]))))
+        d = decode_outputs(out, heads)
         attention = np.asarray(out[heads.attention_output][0]) if heads.attention_output else None
         now = time.monotonic()
         latency = {**timings, "preprocess": t2 - t1, "inference": t3 - t2, "total": now - t0}
         if utterance is not None:
             latency["speech_end_to_decision"] = now - (utterance.t_speech_end or utterance.t_end)
         return Decision(
-            id=next(self._ids), kind=kind, utterance_id=uid, intent=intent, confidence=float(probs[best]),
-            accepted=bool(accepted), probabilities={label: float(p) for label, p in zip(labels, probs)},
-            target_xy=target, presence=presence, attention=attention,
+            id=next(self._ids), kind=kind, utterance_id=uid, intent=d.intent, confidence=d.confidence,
+            accepted=d.accepted, probabilities=d.probabilities, target_xy=d.target_xy, presence=d.presence,
+            attention=attention,
             t_speech_start=utterance.t_start if utterance else 0.0,
             t_speech_end=(utterance.t_speech_end or utterance.t_end) if utterance else 0.0,
             t_frame=frame.t, frame_seq=frame.seq, t_decided=now,

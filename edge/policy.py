@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
+from edge.contract.vocabulary import OBJECT_INTENTS
 from edge.fusion import Decision
 
 # The MCU drops a setpoint older than this and stops following one this long after it was issued (4 ticks
@@ -168,7 +169,7 @@ class Policy:
         elif intent in ("turn_left", "turn_right"):
             duration = math.radians(c.turn_angle_deg) / c.turn_rate_rad_s
             self.activity = Activity("turn", intent, d.utterance_id, now, now + duration)
-        elif intent in ("go_to", "pick_up"):
+        elif intent in OBJECT_INTENTS:
             if d.presence is not None and d.presence < c.presence_threshold or d.target_xy is None:
                 self._record(Outcome(intent, d.utterance_id, "not_in_view", now))
                 return
@@ -192,7 +193,7 @@ class Policy:
         a = self.activity
         if a.mode in ("move", "turn"):
             self._end(now, "held")
-        elif a.mode in ("go_to", "pick_up") and a.held != reason:
+        elif a.mode in OBJECT_INTENTS and a.held != reason:
             self.activity = replace(a, held=reason)
 
     def release(self, now: float) -> None:
@@ -251,7 +252,7 @@ class Policy:
     # -- helpers -----------------------------------------------------------------------
     def _on_track(self, d: Decision, now: float) -> None:
         a = self.activity
-        if a.mode not in ("go_to", "pick_up") or d.utterance_id != a.utterance_id:
+        if a.mode not in OBJECT_INTENTS or d.utterance_id != a.utterance_id:
             return
         seen = d.presence is None or d.presence >= self.config.presence_threshold
         self.activity = replace(a, last_update=now, last_seen=now if seen else a.last_seen)
@@ -265,7 +266,7 @@ class Policy:
 
     def _end(self, now: float, reason: str) -> None:
         a = self.activity
-        if a.mode in ("go_to", "pick_up") and self.tracker is not None:
+        if a.mode in OBJECT_INTENTS and self.tracker is not None:
             self.tracker.stop_tracking()
         if a.mode == "pick_up" and reason == "reached":
             self.gripper_requests.append(False)  # close on the object

@@ -28,15 +28,8 @@ from sim import camera as sim_camera
 from sim import noise as sim_noise
 from sim import speech as sim_speech
 from sim import world as sim_world
-from sim.commands import (
-    INTENT_INDEX,
-    INTENTS,
-    NONE_INTENT,
-    OBJECT_INTENTS,
-    OBJECT_TYPES,
-    command_phrases,
-    distractor_phrases,
-)
+from edge.contract.vocabulary import INTENT_INDEX, INTENTS, NONE_INTENT, OBJECT_INTENTS, OBJECT_TYPES
+from sim.commands import command_phrases, distractor_phrases
 
 WINDOW_SAMPLES = sim_speech.WINDOW_SAMPLES  # 2.0 s at 16 kHz: the model's audio input
 SPLITS = ("train", "val", "test")

@@ -14,7 +14,7 @@ import numpy as np
 
 from reference_model.errors import CheckpointError
 from reference_model.io import atomic_write, load_or_build, progress_bar, write_json
-from sim.commands import INTENTS, NONE_INTENT, OBJECT_INTENTS
+from edge.contract.vocabulary import INTENTS, NONE_INTENT, OBJECT_INTENTS
 
 NONE_INDEX = INTENTS.index(NONE_INTENT)
 OBJECT_INTENT_IDS = [INTENTS.index(i) for i in OBJECT_INTENTS]

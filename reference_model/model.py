@@ -24,7 +24,7 @@ from torch import nn
 from reference_model.errors import CheckpointError, ConfigError
 from reference_model import speech_embedding
 from reference_model.frontend import N_MELS, WINDOW_SAMPLES, LogMelFrontEnd
-from sim.commands import INTENTS, OBJECT_TYPES
+from edge.contract.vocabulary import INTENTS, OBJECT_TYPES
 
 IMAGE_HEIGHT = 120
 IMAGE_WIDTH = 160

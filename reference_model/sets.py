@@ -9,7 +9,7 @@ import numpy as np
 from calibration.sampleset import write_set
 from reference_model.dataset import DataConfig, collate, evaluation_samples, load_split
 from reference_model.evaluate import EVAL_SEED
-from sim.commands import INTENTS, OBJECT_TYPES
+from edge.contract.vocabulary import INTENTS, OBJECT_TYPES
 
 
 def write_sim_set(out: str | Path, split: str = "val", n: int = 512, snr_db: float | None = 10.0,

@@ -40,7 +40,7 @@ from reference_model.evaluate import (
 )
 from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
-from sim.commands import INTENTS, OBJECT_TYPES
+from edge.contract.vocabulary import INTENTS, OBJECT_TYPES
 
 CHECKPOINT_FORMAT = "voxedge-reference/1"
 CELL_POSITIVE_WEIGHT = 10.0

@@ -11,24 +11,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-INTENTS: tuple[str, ...] = (
-    "stop",
-    "forward",
-    "backward",
-    "turn_left",
-    "turn_right",
-    "go_to",
-    "pick_up",
-    "drop",
-    "none",
+# The vocabulary is the model contract's (edge.contract.vocabulary); the grammar below speaks it.
+from edge.contract.vocabulary import (  # noqa: F401 (re-exported for the simulator's users)
+    COLORS,
+    INTENT_INDEX,
+    INTENTS,
+    NONE_INTENT,
+    OBJECT_INTENTS,
+    OBJECT_TYPES,
+    SHAPES,
 )
-INTENT_INDEX = {name: i for i, name in enumerate(INTENTS)}
-NONE_INTENT = "none"
-OBJECT_INTENTS = frozenset({"go_to", "pick_up"})
-
-COLORS: tuple[str, ...] = ("red", "green", "blue", "yellow")
-SHAPES: tuple[str, ...] = ("cube", "ball", "cone")
-OBJECT_TYPES: tuple[tuple[str, str], ...] = tuple(itertools.product(COLORS, SHAPES))
 
 WAKE_PREFIX = "robot,"
 

@@ -23,7 +23,7 @@ from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.pipeline import convert
 from edge.audit import sample_frame
 from edge.bundle import Manifest, Preprocessing, load_bundle
-from edge.fusion import prepare_image
+from edge.contract.image import prepare_image
 from reference_model.model import ModelConfig, ReferenceModel
 from sim.commands import INTENTS
 from tests.calibration_fixtures import write_small_sets

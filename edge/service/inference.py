@@ -18,7 +18,10 @@ import time
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from edge.fusion import FusionError, WorkerBusyError, prepare_image
+from edge.contract.audio import pad_or_trim
+from edge.contract.image import prepare_image
+from edge.contract.outputs import decode_outputs
+from edge.fusion import FusionError, WorkerBusyError
 from edge.service.context import finite
 from edge.service.context import runtime as _runtime
 from edge.service.context import settings as _config
@@ -142,31 +145,15 @@ def decode_image(data: bytes) -> np.ndarray:
     return bgr
 
 
-def _window(audio: np.ndarray, n: int) -> np.ndarray:
-    if audio.size >= n:
-        return audio[:n].astype(np.float32)
-    out = np.zeros(n, np.float32)
-    start = (n - audio.size) // 2
-    out[start : start + audio.size] = audio
-    return out
-
-
 def decision_fields(out: dict, heads) -> dict:
     """Intent, confidence, target and presence from the model's outputs for one sample."""
-    logits = np.asarray(out[heads.intent_output][0], np.float64)
-    p = np.exp(logits - logits.max())
-    p /= p.sum()
-    best = int(p.argmax())
-    intent = heads.intent_labels[best]
-    accepted = intent != "none" and p[best] >= heads.command_threshold
-    fields = {"intent": intent if accepted or intent == "none" else "none", "model_intent": intent,
-              "confidence": float(p[best]), "accepted": bool(accepted),
-              "probabilities": {label: float(v) for label, v in zip(heads.intent_labels, p)}}
-    if heads.target_point_output:
-        fields["target_xy"] = [float(v) for v in np.asarray(out[heads.target_point_output][0]).ravel()[:2]]
-    if heads.presence_output:
-        logit = float(np.asarray(out[heads.presence_output]).ravel()[0])
-        fields["presence"] = float(1.0 / (1.0 + np.exp(-logit)))
+    d = decode_outputs(out, heads)
+    fields = {"intent": d.intent, "model_intent": d.model_intent, "confidence": d.confidence,
+              "accepted": d.accepted, "probabilities": d.probabilities}
+    if d.target_xy is not None:
+        fields["target_xy"] = list(d.target_xy)
+    if d.presence is not None:
+        fields["presence"] = d.presence
     return fields
 
 
@@ -184,12 +171,12 @@ def predict():
                             "is optional")
     bgr = decode_image(data)
     if "audio" in files:
-        audio = _window(decode_wav(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
+        audio = pad_or_trim(decode_wav(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
         source = "upload"
     else:
         ring = _runtime().microphone.ring
         n = min(pre.audio_window_samples, ring.end_index - ring.oldest_index)
-        audio = _window(ring.latest(n) if n > 0 else np.zeros(0, np.float32), pre.audio_window_samples)
+        audio = pad_or_trim(ring.latest(n) if n > 0 else np.zeros(0, np.float32), pre.audio_window_samples)
         source = "microphone (the last 2 s)"
     t1 = time.perf_counter()
     feed = {manifest.inputs[0].name: prepare_image(np.ascontiguousarray(bgr[:, :, ::-1]), pre),
