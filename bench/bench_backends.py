@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 from timing import median_s
 
+from edge.contract.audio import WINDOW_SAMPLES
+
 
 def _median_ms(fn, repeats: int) -> float:
     return 1e3 * median_s(fn, repeats, warmup=3)
@@ -60,7 +62,7 @@ def main() -> None:
         for batch, _ in ((b, k) for k in range(args.rounds) for b in (1, 8)):
             rng = np.random.default_rng(batch)
             image = rng.integers(0, 256, (batch, 120, 160, 3), dtype=np.uint8)
-            audio = (rng.standard_normal((batch, 32000)) * 0.1).astype(np.float32)
+            audio = (rng.standard_normal((batch, WINDOW_SAMPLES)) * 0.1).astype(np.float32)
             ti, ta = torch.from_numpy(image), torch.from_numpy(audio)
 
             def eager():

@@ -171,10 +171,9 @@ def trial(bundle: str, sim, video: Path, index: int, log=print) -> dict:
 
 
 def run(bundle: str, trials: int, log=print) -> dict:
+    from edge.policy import SETPOINT_TTL_S
     from firmware_bridge.simulator import McuSimulator
     from firmware_bridge.spec import State
-
-    from edge.policy import SETPOINT_TTL_S
 
     with tempfile.TemporaryDirectory(prefix="voxedge-failsafe-") as tmp:
         video = make_video(Path(tmp) / "camera.avi")

@@ -56,6 +56,8 @@ from urllib.parse import urlsplit
 import numpy as np
 from timing import median_s
 
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_THREADS = 20  # = edge.service.config.WORKER_THREADS + max_mjpeg_viewers + max_sse_clients (8 + 4 + 8)
 BOUNDARY = "voxedge-bench-boundary-7d1f0c"
@@ -73,7 +75,7 @@ def multipart(png: bytes, wav: bytes) -> tuple[bytes, str]:
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode(), f"multipart/form-data; boundary={BOUNDARY}"
 
 
-def wav_bytes(audio: np.ndarray, rate: int = 16000) -> bytes:
+def wav_bytes(audio: np.ndarray, rate: int = SAMPLE_RATE_HZ) -> bytes:
     from edge.samples import encode_wav  # the project's one WAV writer
 
     return encode_wav(audio, rate)
@@ -120,13 +122,13 @@ def make_baseline_app(model, intents):
         if img.size != (160, 120):
             img = img.resize((160, 120))
         image = torch.from_numpy(np.asarray(img, dtype=np.uint8).copy())
-        audio = np.zeros(32000, np.float32)
+        audio = np.zeros(WINDOW_SAMPLES, np.float32)
         audio_file = request.files.get("audio")
         if audio_file is not None:
             with wave.open(io.BytesIO(audio_file.read()), "rb") as w:
                 pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2").astype(np.float32) / 32768.0
                 pcm = pcm.reshape(-1, w.getnchannels()).mean(axis=1)
-            audio[: min(pcm.size, 32000)] = pcm[:32000]
+            audio[: min(pcm.size, WINDOW_SAMPLES)] = pcm[:WINDOW_SAMPLES]
         with torch.no_grad():
             logits, target_xy, target_logit, _ = model(image[None], torch.from_numpy(audio)[None])
         p = torch.softmax(logits[0], dim=0)

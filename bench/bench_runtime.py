@@ -51,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
+
 ROOT = Path(__file__).resolve().parents[1]
 VOXEDGE = ROOT / ".venv" / "bin" / "voxedge"
 MOTION_INTENTS = ("forward", "turn_left", "backward", "turn_right")  # this order keeps the robot near its start
@@ -262,7 +264,7 @@ def synthesize_all(plan, log):
         a0, a1 = active_span(audio)
         out.append((text, intent, voice, audio, a0, a1))
     log(f"  synthesized {len(out)} commands in {time.monotonic() - t0:.1f} s "
-        f"(speech {np.mean([len(o[3]) for o in out]) / 16000:.2f} s on average)")
+        f"(speech {np.mean([len(o[3]) for o in out]) / SAMPLE_RATE_HZ:.2f} s on average)")
     return out
 
 
@@ -302,8 +304,8 @@ def measure_latency(bundle: Path, n: int, seed: int, log) -> dict:
             seen = len(decisions)
             t_first = microphone.inject(audio)
             sched_t0 = microphone.time_of_index(0)
-            start_index = round((t_first - sched_t0) * 16000)
-            t_eos = t_first + (a1 - 1) / 16000
+            start_index = round((t_first - sched_t0) * SAMPLE_RATE_HZ)
+            t_eos = t_first + (a1 - 1) / SAMPLE_RATE_HZ
             deadline = t_eos + RECOGNISE_WINDOW_S
             motion = None
             while motion is None and time.monotonic() < deadline:
@@ -320,7 +322,7 @@ def measure_latency(bundle: Path, n: int, seed: int, log) -> dict:
                 if motion is not None and motion[0] - t_eos > RECOGNISE_WINDOW_S:
                     motion = None
             rec: dict = {"k": k - WARMUP, "text": text, "intent": intent, "voice": voice.espeak_name,
-                         "speech_s": round(len(audio) / 16000, 3), "warmup": k < WARMUP, "feeder_resync": resynced}
+                         "speech_s": round(len(audio) / SAMPLE_RATE_HZ, 3), "warmup": k < WARMUP, "feeder_resync": resynced}
             d = next((x for x in decisions[seen:] if x.t_decided >= t_first), None)
             if d is not None:
                 t_start_worker = d.t_decided - d.latency_ms.get("total", 0.0) / 1e3
@@ -356,7 +358,7 @@ def measure_latency(bundle: Path, n: int, seed: int, log) -> dict:
             fm = runtime.actuator.state().first_motion_latency_s  # set at this command's first motion tick
             if motion is not None and fm is not None:
                 rec["runtime_first_motion_ms"] = round(1e3 * fm, 3)
-            rest = t_first + len(audio) / 16000 - time.monotonic()  # the whole clip has played
+            rest = t_first + len(audio) / SAMPLE_RATE_HZ - time.monotonic()  # the whole clip has played
             time.sleep(max(0.0, rest) + SETTLE_S)
             tap.setpoints[:] = tap.setpoints[-200:]
             if (k + 1) % 25 == 0:

@@ -22,13 +22,15 @@ from pathlib import Path
 import numpy as np
 from timing import median_s
 
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+
 
 def _median_us(fn, repeats: int, warmup: int = 5) -> float:
     return 1e6 * median_s(fn, repeats, warmup)
 
 
 def bench_audio() -> dict[str, float]:
-    from edge.sensors.audio_ring import SAMPLE_RATE_HZ, AudioRing, BlockClock
+    from edge.sensors.audio_ring import AudioRing, BlockClock
     from edge.sensors.resample import StreamResampler
 
     out = {}
@@ -57,7 +59,7 @@ def bench_audio() -> dict[str, float]:
     mid = ring.end_index // 2
     out["ring_time_of_us"] = _median_us(lambda: ring.time_of(mid), 5000)
     out["ring_index_at_us"] = _median_us(lambda: ring.index_at(15.0), 5000)
-    out["ring_read_2s_us"] = _median_us(lambda: ring.read(mid, mid + 32000), 2000)
+    out["ring_read_2s_us"] = _median_us(lambda: ring.read(mid, mid + WINDOW_SAMPLES), 2000)
     return out
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.audio import WINDOW_SAMPLES
+
 
 def _percentile(values, q):
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
@@ -60,9 +62,9 @@ def main() -> None:
             client = httpclient.InferenceServerClient(url=url.removeprefix("http://"))
             rng = np.random.default_rng()
             inputs = [httpclient.InferInput("image", [1, 120, 160, 3], "UINT8"),
-                      httpclient.InferInput("audio", [1, 32000], "FP32")]
+                      httpclient.InferInput("audio", [1, WINDOW_SAMPLES], "FP32")]
             inputs[0].set_data_from_numpy(rng.integers(0, 256, (1, 120, 160, 3), dtype=np.uint8))
-            inputs[1].set_data_from_numpy((rng.standard_normal((1, 32000)) * 0.1).astype(np.float32))
+            inputs[1].set_data_from_numpy((rng.standard_normal((1, WINDOW_SAMPLES)) * 0.1).astype(np.float32))
             while not stop.is_set():
                 try:
                     client.infer("voxedge", inputs)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.audio import WINDOW_SAMPLES
 from sim import camera, speech, world
 from sim.commands import all_command_phrases
 
@@ -85,7 +86,7 @@ def bench_train_step(batch_sizes=(32, 64), steps: int = 10) -> list[dict]:
     opt = torch.optim.AdamW(model.parameters())
     for bs in batch_sizes:
         image = torch.randint(0, 256, (bs, 120, 160, 3), dtype=torch.uint8)
-        audio = torch.randn(bs, 32000) * 0.1
+        audio = torch.randn(bs, WINDOW_SAMPLES) * 0.1
 
         def step():
             out = model(image, audio)

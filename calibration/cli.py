@@ -87,6 +87,7 @@ def _val(bundle, samples, wanted: list[str], out: Path, set_name: str, progress:
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``calibrate``, ``import-set`` and ``val`` on the ``voxedge`` parser."""
     from calibration.sampleset import CALIBRATE_MIN_SAMPLES
+    from edge.contract.audio import WINDOW_SAMPLES
 
     v = sub.add_parser("val", help="measure a bundle on your own labelled sample set, per precision",
                        description="Accuracy (argmax and as the robot decides, with the command threshold), false "
@@ -124,5 +125,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                    help="set directory to write; an earlier set there is replaced, anything else refused unless --force")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a sample set")
     p.add_argument("--size", default="160x120", help="model input WIDTHxHEIGHT (default: %(default)s)")
-    p.add_argument("--window", type=int, default=32000, help="audio window in samples at 16 kHz (default: 32000)")
+    p.add_argument("--window", type=int, default=WINDOW_SAMPLES,
+                   help="audio window in samples at 16 kHz (default: %(default)s)")
     p.set_defaults(func=_cmd_import_set)

@@ -18,6 +18,7 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.sampleset import write_set
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LABEL_KEYS = {"name", "intent", "object", "target_xy", "target_box"}
@@ -49,7 +50,7 @@ def _window(audio: np.ndarray, n: int) -> np.ndarray:
 
 
 def import_files(src: str | Path, dest: str | Path, image_size: tuple[int, int] = (160, 120),
-                 window_samples: int = 32000, rate: int = 16000, intents: tuple[str, ...] | None = None) -> dict:
+                 window_samples: int = WINDOW_SAMPLES, rate: int = SAMPLE_RATE_HZ, intents: tuple[str, ...] | None = None) -> dict:
     """Write the set at ``dest`` from the picture + recording pairs in ``src``; returns its ``set.json``."""
     import cv2
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from calibration.errors import CalibrationError
 from edge.atomic_dir import replace_dir
+from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.samples import INDEX_NAME, SAMPLE_DIR, SET_META_NAME, SampleRecord, encode_png, encode_wav
 
 MIN_SAMPLES_WARNING = 256  # fewer calibration samples than this give noisy int8 scales
@@ -69,7 +70,7 @@ def _decode_png(data: bytes, where: str) -> np.ndarray:
 
 
 def write_set(dest: str | Path, images: np.ndarray, audio: np.ndarray, labels: list[dict] | None = None,
-              sample_rate: int = 16000, set_id: str | None = None, intents: tuple[str, ...] | None = None,
+              sample_rate: int = SAMPLE_RATE_HZ, set_id: str | None = None, intents: tuple[str, ...] | None = None,
               purpose: str | None = None, simulated: bool = False) -> dict:
     """Write a set atomically from arrays; returns its ``set.json`` contents.
 
@@ -279,7 +280,7 @@ class SampleSet:
                         purpose=purpose or self.meta.get("purpose"), simulated=bool(self.meta.get("simulated")))
 
     def batches(self, batch_size: int, image_hw: tuple[int, int], window_samples: int,
-                sample_rate: int = 16000) -> Iterator[dict[str, np.ndarray]]:
+                sample_rate: int = SAMPLE_RATE_HZ) -> Iterator[dict[str, np.ndarray]]:
         """The samples as stored, in batches ``{"image": uint8 [N, H, W, 3] RGB, "audio": float32 [N, S]}``.
 
         For training and inspection: this is the set format, not a model's input

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from convert.errors import ConvertError
 from edge.bundle import BundleError, Heads, Manifest, Preprocessing, TensorSpec
+from edge.contract.audio import SAMPLE_RATE_HZ
 
-RUNTIME_SAMPLE_RATE_HZ = 16_000  # the robot's microphone ring (edge.sensors.audio_ring) runs at this rate
+RUNTIME_SAMPLE_RATE_HZ = SAMPLE_RATE_HZ  # the robot's microphone ring (edge.sensors.audio_ring) runs at this rate
 TOLERANCE_KEYS = ("max_abs", "min_cosine")  # convert.export.DEFAULT_TOLERANCE
 
 REFERENCE_CONFIG = Path(__file__).resolve().parent / "configs" / "reference.json"

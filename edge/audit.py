@@ -39,6 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.samples import INDEX_NAME, SAMPLE_DIR, SET_META_NAME, SampleRecord, encode_png, encode_wav
 
 DEFAULT_MAX_SAMPLES = 2000  # about 2000 x 70 kB = 140 MB at the reference model's sizes
@@ -93,7 +94,7 @@ class AuditLog:
     is in ``notes``.
     """
 
-    def __init__(self, path: str | Path, max_samples: int = DEFAULT_MAX_SAMPLES, sample_rate: int = 16000,
+    def __init__(self, path: str | Path, max_samples: int = DEFAULT_MAX_SAMPLES, sample_rate: int = SAMPLE_RATE_HZ,
                  reserve_bytes: int = DEFAULT_RESERVE_MB * 1024**2, disk_free=None) -> None:
         if max_samples < 1:
             raise AuditError(f"max_samples must be >= 1, got {max_samples!r}")

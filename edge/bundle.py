@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+
 BUNDLE_FORMAT = "voxedge-bundle/1"
 MANIFEST_NAME = "manifest.json"
 DTYPES = ("uint8", "int8", "int32", "int64", "float16", "float32", "bool")
@@ -77,8 +79,8 @@ class Preprocessing:
     image_height: int
     image_layout: str = "NHWC"
     color_order: str = "RGB"
-    audio_sample_rate_hz: int = 16000
-    audio_window_samples: int = 32000
+    audio_sample_rate_hz: int = SAMPLE_RATE_HZ
+    audio_window_samples: int = WINDOW_SAMPLES
 
     def __post_init__(self) -> None:
         if self.image_layout not in ("NHWC", "NCHW"):

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
+
 REACH_M = 0.30  # go_to success radius, robot centre to object centre
 SPEECH_DBFS = -30.0  # active speech level; the noise bed sits SNR_DB below it
 SNR_DB = 10.0
@@ -125,7 +127,7 @@ class _Session:
     def say(self, audio: np.ndarray, last_active: int) -> float:
         """Play the speech; returns the monotonic time its last active sample is heard."""
         t0 = self.mic.inject(audio)
-        return t0 + last_active / 16_000
+        return t0 + last_active / SAMPLE_RATE_HZ
 
     def watch(self, until, timeout_s: float, t_speech_end: float) -> tuple[float | None, object]:
         """Poll telemetry until ``until(events)`` holds; returns (first motion time after speech end, event)."""
@@ -255,7 +257,7 @@ def _start_moving(session: _Session, rng: np.random.Generator) -> None:
         session.say(drive, last)
         try:
             session.runtime.link.wait_for_telemetry(lambda t: not t.motors_stopped,
-                                                    timeout_s=len(drive) / 16_000 + DRIVE_REACT_S)
+                                                    timeout_s=len(drive) / SAMPLE_RATE_HZ + DRIVE_REACT_S)
             return
         except BridgeTimeoutError:
             continue

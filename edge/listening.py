@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.sensors.errors import AudioRangeError
 
-SAMPLE_RATE_HZ = 16_000
 VAD_FRAME_SAMPLES = 512  # Silero's window at 16 kHz
 VAD_FRAME_S = VAD_FRAME_SAMPLES / SAMPLE_RATE_HZ  # 32 ms
 TRAILING_PAD_S = 0.064  # audio kept after the last voiced frame (the decay of the last word)

@@ -27,6 +27,7 @@ from pathlib import Path
 from edge.actuator import Actuator
 from edge.alerts import Alerts
 from edge.audit import AuditError, AuditLog, sample_frame
+from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.fusion import Decision, InferenceWorker
 from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
@@ -381,7 +382,7 @@ class Runtime:
                                          "check it is plugged in and not muted"
         else:
             self._silent_since = None
-        n = min(16_000, ring.end_index - ring.oldest_index)
+        n = min(SAMPLE_RATE_HZ, ring.end_index - ring.oldest_index)  # the last second
         if n > 0 and problems["microphone"] is None:
             clipped = float((abs(ring.latest(n)) >= CLIP_LEVEL).mean())
             if clipped > CLIP_FRACTION:

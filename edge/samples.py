@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
+
 INDEX_NAME = "index.jsonl"
 SET_META_NAME = "set.json"
 SAMPLE_DIR = "samples"
@@ -95,7 +97,7 @@ def decode_pcm_wav(data: bytes, max_seconds: float | None = None) -> tuple[np.nd
             channels, width, rate, declared = w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()
             if not WAV_RATES_HZ[0] <= rate <= WAV_RATES_HZ[1]:
                 raise SampleFormatError(f"a WAV at {rate} Hz; use a sample rate from {WAV_RATES_HZ[0]} to "
-                                        f"{WAV_RATES_HZ[1]} Hz (16000 Hz is what the model hears)")
+                                        f"{WAV_RATES_HZ[1]} Hz ({SAMPLE_RATE_HZ} Hz is what the model hears)")
             if not 1 <= channels <= WAV_MAX_CHANNELS:
                 raise SampleFormatError(f"a WAV with {channels} channels; use 1 to {WAV_MAX_CHANNELS} (mono is best)")
             if max_seconds is not None and declared / rate > max_seconds:

@@ -22,16 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+from edge.contract.vocabulary import INTENT_INDEX, INTENTS, NONE_INTENT, OBJECT_INTENTS, OBJECT_TYPES
 from reference_model.errors import ConfigError
 from reference_model.io import atomic_write, load_or_build, progress_bar
 from sim import camera as sim_camera
 from sim import noise as sim_noise
 from sim import speech as sim_speech
 from sim import world as sim_world
-from edge.contract.vocabulary import INTENT_INDEX, INTENTS, NONE_INTENT, OBJECT_INTENTS, OBJECT_TYPES
 from sim.commands import command_phrases, distractor_phrases
 
-WINDOW_SAMPLES = sim_speech.WINDOW_SAMPLES  # 2.0 s at 16 kHz: the model's audio input
 SPLITS = ("train", "val", "test")
 _SPLIT_IDS = {name: i for i, name in enumerate(SPLITS)}
 OBJECT_INDEX = {obj: i for i, obj in enumerate(OBJECT_TYPES)}
@@ -247,7 +247,7 @@ REFIT_RATE_FACTOR = 1.25  # a too-slow request is spoken again this much faster
 REFIT_TRIES = 4
 
 
-def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, sample_rate: int = 16000):
+def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, sample_rate: int = SAMPLE_RATE_HZ):
     """Speak each command with a random voice, rate and pitch; returns (audio list, voice names).
 
     A request too slow to fit the model's 2 s window is spoken again faster

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from sim.speech import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # 16 kHz; 2.0 s = 32000 samples in
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # 16 kHz; 2.0 s in
 
 N_FFT = 400  # 25 ms analysis window
 HOP = 160  # 10 ms hop

@@ -2,7 +2,7 @@
 
 Inputs (the contract of ``../shared/ARCHITECTURE.md``):
 - ``image``: uint8 [N, H, W, 3] RGB; normalisation happens in the graph.
-- ``audio``: float32 [N, 32000], 2 s at 16 kHz mono in [-1, 1].
+- ``audio``: float32 [N, WINDOW_SAMPLES], 2 s at 16 kHz mono in [-1, 1] (``edge.contract.audio``).
 Outputs:
 - ``intent_logits`` [N, 9]; ``target_xy`` [N, 2] normalised image coordinates
   (x right, y down, in [0, 1]); ``target_logit`` [N] (the named object is

@@ -20,13 +20,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
+
 __all__ = [
     "ACTIVE_THRESHOLD", "NOISE_KINDS", "NOISE_RMS", "NOISE_RMS_DBFS", "SAMPLE_RATE_HZ",
     "active_span", "babble", "make_noise", "mix_at_snr", "motor_hum", "pink_noise", "rms_dbfs",
     "snr_db", "white_noise",
 ]  # fmt: skip
 
-SAMPLE_RATE_HZ = 16000
 NOISE_RMS_DBFS = -20.0  # level every generator returns (RMS re full scale 1.0)
 NOISE_RMS = 10 ** (NOISE_RMS_DBFS / 20)
 ACTIVE_THRESHOLD = 10 ** (-60 / 20)  # |x| above -60 dBFS counts as speech

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import resample_poly
 
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # noqa: F401 (re-exported)
 from sim.errors import EspeakNotFoundError, SynthesisError
 
 __all__ = [
@@ -39,8 +40,6 @@ __all__ = [
     "synthesize", "synthesize_many", "trim_silence", "voice_split",
 ]  # fmt: skip
 
-SAMPLE_RATE_HZ = 16000
-WINDOW_SAMPLES = 32000  # 2.0 s at SAMPLE_RATE_HZ: the model's fixed audio input
 ESPEAK_EXECUTABLE = "espeak-ng"
 ESPEAK_TIMEOUT_S = 30.0  # one short utterance takes ~15 ms; anything near this is a hang
 ESPEAK_VERSION_TIMEOUT_S = 10.0
@@ -541,7 +540,7 @@ def place_in_window(
         raise ValueError(f"audio must be 1-D mono, got shape {audio.shape}")
     bad_type = isinstance(window_samples, bool) or not isinstance(window_samples, (int, np.integer))
     if bad_type or window_samples < 1:
-        raise ValueError(f"window_samples={window_samples!r}; use a positive int (32000 = 2 s at 16 kHz)")
+        raise ValueError(f"window_samples={window_samples!r}; use a positive int ({WINDOW_SAMPLES} = 2 s at 16 kHz)")
     window_samples = int(window_samples)
     out = np.zeros(window_samples, dtype=np.float32)
     n = audio.size

@@ -21,12 +21,12 @@ import threading
 
 import numpy as np
 
+from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.sensors import clock
 from edge.sensors.errors import AudioRangeError, AudioTimeError, MicrophoneConfigError, MicrophoneError
 
 __all__ = ["DEFAULT_RING_S", "SAMPLE_RATE_HZ", "AudioRing", "BlockClock", "rms_dbfs"]
 
-SAMPLE_RATE_HZ = 16000          # every ring holds mono float32 in [-1, 1] at this rate
 DEFAULT_RING_S = 30.0           # seconds of audio kept
 DEFAULT_LEVEL_WINDOW_S = 0.1    # level_dbfs averages over this much recent audio
 MIN_BLOCK_GAP_S = 1e-9          # a block's start is placed at least this after the previous block's end
@@ -55,7 +55,7 @@ class AudioRing:
 
     def __init__(self, capacity_s: float = DEFAULT_RING_S, sample_rate: int = SAMPLE_RATE_HZ) -> None:
         if isinstance(sample_rate, bool) or not isinstance(sample_rate, int) or sample_rate <= 0:
-            raise MicrophoneConfigError(f"sample_rate={sample_rate!r}; use a positive int in Hz (16000)")
+            raise MicrophoneConfigError(f"sample_rate={sample_rate!r}; use a positive int in Hz ({SAMPLE_RATE_HZ})")
         ok = isinstance(capacity_s, (int, float)) and not isinstance(capacity_s, bool)
         if not (ok and math.isfinite(capacity_s) and capacity_s > 0):
             raise MicrophoneConfigError(f"capacity_s={capacity_s!r}; use a positive number of seconds (30.0)")

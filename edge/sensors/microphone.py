@@ -255,7 +255,7 @@ class FeederMicrophoneConfig(MicrophoneConfig):
 class FeederMicrophone(Microphone):
     """A microphone whose samples come from a thread writing fixed blocks on a real-time schedule.
 
-    The schedule maps ring index ``i`` to capture time ``t0 + i / 16000``;
+    The schedule maps ring index ``i`` to capture time ``t0 + i / SAMPLE_RATE_HZ``;
     the block [i, i + n) is produced and written once its last sample's time
     has come, so what a caller injects before that time is in the block.
     Backends implement ``_prepare`` (load or generate) and ``_make_block``.

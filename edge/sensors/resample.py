@@ -5,7 +5,7 @@ holds 16 kHz. Resampling block by block with a stateless function (e.g.
 ``scipy.signal.resample_poly`` per block) would restart the filter at every
 block edge and leave clicks every 20 ms, so the filter state must carry over
 between blocks. We use libsoxr's streaming resampler (python ``soxr``): it
-keeps that state, handles any rate ratio (44100 -> 16000 is 160/441), and
+keeps that state, handles any rate ratio (44.1 kHz -> 16 kHz is 160/441), and
 compensates its own filter delay, so output sample ``k`` corresponds exactly
 to input position ``k * in_rate / out_rate``; what it holds back shows as
 fewer output samples, which ``StreamResampler`` accounts for when stamping.

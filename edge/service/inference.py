@@ -18,7 +18,7 @@ import time
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from edge.contract.audio import pad_or_trim
+from edge.contract.audio import SAMPLE_RATE_HZ, pad_or_trim
 from edge.contract.image import prepare_image
 from edge.contract.outputs import decode_outputs
 from edge.fusion import FusionError, WorkerBusyError
@@ -104,7 +104,7 @@ def upload_fields() -> dict[str, bytes]:
     return fields
 
 
-def decode_wav(data: bytes, rate: int = 16000) -> np.ndarray:
+def decode_wav(data: bytes, rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """A WAV upload (8/16/32-bit PCM, 8-192 kHz, 1-8 channels, up to ``max_audio_s``) as float32 mono at ``rate``.
 
     The header is checked before any sample is converted or resampled (``decode_pcm_wav``).

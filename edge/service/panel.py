@@ -6,6 +6,7 @@ import math
 
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
+from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.service.context import actuator as _actuator
 from edge.service.context import finite
 from edge.service.context import runtime as _runtime
@@ -83,7 +84,7 @@ def utterance():
     u = getattr(_runtime(), "last_utterance", None)
     if u is None:
         raise ApiError(404, "no utterance heard yet")
-    return Response(encode_wav(u.audio, 16000), mimetype="audio/wav",
+    return Response(encode_wav(u.audio, SAMPLE_RATE_HZ), mimetype="audio/wav",
                     headers={"Content-Disposition": "inline; filename=utterance.wav"})
 
 
