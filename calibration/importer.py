@@ -11,42 +11,27 @@ start). Optional labels come from ``DIR/labels.jsonl``, one object per line:
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from calibration.errors import CalibrationError
 from calibration.sampleset import write_set
-from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES
+from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES, pad_or_trim
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 LABEL_KEYS = {"name", "intent", "object", "target_xy", "target_box"}
 
 
 def read_wav(path: Path, rate: int) -> np.ndarray:
-    """A WAV file (8/16/32-bit PCM, any channels and rate) as float32 mono at ``rate``."""
-    from scipy.signal import resample_poly
-
-    from edge.samples import SampleFormatError, decode_pcm_wav
+    """A WAV file (PCM or float, any channels and rate) as float32 mono at ``rate`` (``edge.contract.wav``)."""
+    from edge.contract.wav import WavError, load_wav, resample
 
     try:
-        audio, src_rate = decode_pcm_wav(path.read_bytes())
-    except (SampleFormatError, OSError) as exc:
+        audio, src_rate = load_wav(path)
+    except WavError as exc:
         raise CalibrationError(f"{path}: {exc}; convert it with e.g. `sox in.mp3 -b 16 out.wav`") from exc
-    if src_rate != rate:
-        ratio = Fraction(rate, src_rate).limit_denominator(1000)
-        audio = resample_poly(audio, ratio.numerator, ratio.denominator).astype(np.float32)
-    return np.clip(audio, -1.0, 1.0).astype(np.float32)
-
-
-def _window(audio: np.ndarray, n: int) -> np.ndarray:
-    out = np.zeros(n, np.float32)
-    if audio.size >= n:
-        return audio[:n].copy()
-    start = (n - audio.size) // 2
-    out[start : start + audio.size] = audio
-    return out
+    return np.clip(resample(audio, src_rate, rate), -1.0, 1.0).astype(np.float32)
 
 
 def import_files(src: str | Path, dest: str | Path, image_size: tuple[int, int] = (160, 120),
@@ -91,6 +76,6 @@ def import_files(src: str | Path, dest: str | Path, image_size: tuple[int, int] 
         if bgr is None:
             raise CalibrationError(f"{picture}: not a readable image")
         images.append(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)[..., ::-1])
-        audio.append(_window(read_wav(recording, rate), window_samples))
+        audio.append(pad_or_trim(read_wav(recording, rate), window_samples))
         labels.append(labels_by_name.get(picture.stem, {}))
     return write_set(dest, np.stack(images), np.stack(audio), labels, sample_rate=rate, intents=intents)

@@ -25,9 +25,7 @@ recomputes a set's coverage warnings from its samples, whatever wrote it.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import wave
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,16 +46,12 @@ MAX_CLIPPED_FRACTION = 0.001
 
 
 def _decode_wav(data: bytes, where: str) -> tuple[np.ndarray, int]:
+    from edge.contract.wav import WavError, decode_wav
+
     try:
-        with wave.open(io.BytesIO(data), "rb") as w:
-            if w.getnchannels() != 1 or w.getsampwidth() != 2:
-                raise CalibrationError(f"{where}: expected 16-bit mono WAV, got {w.getnchannels()} channels of "
-                                       f"{8 * w.getsampwidth()} bits")
-            rate = w.getframerate()
-            pcm = np.frombuffer(w.readframes(w.getnframes()), "<i2")
-    except (wave.Error, EOFError) as exc:
-        raise CalibrationError(f"{where}: not a readable WAV file ({exc})") from exc
-    return pcm.astype(np.float32) / 32767.0, rate
+        return decode_wav(data)
+    except WavError as exc:
+        raise CalibrationError(f"{where}: {exc}") from exc
 
 
 def _decode_png(data: bytes, where: str) -> np.ndarray:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
-import io
 import json
 import os
 import shutil
 import subprocess
 import tempfile
 import unicodedata
-import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from math import gcd
@@ -333,27 +331,17 @@ def _run_espeak(request: SpeechRequest) -> bytes:
 
 
 def _decode_wav(data: bytes, request: SpeechRequest) -> tuple[np.ndarray, int]:
-    """Parse espeak-ng's WAV into float32 mono in [-1, 1] and its sample rate."""
+    """Parse espeak-ng's WAV into float32 mono in [-1, 1] and its sample rate.
+
+    When writing to a pipe espeak-ng cannot seek back to fix the header, so the declared frame count is
+    a huge placeholder: whatever is actually there is read (``exact_length=False``).
+    """
+    from edge.contract.wav import WavError, decode_wav
+
     try:
-        with wave.open(io.BytesIO(data), "rb") as wav:
-            rate = wav.getframerate()
-            channels = wav.getnchannels()
-            width = wav.getsampwidth()
-            # When writing to a pipe espeak-ng cannot seek back to fix the
-            # header, so the declared frame count is a huge placeholder; read
-            # whatever is actually there.
-            raw = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as exc:
-        raise SynthesisError(
-            f"espeak-ng output for {request.text!r} is not a valid WAV file ({exc})"
-        ) from exc
-    if width != 2:
-        raise SynthesisError(f"espeak-ng wrote {8 * width}-bit audio; expected 16-bit PCM")
-    usable = len(raw) - len(raw) % (width * channels)
-    pcm = np.frombuffer(raw[:usable], dtype="<i2").astype(np.float32) / 32768.0
-    if channels > 1:
-        pcm = pcm.reshape(-1, channels).mean(axis=1)
-    return pcm, rate
+        return decode_wav(data, exact_length=False)
+    except WavError as exc:
+        raise SynthesisError(f"espeak-ng output for {request.text!r} is not a usable WAV file ({exc})") from exc
 
 
 def _resample(audio: np.ndarray, rate_hz: int) -> np.ndarray:

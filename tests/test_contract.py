@@ -85,3 +85,69 @@ def test_decode_outputs_reads_the_sample_asked_for():
     out = {"intent": logits, "xy": np.array([[0.1, 0.2], [0.3, 0.4]]), "presence": np.array([[-50.0], [50.0]])}
     d = decode_outputs(out, _heads(), index=1)
     assert d.intent == "stop" and d.target_xy == (0.3, 0.4) and d.presence == pytest.approx(1.0)
+
+
+def _pcm_wav(frames: bytes, width: int, rate: int = 16000, channels: int = 1) -> bytes:
+    import wave
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(width)
+        w.setframerate(rate)
+        w.writeframes(frames)
+    return buf.getvalue()
+
+
+def test_one_wav_decoder_reads_every_pcm_width_and_float_at_the_same_scale():
+    import struct
+
+    from scipy.io import wavfile
+
+    from edge.contract.wav import decode_wav, encode_wav
+
+    half = [0.5, -0.5]
+    cases = {
+        "8-bit": _pcm_wav(bytes([192, 64]), 1),
+        "16-bit": _pcm_wav(struct.pack("<2h", 16384, -16384), 2),
+        "24-bit": _pcm_wav(b"".join(struct.pack("<i", v)[:3] for v in (4194304, -4194304)), 3),
+        "32-bit": _pcm_wav(struct.pack("<2i", 2**30, -(2**30)), 4),
+    }
+    buf = io.BytesIO()
+    wavfile.write(buf, 16000, np.array(half, np.float32))  # WAVE_FORMAT_IEEE_FLOAT: not the stdlib's
+    cases["float32"] = buf.getvalue()
+    for name, data in cases.items():
+        audio, rate = decode_wav(data)
+        assert rate == 16000 and audio.dtype == np.float32 and audio.tolist() == half, name
+    stereo, _ = decode_wav(_pcm_wav(struct.pack("<4h", 16384, 0, -16384, 0), 2, channels=2))
+    assert stereo.tolist() == [0.25, -0.25]  # the channel mean
+    x = np.linspace(-1, 1, 101, dtype=np.float32)
+    back, _ = decode_wav(encode_wav(x, 16000))
+    assert np.max(np.abs(back - x)) <= 1.5 / 32768  # within a step of 16-bit quantisation
+
+
+def test_the_header_is_believed_only_when_asked():
+    import struct
+
+    from edge.contract.wav import WavError, decode_wav
+
+    data = bytearray(_pcm_wav(struct.pack("<100h", *range(100)), 2))
+    placeholder = bytes(data[:40]) + struct.pack("<I", 0x7FFFF000) + bytes(data[44:])  # a pipe's header
+    with pytest.raises(WavError, match="s of audio, longer than"):
+        decode_wav(placeholder, max_seconds=30)
+    audio, _ = decode_wav(placeholder, exact_length=False)  # espeak-ng's output through a pipe
+    assert audio.size == 100
+    with pytest.raises(WavError, match="header says 100 frames but whose data holds 90"):
+        decode_wav(bytes(data[:-20]))
+
+
+def test_wav_files_are_decoded_in_one_place():
+    """bench/bench_predict.py's baseline server is left out: it is the plain Flask app we compare with."""
+    readers = []
+    for path in _sources():
+        if path.parent.name == "bench":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if "wavfile.read(" in line or ("wave.open(" in line and '"rb"' in line):
+                readers.append(f"{path.relative_to(ROOT)}:{n}")
+    assert not readers, f"decode WAVs with edge.contract.wav: {readers}"

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from edge.sensors.audio_ring import SAMPLE_RATE_HZ, AudioRing, BlockClock, rms_dbfs
 from edge.sensors.errors import AudioRangeError, AudioTimeError, MicrophoneConfigError, MicrophoneError
+from edge.contract.wav import WavError
 from edge.sensors.resample import StreamResampler, resample
 
 RATE = 1000  # small rate and capacity keep the property tests fast and the wraparound frequent
@@ -250,5 +251,5 @@ def test_resample_whole_signal_preserves_duration():
     x = np.zeros(44100 * 3, np.float32)
     assert resample(x, 44100, 16000).size == 48000
     assert resample(x, 16000, 16000).size == x.size
-    with pytest.raises(MicrophoneConfigError):
+    with pytest.raises(WavError, match="in_rate=0"):
         resample(x, 0, 16000)

@@ -1,7 +1,7 @@
 """WAV file microphone: plays a recording into the ring as if it were being captured.
 
 Any PCM (8/16/24/32-bit) or float WAV at any rate and channel count is read
-with scipy, downmixed to mono (channel mean), resampled once to 16 kHz, then
+(``edge.contract.wav``), downmixed to mono (channel mean), resampled once to 16 kHz, then
 written in ``block_s`` blocks on a real-time schedule (or as fast as possible
 with ``realtime=False``), optionally looping. The whole file is held in
 memory at 16 kHz (1 h = 230 MB), so use it for clips, not for archives.
@@ -17,37 +17,27 @@ import numpy as np
 from edge.sensors.audio_ring import SAMPLE_RATE_HZ
 from edge.sensors.errors import MicrophoneConfigError, MicrophoneError
 from edge.sensors.microphone import FeederMicrophone, FeederMicrophoneConfig
-from edge.sensors.resample import resample
+from edge.contract.wav import resample
 
 __all__ = ["WavMicrophone", "WavMicrophoneConfig", "load_wav_mono"]
 
 
 def load_wav_mono(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
-    """Read a WAV file as mono float32 in [-1, 1] at its own rate: (samples, rate_hz).
+    """Read a WAV file as mono float32 in [-1, 1] at its own rate: (samples, rate_hz) (``edge.contract.wav``).
 
     Raises:
         MicrophoneError: missing or unreadable file, or no samples.
     """
-    from scipy.io import wavfile
+    from edge.contract.wav import WavError, load_wav
 
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise MicrophoneError(f"WAV file {path!r} not found (looked at {os.path.abspath(path)}); check the path")
     try:
-        rate, data = wavfile.read(path)
-    except (ValueError, OSError) as exc:
-        raise MicrophoneError(f"could not read WAV file {path!r}: {exc}; give a PCM or float WAV file") from exc
-    if data.dtype == np.uint8:
-        x = (data.astype(np.float32) - 128.0) / 128.0
-    elif np.issubdtype(data.dtype, np.integer):
-        x = data.astype(np.float32) / float(-np.iinfo(data.dtype).min)
-    else:
-        x = data.astype(np.float32)
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    if x.size == 0:
-        raise MicrophoneError(f"WAV file {path!r} holds no samples")
-    return np.clip(x, -1.0, 1.0), int(rate)
+        x, rate = load_wav(path)
+    except WavError as exc:
+        raise MicrophoneError(f"could not read WAV file {path!r}: {exc}") from exc
+    return np.clip(x, -1.0, 1.0), rate
 
 
 @dataclass

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.contract.wav import RESAMPLE_QUALITY, resample  # noqa: F401 (re-exported: the one-shot resampler)
 from edge.sensors.errors import MicrophoneConfigError, MicrophoneError
 
 __all__ = ["RESAMPLE_QUALITY", "StreamResampler", "resample"]
 
-RESAMPLE_QUALITY = "HQ"  # libsoxr "high quality": ~20 ms delay, stopband far below 16-bit noise
 SOXR_INSTALL_HINT = "install it with `pip install soxr` (part of voxedge[edge])"
 
 
@@ -35,17 +35,6 @@ def _check_rate(name: str, rate: object) -> int:
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
         raise MicrophoneConfigError(f"{name}={rate!r}; use a positive int sample rate in Hz")
     return int(rate)
-
-
-def resample(x: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
-    """Resample a whole 1-D signal (float32 out); ``round(len * out/in)`` samples long."""
-    in_rate, out_rate = _check_rate("in_rate", in_rate), _check_rate("out_rate", out_rate)
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 1:
-        raise MicrophoneError(f"resample takes 1-D mono audio, got shape {x.shape}")
-    if in_rate == out_rate:
-        return x.copy()
-    return np.asarray(_soxr().resample(x, in_rate, out_rate, quality=RESAMPLE_QUALITY), dtype=np.float32)
 
 
 class StreamResampler:

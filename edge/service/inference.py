@@ -107,14 +107,13 @@ def upload_fields() -> dict[str, bytes]:
 def decode_wav(data: bytes, rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """A WAV upload (8/16/32-bit PCM, 8-192 kHz, 1-8 channels, up to ``max_audio_s``) as float32 mono at ``rate``.
 
-    The header is checked before any sample is converted or resampled (``decode_pcm_wav``).
+    The header is checked before any sample is converted or resampled (``edge.contract.wav``).
     """
-    from edge.samples import SampleFormatError, decode_pcm_wav
-    from edge.sensors.resample import resample
+    from edge.contract.wav import WavError, decode_wav, resample
 
     try:
-        mono, src_rate = decode_pcm_wav(data, max_seconds=_config().max_audio_s)
-    except SampleFormatError as exc:
+        mono, src_rate = decode_wav(data, max_seconds=_config().max_audio_s)
+    except WavError as exc:
         raise ApiError(400, f"'audio' is {exc}") from exc
     return resample(mono, src_rate, rate) if src_rate != rate else mono
 
