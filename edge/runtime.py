@@ -1,6 +1,6 @@
 """The runtime: camera + microphone -> listener -> inference worker -> actuator -> link, started and stopped as one.
 
-Threads (``../shared/ARCHITECTURE.md``): the camera reader, the microphone
+Threads (``docs/architecture.md``): the camera reader, the microphone
 callback or feeder, the listener (VAD + endpointer), the inference worker
 (owns the runner), the actuator loop (the only caller of the link), the
 link's own I/O thread and the audit writer. Between them: one-item slots and

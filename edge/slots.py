@@ -1,6 +1,6 @@
 """Bounded hand-over between threads: a slot that holds one item and drops the older one.
 
-Queues between the runtime's threads never grow (``../shared/ARCHITECTURE.md``):
+Queues between the runtime's threads never grow (``docs/architecture.md``):
 a slow consumer sees only the newest item, and every replaced item is counted
 so the panel and ``/metrics`` can show what was dropped.
 """

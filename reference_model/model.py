@@ -1,6 +1,6 @@
 """The reference multimodal model: image + spoken command -> intent, target point, presence, attention.
 
-Inputs (the contract of ``../shared/ARCHITECTURE.md``):
+Inputs (the contract of ``edge/contract`` and ``docs/architecture.md``):
 - ``image``: uint8 [N, H, W, 3] RGB; normalisation happens in the graph.
 - ``audio``: float32 [N, WINDOW_SAMPLES], 2 s at 16 kHz mono in [-1, 1] (``edge.contract.audio``).
 Outputs:

@@ -40,7 +40,7 @@ def test_header_carries_every_constant_with_its_unit_and_the_schema_hash():
 
 
 def test_safety_constants_match_the_requirements():
-    # ARCHITECTURE.md "Safety model": 250 ms without a valid setpoint, ramp to zero within 100 ms.
+    # docs/architecture.md and the README, "Safety model": 250 ms without a valid setpoint, ramp to zero within 100 ms.
     assert spec.CONST["WATCHDOG_TIMEOUT_MS"] == 250
     assert spec.CONST["STOP_RAMP_MS"] <= 100
     assert spec.CONST["SETPOINT_PERIOD_MS"] == 50
