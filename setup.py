@@ -54,7 +54,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     packages=find_packages(
-        include=["edge*", "convert*", "calibration*", "firmware_bridge*", "sim*", "reference_model*"]
+        include=["edge*", "convert*", "calibration*", "firmware_bridge*", "sim", "sim.*", "simrobot*", "reference_model*"]
     ),
     package_data={"convert": ["configs/*.json"],
                   "firmware_bridge": ["protocol_vectors.json", "deploy/*", "firmware/core/*", "firmware/sim/*",

@@ -623,11 +623,11 @@ def main() -> int:
     from convert.pipeline import convert
     from edge.runtime import Runtime, RuntimeConfig
     from edge.service import ServiceConfig, create_app
-    from edge.service.cli import sim_setup
     from edge.service.server import Server
     from reference_model.model import load_checkpoint
     from reference_model.sets import write_sim_set
     from sim.commands import INTENTS
+    from simrobot.robot import sim_setup
 
     torch_threads = torch.get_num_threads()  # left at its default on purpose
     print(f"torch {torch.__version__} with {torch_threads} threads (default; {os.cpu_count()} CPUs), "

@@ -272,7 +272,7 @@ def measure_latency(bundle: Path, n: int, seed: int, log) -> dict:
     from edge.listening import TRAILING_PAD_S, VAD_FRAME_S, EndpointerConfig
     from edge.policy import PolicyConfig
     from edge.runtime import Runtime, RuntimeConfig
-    from edge.service.cli import sim_setup
+    from simrobot.robot import sim_setup
 
     hangover_ms = 1e3 * EndpointerConfig().hangover_s
     # an utterance's audio ends this long after its last voiced frame (the endpointer's trailing pad)

@@ -43,8 +43,8 @@ def main() -> None:
     from convert.pipeline import convert
     from edge.runtime import Runtime, RuntimeConfig
     from edge.service import ServiceConfig, create_app
-    from edge.service.cli import sim_setup
     from edge.service.server import Server
+    from simrobot.robot import sim_setup
 
     with tempfile.TemporaryDirectory() as tmp:
         bundle = convert(DEFAULT_CHECKPOINT, Path(tmp) / "bundle", log=lambda *_: None)

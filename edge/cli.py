@@ -14,7 +14,7 @@ import sys
 # Modules whose add_parsers(sub) registers subcommands, in help order.
 COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli",
                    "firmware_bridge.cli", "edge.sensors.cli", "edge.service.cli",
-                   "edge.demo", "edge.doctor", "edge.trt_check_cli")
+                   "simrobot.demo", "edge.doctor", "edge.trt_check_cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (
@@ -28,7 +28,7 @@ USER_ERRORS = (
     "edge.service.config:ServiceConfigError",
     "edge.runtime:EdgeRuntimeError",
     "edge.settings:SettingsError",
-    "edge.demo:DemoError",
+    "simrobot.demo:DemoError",
     "edge.outputs:OutputError",
     "edge.runners:RunnerError",
     "edge.engine:EngineError",

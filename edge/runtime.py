@@ -7,17 +7,14 @@ link's own I/O thread and the audit writer. Between them: one-item slots and
 immutable snapshots. ``Runtime.snapshot()`` is what the service shows;
 ``events`` is a bounded log of what happened (decisions, outcomes, alerts).
 
-The simulated robot (``SimRobot``) puts the real C firmware core on a
-pseudo-terminal and renders the camera from the pose its odometry reports, in
-an arena from ``sim``; the simulated microphone speaks typed commands with
-espeak-ng.
+The simulated robot (``simrobot``) gives it a link, a camera and a microphone
+like any other; this module does not know it is simulated.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -80,45 +77,6 @@ class RuntimeConfig:
     # actuator and HTTP threads, and bench_predict measured +35-55 % throughput and a lower p99 with
     # one thread than with ONNX Runtime's default of one per core (2 here).
     intra_op_threads: int = 1
-
-
-class SimRobot:
-    """The firmware simulator (the real C core on a pty) and the arena the sim camera renders.
-
-    The robot starts at ``start`` in the arena; its pose is that start composed
-    with the odometry pose the firmware reports in telemetry.
-    """
-
-    def __init__(self, arena, start, faults=None) -> None:
-        from firmware_bridge.simulator import McuSimulator
-
-        self.arena = arena
-        self.start_pose = start
-        self.simulator = McuSimulator(faults=faults)
-        self.link = None
-
-    def pose(self):
-        """The robot's pose in the arena now (thread-safe: reads the link's immutable telemetry)."""
-        from sim.world import Pose
-
-        t = self.link.telemetry if self.link is not None else None
-        s = self.start_pose
-        if t is None:
-            return s
-        c, si = math.cos(s.heading), math.sin(s.heading)
-        return Pose(s.x + c * t.x_m - si * t.y_m, s.y + si * t.x_m + c * t.y_m, s.heading + t.theta_rad)
-
-    def start(self):
-        from firmware_bridge.link import Link
-
-        self.simulator.start()
-        self.link = Link(self.simulator.port).connect()
-        return self.link
-
-    def stop(self) -> None:
-        if self.link is not None:
-            self.link.disconnect()
-        self.simulator.stop()
 
 
 class Runtime:

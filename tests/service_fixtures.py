@@ -24,7 +24,7 @@ def sim_bundle(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sim_runtime(sim_bundle, tmp_path_factory):
     from edge.runtime import Runtime, RuntimeConfig
-    from edge.service.cli import sim_setup
+    from simrobot.robot import sim_setup
 
     robot, camera, microphone = sim_setup(seed=3, noise_dbfs=-55.0)
     link = robot.start()

@@ -37,9 +37,10 @@ def _decide(rt, mic, text: str, timeout_s: float = 10.0):
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     """An NCHW + BGR bundle (inputs 'frame', 'sound') served on the simulated robot with an audit log."""
-    from edge.runtime import Runtime, RuntimeConfig, SimRobot
+    from edge.runtime import Runtime, RuntimeConfig
     from edge.sensors import make_camera, make_microphone
     from sim.world import Arena, Pose, SceneObject
+    from simrobot.robot import SimRobot
 
     tmp = tmp_path_factory.mktemp("audit")
     config_path = variant_config(tmp / "c.json", "nchw_bgr")

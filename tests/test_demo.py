@@ -46,7 +46,7 @@ def test_voxedge_demo_runs_each_kind_and_writes_its_report(sim_bundle, tmp_path)
     ({"stop": 0.0}, "targets: none measured (they are for go_to and none episodes)", True),
 ])
 def test_the_verdict_names_only_the_targets_that_were_measured(rates, line, ok):
-    from edge.demo import target_verdict
+    from simrobot.demo import target_verdict
 
     assert target_verdict({kind: {"success_rate": r} for kind, r in rates.items()}) == (line, ok)
 

@@ -154,8 +154,9 @@ def _bring_along(tmp: Path) -> None:
     from edge.samples import encode_png, encode_wav
     from reference_model.sets import write_sim_set
 
-    write_sim_set(tmp / "sets" / "robot", split="val", n=32, cache_root=ROOT / "data")
-    write_sim_set(tmp / "audit-log", split="test", n=24, cache_root=ROOT / "data")
+    # as many as calibrate accepts without --force (calibration.sampleset.CALIBRATE_MIN_SAMPLES)
+    write_sim_set(tmp / "sets" / "robot", split="val", n=64, cache_root=ROOT / "data")
+    write_sim_set(tmp / "audit-log", split="test", n=64, cache_root=ROOT / "data")
     own = tmp / "my_pictures_and_wavs"
     own.mkdir()
     rng = np.random.default_rng(0)

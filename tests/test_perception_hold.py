@@ -14,9 +14,10 @@ import time
 import numpy as np
 import pytest
 
-from edge.runtime import RuntimeConfig, SimRobot
-from edge.sensors.camera_sim import SimCamera, SimCameraConfig
+from edge.runtime import RuntimeConfig
 from edge.sensors import clock
+from simrobot.camera import SimCamera, SimCameraConfig
+from simrobot.robot import SimRobot
 from tests.bridge_fixtures import requires_gcc
 from tests.runtime_fixtures import armed_runtime
 
@@ -60,10 +61,9 @@ class FaultyCamera(SimCamera):
 
 @pytest.fixture
 def driving(bundle_for_hold):
+    from edge.sensors import make_microphone
     from sim.camera import Appearance
     from sim.world import Arena, Pose, SceneObject
-
-    from edge.sensors import make_microphone
 
     arena = Arena((SceneObject("red", "ball", 1.8, 0.2, 0.12), SceneObject("blue", "cube", 1.4, -0.9, 0.12)))
     robot = SimRobot(arena, Pose(0.0, 0.0, 0.0))

@@ -9,7 +9,8 @@ import time
 import numpy as np
 import pytest
 
-from edge.runtime import RuntimeConfig, SimRobot
+from edge.runtime import RuntimeConfig
+from simrobot.robot import SimRobot
 from tests.bridge_fixtures import requires_gcc
 from tests.runtime_fixtures import armed_runtime
 
@@ -164,10 +165,9 @@ def test_health_alerts_name_the_component_and_the_reason(running):
 def test_an_unusable_or_damaged_audit_log_does_not_stop_the_robot_and_says_why(bundle, tmp_path):
     """Issue 16 point 3: serve starts without the audit log (health 'audit', the state API) when its directory
     cannot be written, and repairs a damaged index with an alert."""
-    from sim.world import Arena, Pose
-
     from edge.runtime import Runtime
     from edge.sensors import make_camera, make_microphone
+    from sim.world import Arena, Pose
 
     (tmp_path / "a-file").write_text("not a directory")
     (tmp_path / "damaged").mkdir()

@@ -45,15 +45,11 @@ _LAZY = {
     "OpenCVCamera": "edge.sensors.camera_opencv",
     "OpenCVCameraConfig": "edge.sensors.camera_opencv",
     "jetson_csi_pipeline": "edge.sensors.camera_opencv",
-    "SimCamera": "edge.sensors.camera_sim",
-    "SimCameraConfig": "edge.sensors.camera_sim",
     "PyAudioMicrophone": "edge.sensors.microphone_pyaudio",
     "PyAudioMicrophoneConfig": "edge.sensors.microphone_pyaudio",
     "list_input_devices": "edge.sensors.microphone_pyaudio",
     "WavMicrophone": "edge.sensors.microphone_wav",
     "WavMicrophoneConfig": "edge.sensors.microphone_wav",
-    "SimMicrophone": "edge.sensors.microphone_sim",
-    "SimMicrophoneConfig": "edge.sensors.microphone_sim",
 }
 
 __all__ = [
@@ -62,8 +58,8 @@ __all__ = [
     "CameraMode", "CameraStats", "DeviceAlreadyConnectedError", "DeviceNotConnectedError", "Frame",
     "FrameBuffer", "FrameNotInHistoryError", "Microphone", "MicrophoneConfig", "MicrophoneConfigError",
     "MicrophoneError", "MicrophoneStats", "NoFrameError", "OpenCVCamera", "OpenCVCameraConfig",
-    "PyAudioMicrophone", "PyAudioMicrophoneConfig", "SensorError", "SimCamera", "SimCameraConfig",
-    "SimMicrophone", "SimMicrophoneConfig", "StaleFrameError", "WavMicrophone", "WavMicrophoneConfig",
+    "PyAudioMicrophone", "PyAudioMicrophoneConfig", "SensorError",
+    "StaleFrameError", "WavMicrophone", "WavMicrophoneConfig",
     "clock", "jetson_csi_pipeline", "list_input_devices", "make_camera", "make_microphone",
 ]  # fmt: skip
 

@@ -69,7 +69,7 @@ FPS_WINDOW_S = 1.0                    # measured fps is over the frames of the l
 # Camera type -> "module:Class"; modules are imported only when that type is made.
 CAMERA_TYPES: dict[str, str] = {
     "opencv": "edge.sensors.camera_opencv:OpenCVCamera",
-    "sim": "edge.sensors.camera_sim:SimCamera",
+    "sim": "simrobot.camera:SimCamera",  # the simulated robot's (edge never imports it)
 }
 
 

@@ -49,7 +49,7 @@ FEEDER_RESYNC_S = 0.2         # a feeder this far behind its schedule restarts i
 MICROPHONE_TYPES: dict[str, str] = {
     "pyaudio": "edge.sensors.microphone_pyaudio:PyAudioMicrophone",
     "wav": "edge.sensors.microphone_wav:WavMicrophone",
-    "sim": "edge.sensors.microphone_sim:SimMicrophone",
+    "sim": "simrobot.microphone:SimMicrophone",  # the simulated robot's (edge never imports it)
 }
 
 

@@ -8,24 +8,16 @@ import signal
 from edge.precision import CHOICES as PRECISION_CHOICES
 from edge.service.config import ServiceConfigError
 
+# The simulated robot, made by name (``module:function``) so that edge never imports simrobot or sim.
+SIM_ROBOT_SETUP = "simrobot.robot:sim_setup"
 
-def sim_setup(seed: int = 0, noise_dbfs: float = -50.0, voice: str = "en-us+m3", fps: float = 15.0):
-    """The simulated robot: (SimRobot, camera, microphone); a seeded arena with objects in view."""
-    import numpy as np
 
-    from edge.runtime import SimRobot
-    from edge.sensors import make_camera, make_microphone
-    from sim.camera import Appearance
-    from sim.world import sample_view
+def _sim_robot(seed: int):
+    """(robot, camera, microphone) of the simulated robot (``simrobot.robot.sim_setup``)."""
+    import importlib
 
-    arena, pose = sample_view(np.random.default_rng(seed), n_in_view=(3, 4), n_elsewhere=(1, 3))
-    robot = SimRobot(arena, pose)
-    # A little sensor noise, as a real camera has (and as the model was trained with): a robot standing
-    # still still sees fresh frames, so the frozen-camera check stays meaningful.
-    camera = make_camera("sim", pose_fn=robot.pose, arena=arena, fps=fps, appearance=Appearance(noise_sigma=2.0),
-                         seed=seed)
-    microphone = make_microphone("sim", noise="pink", noise_dbfs=noise_dbfs, voice=voice, seed=seed)
-    return robot, camera, microphone
+    module_name, _, function = SIM_ROBOT_SETUP.partition(":")
+    return getattr(importlib.import_module(module_name), function)(seed)
 
 
 def camera_config(spec: str, size: str | None = None, fps: float | None = None) -> dict:
@@ -128,7 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                            audit_reserve_mb=s["audit_reserve_mb"])
     robot = link = camera = microphone = None
     if sim_parts:
-        robot, sim_camera, sim_microphone = sim_setup(s["seed"])
+        robot, sim_camera, sim_microphone = _sim_robot(s["seed"])
         if s["link"] == "sim":
             link = robot.start()
         else:

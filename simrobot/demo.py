@@ -105,9 +105,10 @@ class _Session:
     """One episode's simulated robot, sensors and runtime."""
 
     def __init__(self, bundle: str, precision: str, arena, pose, seed: int) -> None:
-        from edge.runtime import Runtime, RuntimeConfig, SimRobot
+        from edge.runtime import Runtime, RuntimeConfig
         from edge.sensors import make_camera, make_microphone
         from sim.camera import Appearance
+        from simrobot.robot import SimRobot
 
         self.robot = SimRobot(arena, pose)
         link = self.robot.start()

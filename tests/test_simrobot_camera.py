@@ -12,10 +12,10 @@ import pytest
 pytest.importorskip("cv2")
 
 from edge.sensors import clock, make_camera
-from edge.sensors.camera_sim import SimCamera, SimCameraConfig
 from edge.sensors.errors import CameraConfigError, CameraError
 from sim.camera import CameraModel
 from sim.world import Arena, Pose, SceneObject
+from simrobot.camera import SimCamera, SimCameraConfig
 
 FPS = 20.0
 

@@ -3,8 +3,8 @@
 Used by the demo and closed-loop tests. Each tick the reader thread asks
 ``pose_fn()`` for the robot's current pose, renders it with
 ``sim.camera.render`` and stamps the frame with the time the pose was taken,
-so frame times mean the same as a real camera's capture times. ``sim`` is
-imported only when the camera connects: ``edge`` never needs it otherwise.
+so frame times mean the same as a real camera's capture times. ``edge.sensors``
+makes it for the camera type ``sim``, by name: ``edge`` never imports this module.
 """
 
 from __future__ import annotations

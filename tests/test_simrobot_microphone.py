@@ -12,7 +12,7 @@ import pytest
 from edge.sensors import SAMPLE_RATE_HZ, clock, make_microphone
 from edge.sensors.audio_ring import rms_dbfs
 from edge.sensors.errors import DeviceNotConnectedError, MicrophoneConfigError, MicrophoneError
-from edge.sensors.microphone_sim import MAX_PENDING_INJECTIONS, SimMicrophone, SimMicrophoneConfig
+from simrobot.microphone import MAX_PENDING_INJECTIONS, SimMicrophone, SimMicrophoneConfig
 
 BLOCK = 320  # 20 ms at 16 kHz
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None,
