@@ -24,24 +24,14 @@ from pathlib import Path
 from edge.actuator import Actuator
 from edge.alerts import Alerts
 from edge.audit import AuditError, AuditLog, sample_frame
-from edge.contract.audio import SAMPLE_RATE_HZ
 from edge.fusion import Decision, InferenceWorker
+from edge.health import HEALTH_PERIOD_S, HOLDING_COMPONENTS, HealthRules
 from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
 
 log = logging.getLogger("voxedge.runtime")
 
 EVENT_LOG_LEN = 200  # events kept for the panel
-HEALTH_PERIOD_S = 0.2  # how often the health checks run (in the actuator thread, between ticks' work)
-# Problems of these components hold the robot still (policy.hold): it must not drive on a picture that
-# stopped, went dark or is late, nor when it cannot hear (a "stop" would go unheard) or cannot decide.
-HOLDING_COMPONENTS = ("camera", "microphone", "inference")
-SILENT_DBFS = -75.0  # a microphone quieter than this ...
-SILENT_FOR_S = 5.0  # ... for this long is reported silent (unplugged, muted)
-CLIP_LEVEL = 0.999  # |sample| at or above this is clipped
-CLIP_FRACTION = 0.001  # more than this share of clipped samples in the last second: "clipping"
-TELEMETRY_STALE_S = 0.5  # no telemetry for this long: the link is down
-
 
 class EdgeRuntimeError(Exception):
     """The runtime cannot start (bad settings, a device that does not open)."""
@@ -104,7 +94,7 @@ class Runtime:
 
         self.notifier = Notifier()
         self._last_health = 0.0
-        self._silent_since: float | None = None
+        self._health_rules = HealthRules()
         self._last_utterance: Utterance | None = None
         self._outcomes_seen = 0
         self._started = False
@@ -315,49 +305,12 @@ class Runtime:
                 self.report("audit-errors", f"audit log could not take a decision: {exc}", exc)
 
     def _check_health(self, now: float) -> dict[str, str | None]:
-        """Each component's problem now (None when healthy)."""
-        problems: dict[str, str | None] = {"camera": None, "microphone": None, "inference": None, "link": None}
+        """Each component's problem now (None when healthy): ``edge.health``'s rules."""
+        audit = None
         if self.config.audit_log:
-            problems["audit"] = self._audit_off or (self.audit.problem(now) if self.audit is not None else None)
-        cam = self._camera.stats()
-        if cam.failed:
-            problems["camera"] = "camera failed" + (f": {cam.last_error}" if cam.last_error else "") + \
-                " (the robot is held still; check the camera and restart the service)"
-        elif cam.missing:
-            age = f"for {cam.latest_age_s:.1f} s" if cam.latest_age_s is not None else "yet"
-            problems["camera"] = f"camera: no frames {age} (the robot is held still; check the cable or source)" + \
-                (f"; last error: {cam.last_error}" if cam.last_error else "")
-        elif cam.frozen:
-            problems["camera"] = "camera frozen: the picture does not change (the robot is held still)"
-        elif cam.dark:
-            problems["camera"] = "camera dark: the picture is black (lens covered or no light; the robot is held still)"
-        ring = self._microphone.ring
-        level = ring.level_dbfs(0.1)
-        if level < SILENT_DBFS:
-            self._silent_since = self._silent_since or now
-            if now - self._silent_since >= SILENT_FOR_S:
-                problems["microphone"] = f"microphone silent ({level:.0f} dBFS for {now - self._silent_since:.0f} s): " \
-                                         "check it is plugged in and not muted"
-        else:
-            self._silent_since = None
-        n = min(SAMPLE_RATE_HZ, ring.end_index - ring.oldest_index)  # the last second
-        if n > 0 and problems["microphone"] is None:
-            clipped = float((abs(ring.latest(n)) >= CLIP_LEVEL).mean())
-            if clipped > CLIP_FRACTION:
-                problems["microphone"] = f"microphone clipping ({100 * clipped:.1f} % of samples at full scale): " \
-                                         "lower the input gain"
-        stalled = self.worker.stalled_for(now)
-        if stalled > 0.5:
-            problems["inference"] = f"inference stalled for {stalled:.1f} s (the robot is held still)"
-        link = self._link
-        tel = getattr(link, "telemetry", None)
-        if not getattr(link, "is_connected", True):
-            problems["link"] = "robot link down (reconnecting; the robot stays disarmed after it returns)"
-        elif tel is not None and tel.age_s > TELEMETRY_STALE_S:
-            problems["link"] = f"no telemetry from the robot for {tel.age_s:.1f} s"
-        elif tel is not None and tel.state.name in ("FAILSAFE", "ESTOP"):
-            problems["link"] = f"robot in {tel.state.name} ({tel.reason.name}): clear it, then arm"
-        return problems
+            audit = self._audit_off or (self.audit.problem(now) if self.audit is not None else None)
+        return self._health_rules.check(now, self._camera, self._microphone, self.worker, self._link,
+                                        audit_problem=audit, audit_on=bool(self.config.audit_log))
 
     def hold_reason(self) -> str | None:
         """Why the robot must hold still now (a camera, microphone or inference problem), or None.

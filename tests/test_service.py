@@ -413,3 +413,27 @@ def test_a_wildcard_bind_says_how_other_machines_reach_the_panel():
     there = lan_address() or "<this machine's address>"
     assert f"listening on every interface (0.0.0.0): from other machines open http://{there}:8080" in wide
     assert "every interface" not in banner(ServiceConfig(host="127.0.0.1", token=token), "http://127.0.0.1:8080")
+
+
+@pytest.mark.parametrize("size, decoded", [((640, 480), (160, 120)), ((1280, 960), (160, 120)),
+                                           ((400, 300), (200, 150)), ((300, 200), (300, 200))])
+def test_large_uploads_decode_reduced_but_never_below_the_models_size(client, size, decoded):
+    import cv2
+
+    from edge.service.inference import decode_image, model_frame
+
+    _, app = client
+    w, h = size
+    rng = np.random.default_rng(0)
+    image = cv2.resize(rng.integers(0, 256, (h // 8, w // 8, 3), dtype=np.uint8), (w, h))
+    jpeg = cv2.imencode(".jpg", image)[1].tobytes()
+    with app.test_request_context("/predict"):
+        bgr = decode_image(jpeg, (160, 120))
+        assert (bgr.shape[1], bgr.shape[0]) == decoded
+        pre = app.config["RUNTIME"].bundle.manifest.preprocessing
+        frame = model_frame(bgr, pre)
+    full = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    reference = cv2.resize(full, (160, 120), interpolation=cv2.INTER_AREA)[:, :, ::-1]  # the runtime's path
+    assert frame.shape[1:3] == (120, 160) or frame.shape[2:] == (120, 160)
+    rgb = frame[0] if frame.shape[-1] == 3 else frame[0].transpose(1, 2, 0)
+    assert np.mean(np.abs(rgb.astype(int) - reference.astype(int))) < 4.0  # the DCT-scaled decode is that close

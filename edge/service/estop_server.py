@@ -29,6 +29,8 @@ import time
 from collections import OrderedDict
 from typing import Callable
 
+from edge.service.sockets import listen
+
 log = logging.getLogger("voxedge.estop")
 
 REQUEST_DEADLINE_S = 2.0  # a connection must deliver its request within this long
@@ -63,12 +65,7 @@ class EStopServer:
                  tls: ssl.SSLContext | None = None) -> None:
         self._on_estop, self._status, self._tls = on_estop, status, tls
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            family, _, _, _, address = infos[0]
-            self._listener = socket.socket(family, socket.SOCK_STREAM)
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(address)
-            self._listener.listen(128)
+            self._listener = listen(host, port)
         except OSError as exc:
             raise EStopServerError(f"cannot open the e-stop port {host}:{port}: {exc.strerror or exc}; choose "
                                    "another with --estop-port (0: any free port)") from exc

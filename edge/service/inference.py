@@ -118,8 +118,17 @@ def decode_wav(data: bytes, rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     return resample(mono, src_rate, rate) if src_rate != rate else mono
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """A PNG or JPEG upload as BGR uint8, refused (413) from its header when larger than the configured limits."""
+# OpenCV decodes a JPEG straight at 1/2, 1/4 or 1/8 of its size (scaled in the DCT) with these flags
+_REDUCED = ((8, "IMREAD_REDUCED_COLOR_8"), (4, "IMREAD_REDUCED_COLOR_4"), (2, "IMREAD_REDUCED_COLOR_2"))
+
+
+def decode_image(data: bytes, model_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A PNG or JPEG upload as BGR uint8, refused (413) from its header when larger than the configured limits.
+
+    With ``model_size`` (width, height) the image is decoded at the largest reduction that still
+    covers the model's input (a 640x480 JPEG for a 160x120 model decodes at 1/4), so a large upload is
+    never held at full size; the final resize to the model's size is ``prepare_image``'s.
+    """
     import cv2
 
     from edge.image_header import ImageHeaderError, image_dimensions
@@ -135,13 +144,29 @@ def decode_image(data: bytes) -> np.ndarray:
         raise ApiError(413, f"'image' is a {kind} of {width}x{height} pixels; the limit is "
                             f"{cfg.max_image_side_px} px a side and {cfg.max_image_pixels / 1e6:.1f} MP: send the "
                             "camera frame at its own size")
+    flag = cv2.IMREAD_COLOR
+    if model_size is not None:
+        for factor, name in _REDUCED:
+            if width // factor >= model_size[0] and height // factor >= model_size[1]:
+                flag = getattr(cv2, name)
+                break
     try:
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), flag)
     except cv2.error:
         bgr = None
     if bgr is None:
         raise ApiError(400, f"'image' is not a readable {kind.upper()} image (damaged or truncated)")
     return bgr
+
+
+def model_frame(bgr: np.ndarray, pre) -> np.ndarray:
+    """A decoded BGR upload as the model's input: resized while still BGR, so the colour swap and the
+    contiguous copy happen at the model's size, not the upload's."""
+    import cv2
+
+    if bgr.shape[:2] != (pre.image_height, pre.image_width):
+        bgr = cv2.resize(bgr, (pre.image_width, pre.image_height), interpolation=cv2.INTER_AREA)
+    return prepare_image(np.ascontiguousarray(bgr[:, :, ::-1]), pre)
 
 
 def decision_fields(out: dict, heads) -> dict:
@@ -168,7 +193,7 @@ def predict():
     if data is None:
         raise ApiError(400, "send the camera image as multipart form field 'image' (PNG or JPEG); 'audio' (WAV) "
                             "is optional")
-    bgr = decode_image(data)
+    bgr = decode_image(data, (pre.image_width, pre.image_height))
     if "audio" in files:
         audio = pad_or_trim(decode_wav(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
         source = "upload"
@@ -178,7 +203,7 @@ def predict():
         audio = pad_or_trim(ring.latest(n) if n > 0 else np.zeros(0, np.float32), pre.audio_window_samples)
         source = "microphone (the last 2 s)"
     t1 = time.perf_counter()
-    feed = {manifest.inputs[0].name: prepare_image(np.ascontiguousarray(bgr[:, :, ::-1]), pre),
+    feed = {manifest.inputs[0].name: model_frame(bgr, pre),
             manifest.inputs[1].name: audio[None]}
     t2 = time.perf_counter()
     out, inference_ms = _run(feed)

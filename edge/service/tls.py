@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from edge.service.config import ServiceConfigError
+from edge.service.sockets import listen
 
 log = logging.getLogger("voxedge.tls")
 
@@ -98,12 +99,7 @@ class TLSFront:
         self._context, self._upstream_port = context, upstream_port
         self._per_client, self._max = per_client, max_connections
         try:
-            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            family, _, _, _, address = infos[0]
-            self._listener = socket.socket(family, socket.SOCK_STREAM)
-            self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self._listener.bind(address)
-            self._listener.listen(128)
+            self._listener = listen(host, port)
         except OSError as exc:
             raise OSError(exc.errno, f"cannot open the https port {host}:{port}: {exc.strerror or exc}; choose "
                                      "another with --port") from None
