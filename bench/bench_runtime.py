@@ -52,6 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.contract.audio import SAMPLE_RATE_HZ
+from edge.service.state import snapshot
 
 ROOT = Path(__file__).resolve().parents[1]
 VOXEDGE = ROOT / ".venv" / "bin" / "voxedge"
@@ -367,7 +368,7 @@ def measure_latency(bundle: Path, n: int, seed: int, log) -> dict:
                 log(f"  {k + 1 - WARMUP:4d}/{n}  wire p50 of the last {len(last)}: {_fmt(_pct(last, 50))}, "
                     f"max {_fmt(max(last) if last else None)}  ({time.monotonic() - t_loop:.0f} s, "
                     f"load {_loadavg()[0]:.2f})")
-        snapshot = runtime.snapshot()
+        end_state = snapshot(runtime)
     finally:
         if runtime is not None:
             runtime.stop()
@@ -412,7 +413,7 @@ def measure_latency(bundle: Path, n: int, seed: int, log) -> dict:
         "feeder_resyncs": resyncs,
         "warmup": [r for r in records if r["warmup"]],
         "records": measured,
-        "runtime_end": {"inference": snapshot.get("inference"), "link_stats": snapshot["link"]["stats"],
+        "runtime_end": {"inference": end_state.get("inference"), "link_stats": end_state["link"]["stats"],
                         "alerts": runtime.alert_count if runtime else None},
         "wire_frames_seen": tap.frames,
     }

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge.precision import CHOICES as PRECISION_CHOICES
+from edge.settings import ServeSettings
 
 MIN_FREE_BYTES = 2 * 1024**3  # engines, timing cache and the audit log need room
 CAMERA_WAIT_S = 5.0
@@ -31,16 +32,14 @@ class Check:
     detail: str
 
 
-def check_camera(settings: dict) -> Check:
+def check_camera(settings: ServeSettings) -> Check:
     from edge.sensors import make_camera
-    from edge.service.cli import camera_config
 
-    if settings["camera"] == "sim":
+    if settings.camera.source.sim:
         return Check("camera", "SKIP", "sim camera (no device to check)")
-    cfg = camera_config(settings["camera"], settings["camera_size"], settings["camera_fps"])
-    cfg.pop("type")
+    spec = settings.camera.spec()
     try:
-        with make_camera("opencv", first_frame_timeout_s=CAMERA_WAIT_S, **cfg) as cam:
+        with make_camera(spec.type, first_frame_timeout_s=CAMERA_WAIT_S, **spec.options) as cam:
             time.sleep(1.0)
             st = cam.stats()
             frame = cam.read()
@@ -59,16 +58,14 @@ def check_camera(settings: dict) -> Check:
     return Check("camera", "OK", detail)
 
 
-def check_microphone(settings: dict) -> Check:
+def check_microphone(settings: ServeSettings) -> Check:
     from edge.sensors import make_microphone
-    from edge.service.cli import microphone_config
 
-    if settings["mic"] == "sim":
+    if settings.microphone.source.sim:
         return Check("microphone", "SKIP", "sim microphone (no device to check)")
-    cfg = microphone_config(settings["mic"])
-    kind = cfg.pop("type")
+    spec = settings.microphone.spec()
     try:
-        with make_microphone(kind, **cfg) as mic:
+        with make_microphone(spec.type, **spec.options) as mic:
             time.sleep(MIC_LISTEN_S)
             st = mic.stats()
     except Exception as exc:
@@ -84,16 +81,16 @@ def check_microphone(settings: dict) -> Check:
     return Check("microphone", "OK", detail)
 
 
-def check_link(settings: dict) -> Check:
+def check_link(settings: ServeSettings) -> Check:
     from firmware_bridge.link import Link
 
-    port = settings["link"]
-    if not port:
+    port = settings.link.port
+    if settings.link.source is None:
         return Check("robot link", "FAIL", "no serial port given: --link /dev/robot (see firmware_bridge/deploy "
                                            "for the udev rule that makes /dev/robot)")
     sim = None
     try:
-        if port == "sim":
+        if settings.link.sim:
             from firmware_bridge.simulator import McuSimulator
 
             sim = McuSimulator().start()
@@ -114,24 +111,24 @@ def check_link(settings: dict) -> Check:
     return Check("robot link", "OK", detail)
 
 
-def check_bundle(settings: dict) -> Check:
+def check_bundle(settings: ServeSettings) -> Check:
     from edge.bundle import load_bundle
 
-    if not settings["bundle"]:
+    if not settings.bundle:
         return Check("bundle", "FAIL", "no bundle given: voxedge doctor BUNDLE (or \"bundle\" in --config, or "
                                        "VOXEDGE_BUNDLE)")
     try:
-        bundle = load_bundle(settings["bundle"])
+        bundle = load_bundle(settings.bundle)
     except Exception as exc:
         return Check("bundle", "FAIL", f"{exc}")
-    if settings["backend"] != "tensorrt":
-        return check_models_run(bundle, settings["precision"])
+    if settings.backend != "tensorrt":
+        return check_models_run(bundle, settings.precision)
     from edge.engine import device_key, find_engine
     from edge.precision import AUTO, bundle_precisions
 
-    auto = settings["precision"] == AUTO
+    auto = settings.precision == AUTO
     found, problems = [], []
-    for precision in bundle_precisions(bundle.manifest) if auto else [settings["precision"]]:
+    for precision in bundle_precisions(bundle.manifest) if auto else [settings.precision]:
         try:
             found.append(find_engine(bundle, device_key(bundle, precision)).name)
         except Exception as exc:
@@ -187,34 +184,34 @@ def check_models_run(bundle, precision: str) -> Check:
     return Check("bundle", "OK", f"{bundle.path.name}: golden check passed for {', '.join(results)}")
 
 
-def check_cpu(settings: dict) -> Check:
+def check_cpu(settings: ServeSettings) -> Check:
     """The CPU's int8 arithmetic and the model file ``serve`` would run (``edge.int8_numerics``)."""
     from edge.int8_numerics import ONNXRUNTIME_CPU, choose_model, cpu_int8
 
     cpu = cpu_int8()
     detail = cpu.describe()
-    if settings["backend"] == "tensorrt" or not settings["bundle"]:
+    if settings.backend == "tensorrt" or not settings.bundle:
         return Check("cpu", "OK", detail)
     from edge.bundle import load_bundle
 
     from edge.precision import AUTO, bundle_precisions
 
     try:
-        manifest = load_bundle(settings["bundle"], verify=False).manifest
-        if settings["precision"] == AUTO:
+        manifest = load_bundle(settings.bundle, verify=False).manifest
+        if settings.precision == AUTO:
             notes = [choose_model(manifest, p, ONNXRUNTIME_CPU, cpu).note for p in bundle_precisions(manifest)]
             return Check("cpu", "OK", f"{detail}; serve times these at start and runs the fastest: "
                                       f"{'; '.join(notes)}")
-        choice = choose_model(manifest, settings["precision"], ONNXRUNTIME_CPU, cpu)
+        choice = choose_model(manifest, settings.precision, ONNXRUNTIME_CPU, cpu)
     except Exception as exc:  # the bundle check says what is wrong with it
         return Check("cpu", "OK", f"{detail}; no model chosen ({exc})")
-    if choice.precision != settings["precision"]:
+    if choice.precision != settings.precision:
         return Check("cpu", "WARN", f"{detail}; serve runs {choice.note}")
     return Check("cpu", "OK", f"{detail}; serve runs {choice.note}")
 
 
-def check_disk(settings: dict) -> Check:
-    where = Path(settings["audit_log"] or settings["bundle"] or ".")
+def check_disk(settings: ServeSettings) -> Check:
+    where = Path(settings.audit_log or settings.bundle or ".")
     while not where.exists() and where != where.parent:
         where = where.parent
     free = shutil.disk_usage(where).free
@@ -225,7 +222,7 @@ def check_disk(settings: dict) -> Check:
     return Check("disk", "OK", detail)
 
 
-def check_clock(settings: dict) -> Check:
+def check_clock(settings: ServeSettings) -> Check:
     year = time.gmtime().tm_year
     if year < BUILD_YEAR:
         return Check("clock", "WARN", f"the system clock says {year}: set the time (timedatectl set-ntp true); "
@@ -240,7 +237,7 @@ def check_clock(settings: dict) -> Check:
 CHECKS = (check_bundle, check_cpu, check_camera, check_microphone, check_link, check_disk, check_clock)
 
 
-def run(settings: dict, log=print) -> list[Check]:
+def run(settings: ServeSettings, log=print) -> list[Check]:
     from edge.sensors.cli import quiet_stderr
 
     results = []
@@ -260,10 +257,10 @@ def run(settings: dict, log=print) -> list[Check]:
 def _cmd_doctor(args: argparse.Namespace) -> int:
     import json
 
-    from edge.settings import resolve
+    from edge.settings import load
 
-    settings = resolve({"bundle": args.bundle, "camera": args.camera, "mic": args.mic, "link": args.link,
-                        "backend": args.backend, "precision": args.precision}, args.config)
+    settings = load({"bundle": args.bundle, "camera": args.camera, "mic": args.mic, "link": args.link,
+                     "backend": args.backend, "precision": args.precision}, args.config)
     results = run(settings, log=(lambda *_: None) if args.json else print)
     failed = [r for r in results if r.status == "FAIL"]
     warned = [r for r in results if r.status == "WARN"]
@@ -282,8 +279,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check the camera, microphone, robot link, engine, disk and clock")
     p.add_argument("bundle", nargs="?", help="bundle directory")
     p.add_argument("--config", help="the same JSON settings file as voxedge serve")
-    p.add_argument("--camera", help="camera to check, as voxedge serve --camera (index, device, file or 'sim')")
-    p.add_argument("--mic", help="microphone to check, as voxedge serve --mic (name, index, WAV file or 'sim')")
+    p.add_argument("--camera", help="camera to check, as voxedge serve --camera (csi://0, v4l2:///dev/video0, file://..., sim://)")
+    p.add_argument("--mic", help="microphone to check, as voxedge serve --mic (alsa://hw:1, a name part, index, wav://..., sim://)")
     p.add_argument("--link", dest="link", help="robot serial port to handshake with, or 'sim'")
     p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), help="as voxedge serve (default: onnxruntime)")
     from edge.cli_args import add_deprecated

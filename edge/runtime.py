@@ -4,7 +4,7 @@ Threads (``docs/architecture.md``): the camera reader, the microphone
 callback or feeder, the listener (VAD + endpointer), the inference worker
 (owns the runner), the actuator loop (the only caller of the link), the
 link's own I/O thread and the audit writer. Between them: one-item slots and
-immutable snapshots. ``Runtime.snapshot()`` is what the service shows;
+immutable snapshots. ``Runtime.status()`` is what the service shows (``edge.service.state``);
 ``events`` is a bounded log of what happened (decisions, outcomes, alerts).
 
 The simulated robot (``simrobot``) gives it a link, a camera and a microphone
@@ -21,6 +21,8 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from edge.actuator import Actuator
 from edge.alerts import Alerts
 from edge.audit import AuditError, AuditLog, sample_frame
@@ -28,6 +30,7 @@ from edge.fusion import Decision, InferenceWorker
 from edge.health import HEALTH_PERIOD_S, HOLDING_COMPONENTS, HealthRules
 from edge.listening import EndpointerConfig, Listener, Utterance
 from edge.policy import CameraGeometry, Policy, PolicyConfig
+from edge.sensors.spec import SensorSpec
 
 log = logging.getLogger("voxedge.runtime")
 
@@ -35,6 +38,14 @@ EVENT_LOG_LEN = 200  # events kept for the panel
 
 class EdgeRuntimeError(Exception):
     """The runtime cannot start (bad settings, a device that does not open)."""
+
+
+class NotRunningError(EdgeRuntimeError):
+    """The service asked for something before the runtime started it (or after it stopped)."""
+
+
+class RefusedError(EdgeRuntimeError):
+    """An operator action the robot's state does not allow now (arming or driving while e-stopped)."""
 
 
 @dataclass(frozen=True)
@@ -54,8 +65,8 @@ class RuntimeConfig:
     bundle: str
     precision: str = "auto"  # the bundle's file (onnxruntime) or engine (tensorrt) precision; auto: the fastest here
     backend: str = "onnxruntime"
-    camera: dict = field(default_factory=lambda: {"type": "opencv", "source": 0})
-    microphone: dict = field(default_factory=lambda: {"type": "pyaudio"})
+    camera: SensorSpec = field(default_factory=lambda: SensorSpec("opencv", {"source": 0}))  # or a dict with "type"
+    microphone: SensorSpec = field(default_factory=lambda: SensorSpec("pyaudio"))
     link_port: str | None = None  # serial device; None: the runtime's caller supplies a link
     endpointer: EndpointerConfig = field(default_factory=EndpointerConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -67,6 +78,10 @@ class RuntimeConfig:
     # actuator and HTTP threads, and bench_predict measured +35-55 % throughput and a lower p99 with
     # one thread than with ONNX Runtime's default of one per core (2 here).
     intra_op_threads: int = 1
+
+    def __post_init__(self) -> None:
+        self.camera = SensorSpec.of(self.camera)
+        self.microphone = SensorSpec.of(self.microphone)
 
 
 class Runtime:
@@ -122,11 +137,9 @@ class Runtime:
                 else:
                     self._runner = make_runner(cfg.backend, self.bundle, cfg.precision, **options)
             if self._camera is None:
-                cam = dict(cfg.camera)
-                self._camera = make_camera(cam.pop("type"), **cam)
+                self._camera = make_camera(cfg.camera.type, **cfg.camera.options)
             if self._microphone is None:
-                mic = dict(cfg.microphone)
-                self._microphone = make_microphone(mic.pop("type"), **mic)
+                self._microphone = make_microphone(cfg.microphone.type, **cfg.microphone.options)
             if self._link is None:
                 if not cfg.link_port:
                     raise EdgeRuntimeError("no robot link: give a serial port (--link /dev/robot) or --link sim")
@@ -230,6 +243,75 @@ class Runtime:
     def last_view(self) -> Decision | None:
         """The newest decision of any kind (tracking updates too): what the live view overlays."""
         return self._last_view
+
+    # -- what the service calls (edge.service never reaches into the components) -----------
+    def _running_actuator(self) -> Actuator:
+        if self.actuator is None:
+            raise NotRunningError("the runtime is not running yet; try again in a moment")
+        return self.actuator
+
+    @property
+    def estopped(self) -> bool:
+        return self.actuator is not None and self.actuator.estop_event.is_set()
+
+    def estop(self, source: str) -> None:
+        """Stop the robot now (straight to the link), then log it: repeated presses make one alert with a count,
+        while every one of them reaches the link."""
+        self._running_actuator().estop()
+        self.report("estop", f"E-STOP from {source}")
+
+    def arm(self, source: str) -> None:
+        if self.estopped:
+            raise RefusedError("e-stopped: clear the failsafe first (the robot never resumes by itself)")
+        self._request("arm", source)
+
+    def disarm(self, source: str) -> None:
+        self._request("disarm", source)
+
+    def clear_failsafe(self, source: str) -> None:
+        self._running_actuator().release_estop()
+        self._request("clear_failsafe", source)
+
+    def _request(self, action: str, source: str) -> None:
+        self._running_actuator().request(action)
+        self.event("info", f"{action.replace('_', ' ')} requested from {source}")
+
+    def drive(self, linear_m_s: float, angular_rad_s: float) -> None:
+        """Manual driving (hold-to-move: the actuator's deadman stops it unless refreshed)."""
+        actuator = self._running_actuator()
+        if actuator.estop_event.is_set():
+            raise RefusedError("e-stopped: clear the failsafe and arm before driving")
+        actuator.manual(linear_m_s, angular_rad_s)
+
+    @property
+    def can_say(self) -> bool:
+        """Whether the microphone takes typed commands (the simulated one speaks them with espeak-ng)."""
+        return callable(getattr(self._microphone, "say", None))
+
+    def say(self, text: str) -> float:
+        """Speak ``text`` into the microphone; the monotonic time its audio starts."""
+        if not self.can_say:
+            raise RefusedError("the say box needs the simulated microphone (voxedge serve --sim or make demo)")
+        t_start = self._microphone.say(text)
+        self.event("info", f"said {text!r} into the sim microphone")
+        return t_start
+
+    def infer(self, feed: dict) -> tuple[dict, float]:
+        """Run the model on an API request's inputs, batched with others by the inference worker: (outputs, ms).
+        Raises ``edge.fusion.WorkerBusyError`` when the worker's queue is full."""
+        if self.worker is None:
+            raise NotRunningError("the model is not loaded yet; try again in a moment")
+        return self.worker.request(feed)
+
+    def recent_audio(self, samples: int) -> np.ndarray:
+        """The microphone's newest ``samples`` (fewer if it has not heard that much yet), 16 kHz float32."""
+        ring = self._microphone.ring
+        n = min(samples, ring.end_index - ring.oldest_index)
+        return ring.latest(n) if n > 0 else np.zeros(0, np.float32)
+
+    @property
+    def ready(self) -> bool:
+        return self.bundle is not None and self.worker is not None
 
     # -- events -----------------------------------------------------------------------
     def event(self, kind: str, text: str, data: dict | None = None) -> Event:
@@ -340,46 +422,49 @@ class Runtime:
                 self.event("outcome", f"{o.intent}: {o.reason}", asdict(o))
             self._outcomes_seen = policy.outcome_count
 
-    # -- the panel's view ------------------------------------------------------------------
-    def snapshot(self) -> dict:
-        """Everything the panel and the API show, as JSON-ready values."""
-        a = self.actuator.state() if self.actuator else None
-        cam = self._camera.stats() if self._camera else None
-        mic = self._microphone.stats() if self._microphone else None
-        vad = self.listener.state if self.listener else None
-        link_stats = getattr(self._link, "stats", None)  # a property of firmware_bridge.Link
-        tel = a.telemetry if a else None
-        d = self._last_decision
-        return {
-            "uptime_s": time.monotonic() - self.started_at if self.started_at else 0.0,
-            "camera": asdict(cam) if cam else None,
-            "microphone": asdict(mic) if mic else None,
-            "vad": asdict(vad) if vad else None,
-            "decision": d.summary() if d else None,
-            "activity": asdict(a.activity) if a else None,
-            "setpoint": asdict(a.setpoint) if a else None,
-            "setpoint_source": a.source if a else None,
-            "estopped": a.estopped if a else False,
-            "first_motion_latency_s": a.first_motion_latency_s if a else None,
-            "link": {"connected": a.link_connected if a else False,
-                     "stats": link_stats.as_dict() if link_stats else None,
-                     "telemetry": _telemetry_dict(tel)},
-            "inference": {"decisions": self.worker.decisions if self.worker else 0,
-                          "errors": self.worker.errors if self.worker else 0,
-                          "dropped_utterances": self.worker.utterances.dropped if self.worker else 0,
-                          "api_requests": self.worker.api_requests if self.worker else 0,
-                          "api_batches": self.worker.api_batches if self.worker else 0,
-                          "tracking": self.worker.tracking if self.worker else None},
-            "audit": self.audit.status() if self.audit is not None else (
+    # -- the state, for the service to show ----------------------------------------------------
+    def status(self) -> RuntimeStatus:
+        """Each component's state now, typed; ``edge.service.state`` turns it into the panel's JSON."""
+        w = self.worker
+        return RuntimeStatus(
+            uptime_s=time.monotonic() - self.started_at if self.started_at else 0.0,
+            actuator=self.actuator.state() if self.actuator else None,
+            camera=self._camera.stats() if self._camera else None,
+            microphone=self._microphone.stats() if self._microphone else None,
+            vad=self.listener.state if self.listener else None,
+            decision=self._last_decision,
+            link_stats=getattr(self._link, "stats", None),  # a property of firmware_bridge.Link
+            inference=InferenceCounts(w.decisions, w.errors, w.utterances.dropped, w.api_requests, w.api_batches,
+                                      w.tracking) if w else InferenceCounts(),
+            audit=self.audit.status() if self.audit is not None else (
                 {"off": self._audit_off} if self._audit_off else None),
-            "health": dict(self.health),
-            "alerts": self.alerts.active(time.monotonic()),
-        }
+            health=dict(self.health),
+            alerts=tuple(self.alerts.active(time.monotonic())),
+        )
 
 
-def _telemetry_dict(t) -> dict | None:
-    if t is None:
-        return None
-    return {"x_m": t.x_m, "y_m": t.y_m, "theta_rad": t.theta_rad, "battery_v": t.battery_v,
-            "state": t.state.name, "reason": t.reason.name, "gripper": t.gripper.name,
-            "wheel_left_m_s": t.wheel_left_m_s, "wheel_right_m_s": t.wheel_right_m_s, "age_s": t.age_s}
+@dataclass(frozen=True)
+class InferenceCounts:
+    decisions: int = 0
+    errors: int = 0
+    dropped_utterances: int = 0
+    api_requests: int = 0
+    api_batches: int = 0
+    tracking: object = None  # the utterance being tracked (go_to, pick_up), if any
+
+
+@dataclass(frozen=True)
+class RuntimeStatus:
+    """``Runtime.status()``: what each component reports, at one moment."""
+
+    uptime_s: float
+    actuator: object | None  # edge.actuator.ActuatorState
+    camera: object | None  # edge.sensors.CameraStats
+    microphone: object | None  # edge.sensors.MicrophoneStats
+    vad: object | None  # edge.listening's VAD state
+    decision: Decision | None  # the last utterance's
+    link_stats: object | None  # firmware_bridge's LinkStats
+    inference: InferenceCounts
+    audit: dict | None
+    health: dict
+    alerts: tuple

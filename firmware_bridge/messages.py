@@ -9,13 +9,12 @@ into ``spec`` enums for users.
 from __future__ import annotations
 
 import dataclasses
-import math
 import struct
 from dataclasses import dataclass
 from typing import ClassVar
 
 from firmware_bridge.errors import FrameError
-from firmware_bridge.spec import MESSAGE_BY_NAME, MessageSpec, MsgType
+from firmware_bridge.spec import MESSAGE_BY_NAME, MessageSpec
 
 
 @dataclass(frozen=True)
@@ -169,16 +168,7 @@ def unpack(msg_type: int, payload: bytes) -> Message:
     return cls(*values)
 
 
-def message_type(msg: Message) -> MsgType:
-    """The header type byte of a message."""
-    return msg.SPEC.msg_type
-
 
 def field_names(cls: type) -> tuple[str, ...]:
     """Dataclass field names of a message class, in order (for the spec correspondence test)."""
     return tuple(f.name for f in dataclasses.fields(cls))
-
-
-def is_finite(*values: float) -> bool:
-    """True when every value is a finite float."""
-    return all(math.isfinite(v) for v in values)

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from edge.service.state import snapshot
 from tests import service_fixtures
 
 # pytest finds fixtures by module attribute; live_server needs the other two
@@ -130,7 +131,7 @@ def requested_urls(driver):
 
 
 def telemetry(runtime):
-    return runtime.snapshot()["link"]["telemetry"] or {}
+    return snapshot(runtime)["link"]["telemetry"] or {}
 
 
 def robot_state(runtime):
@@ -148,7 +149,7 @@ def enter_token(driver, token):
 def arm(driver, runtime, token):
     """Token in, failsafe/e-stop cleared, armed: the state manual driving needs."""
     enter_token(driver, token)
-    if robot_state(runtime) in ("ESTOP", "FAILSAFE") or runtime.snapshot()["estopped"]:
+    if robot_state(runtime) in ("ESTOP", "FAILSAFE") or snapshot(runtime)["estopped"]:
         driver.find_element(By.ID, "btn-clear").click()
         wait_until(lambda: robot_state(runtime) not in ("ESTOP", "FAILSAFE"), 3.0, "the failsafe to clear")
     driver.find_element(By.ID, "btn-arm").click()
@@ -310,7 +311,7 @@ def test_holding_a_drive_button_moves_and_releasing_stops(browser, live_server):
         time.sleep(1.0)  # keep holding: the panel must keep the command alive well past the 500 ms dead-man
         moving = telemetry(runtime)
         assert moving["wheel_left_m_s"] > 0.05 and moving["wheel_right_m_s"] > 0.05, moving
-        assert runtime.snapshot()["setpoint_source"] == "manual"
+        assert snapshot(runtime)["setpoint_source"] == "manual"
         assert "active" in forward.get_attribute("class")
     finally:
         ActionChains(browser).release().perform()

@@ -16,6 +16,7 @@ import pytest
 
 from edge.runtime import RuntimeConfig
 from edge.sensors import clock
+from edge.service.state import snapshot
 from simrobot.camera import SimCamera, SimCameraConfig
 from simrobot.robot import SimRobot
 from tests.bridge_fixtures import requires_gcc
@@ -134,7 +135,7 @@ def test_a_missing_camera_raises_one_alert_for_people_not_a_flood(driving):
     camera.fault = "missing"
     _wait(lambda: rt.health.get("camera"), 5.0, "a camera alert")
     time.sleep(3.0)
-    active = {a["key"]: a for a in rt.snapshot()["alerts"]}
+    active = {a["key"]: a for a in snapshot(rt)["alerts"]}
     assert active["camera"]["for_s"] >= 2.5 and active["camera"]["text"].startswith("camera: no frames for ")
     camera.fault = None
     _wait(lambda: not rt.health.get("camera"), 5.0, "the camera alert clears")

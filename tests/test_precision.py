@@ -135,7 +135,8 @@ def test_serve_and_doctor_take_auto_by_default_and_refuse_an_unknown_precision(t
     cfg.write_text('{"precision": "int4"}')
     assert main(["serve", str(two_precision_bundle.path), "--sim", "--config", str(cfg)]) == 2
     from edge.doctor import check_cpu
+    from edge.settings import load
 
-    check = check_cpu({"bundle": str(two_precision_bundle.path), "backend": "onnxruntime", "precision": AUTO})
+    check = check_cpu(load({"bundle": str(two_precision_bundle.path), "precision": AUTO}, environ={}))
     assert check.status == "OK" and "runs the fastest: fp32: model.fp32.onnx; fp16: model.fp16.onnx" in check.detail
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge.runtime import RuntimeConfig
+from edge.service.state import snapshot
 from simrobot.robot import SimRobot
 from tests.bridge_fixtures import requires_gcc
 from tests.runtime_fixtures import armed_runtime
@@ -68,7 +69,7 @@ def test_spoken_turn_left_turns_the_simulated_robot(running):
     assert e.data["latency_ms"]["speech_end_to_decision"] < 1000
     _wait_event(rt, "outcome", e.id, 5.0)
     assert robot.pose().heading - start.heading == pytest.approx(math.radians(45), abs=0.1)
-    assert rt.snapshot()["first_motion_latency_s"] < 1.0
+    assert snapshot(rt)["first_motion_latency_s"] < 1.0
 
 
 def test_speech_that_is_no_command_does_not_move_it(running):
@@ -96,7 +97,7 @@ def test_go_to_the_named_object_drives_there(running):
     p = robot.pose()
     assert outcome.data["reason"] == "reached", outcome.text
     assert math.hypot(p.x - 1.2, p.y - 0.25) <= 0.3
-    snap = rt.snapshot()
+    snap = snapshot(rt)
     assert snap["audit"]["samples"] >= 1 and snap["link"]["telemetry"]["state"] == "ARMED"
 
 
@@ -108,8 +109,8 @@ def test_estop_while_driving(running):
     rt.link.wait_for_telemetry(lambda t: not t.motors_stopped, timeout_s=2.0)
     rt.actuator.estop()
     rt.link.wait_for_telemetry(lambda t: t.state.name == "ESTOP" and t.motors_stopped, timeout_s=1.0)
-    assert rt.snapshot()["estopped"]
-    audio_level = np.isfinite(rt.snapshot()["microphone"]["level_dbfs"])
+    assert snapshot(rt)["estopped"]
+    audio_level = np.isfinite(snapshot(rt)["microphone"]["level_dbfs"])
     assert audio_level
 
 
@@ -153,12 +154,12 @@ def test_health_alerts_name_the_component_and_the_reason(running):
         alert = next((e for e in rt.events_after(mark, timeout_s=0.2)
                       if e.kind == "alert" and e.data.get("component") == "link"), None)
     assert alert is not None and "ESTOP" in alert.text
-    assert "ESTOP" in rt.snapshot()["health"]["link"]
+    assert "ESTOP" in snapshot(rt)["health"]["link"]
     rt.actuator.release_estop()
     rt.actuator.request("clear_failsafe")
     rt.link.wait_for_telemetry(lambda t: t.state.name == "DISARMED", timeout_s=2.0)
     time.sleep(0.8)
-    assert rt.snapshot()["health"]["link"] is None
+    assert snapshot(rt)["health"]["link"] is None
     assert any(e.text.startswith("link: recovered after ") for e in rt.events_after(alert.id))
 
 
@@ -182,7 +183,7 @@ def test_an_unusable_or_damaged_audit_log_does_not_stop_the_robot_and_says_why(b
         rt = Runtime(config, link=link, camera=camera, microphone=mic).start()
         try:
             time.sleep(0.5)
-            snap = rt.snapshot()
+            snap = snapshot(rt)
             alerts = [e.text for e in rt.events_after() if e.kind == "alert"]
             if expect:
                 assert snap["health"]["audit"].startswith(expect) and "Not a directory" in snap["health"]["audit"]

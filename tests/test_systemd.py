@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.settings import SERVE_SETTINGS, resolve
+from edge.settings import SECTION_NAMES, SERVE_SETTINGS, load
 from edge.systemd import Notifier
 from tests.service_fixtures import sim_bundle  # noqa: F401 (fixture)
 
@@ -52,9 +52,10 @@ def test_the_unit_is_a_notify_service_with_a_watchdog_and_the_example_config_is_
     assert service["Type"] == "notify" and service["Restart"] == "always" and int(service["WatchdogSec"]) >= 2
     assert "voxedge serve --config /etc/voxedge/serve.json" in service["ExecStart"]
     example = ROOT / "deploy" / "serve.example.json"
-    assert set(json.loads(example.read_text())) <= set(SERVE_SETTINGS)
-    s = resolve({}, example, {})
-    assert s["link"] == "/dev/robot" and s["backend"] == "tensorrt" and s["allowed_hosts"] == ("robot.local",)
+    assert set(json.loads(example.read_text())) <= {*SERVE_SETTINGS, *SECTION_NAMES}
+    s = load({}, example, {})
+    assert s.link.port == "/dev/robot" and s.backend == "tensorrt" and s.service.allowed_hosts == ("robot.local",)
+    assert s.camera.spec().options["source"] == "/dev/video0" and s.policy.go_to_timeout_s == 25
 
 
 def _verify_output(unit_text: str, tmp_path: Path) -> str:

@@ -17,6 +17,7 @@ import time
 
 import pytest
 
+from edge.service.state import snapshot
 from tests.service_fixtures import TOKEN, sim_bundle, sim_runtime  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command line")
@@ -73,7 +74,7 @@ def test_the_panel_and_api_answer_over_https_with_the_clients_own_address(tls_se
     assert status == 200 and "uptime_s" in json.loads(body)
     status, _, _ = _request(server.port, pem, "POST", "/api/estop")
     assert status == 200 and runtime.actuator.estop_event.is_set()
-    assert f"E-STOP from {CLIENT_ADDRESS}" in json.dumps(runtime.snapshot()), "the relay's 127.0.0.1 reached the app"
+    assert f"E-STOP from {CLIENT_ADDRESS}" in json.dumps(snapshot(runtime)), "the relay's 127.0.0.1 reached the app"
     runtime.actuator.release_estop()
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from edge import sources
 from edge.sensors import clock
 from edge.sensors.camera import Camera, CameraConfig, CameraMode
 from edge.sensors.errors import CameraConfigError, CameraError
@@ -44,7 +45,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 SOURCE_KINDS = ("auto", "v4l2", "gstreamer", "file", "url")
-URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
+URL_SCHEMES = tuple(f"{scheme}://" for scheme in sources.URL_SCHEMES)
 DEFAULT_FOURCC = "MJPG"
 DEFAULT_OPEN_TIMEOUT_S = 5.0  # FFmpeg (files/URLs): give up opening a stream after this
 DEFAULT_READ_TIMEOUT_S = 5.0  # FFmpeg: a read blocking longer than this fails (then reconnect)

@@ -7,6 +7,7 @@ import time
 from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
+from edge.runtime import NotRunningError, RefusedError
 from edge.service.config import ServiceConfig
 from edge.service.security import (
     CSP,
@@ -71,6 +72,14 @@ def create_app(runtime, config: ServiceConfig | None = None) -> Flask:
         response.status_code = exc.status
         response.headers.update(exc.headers)
         return response
+
+    @app.errorhandler(NotRunningError)
+    def _not_running(exc: NotRunningError):
+        return _api_error(ApiError(503, str(exc), {"Retry-After": "1"}))
+
+    @app.errorhandler(RefusedError)
+    def _refused(exc: RefusedError):
+        return _api_error(ApiError(409, str(exc)))
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):

@@ -20,29 +20,6 @@ def _sim_robot(seed: int):
     return getattr(importlib.import_module(module_name), function)(seed)
 
 
-def camera_config(spec: str, size: str | None = None, fps: float | None = None) -> dict:
-    """OpenCV camera settings from a source given by name: index, /dev/video*, file, URL or GStreamer pipeline."""
-    source: int | str = int(spec) if spec.isdigit() else spec
-    cfg: dict = {"type": "opencv", "source": source}
-    if size:
-        w, _, h = size.lower().partition("x")
-        if not (w.isdigit() and h.isdigit()):
-            raise ServiceConfigError(f"camera size {size!r} must be WIDTHxHEIGHT, e.g. 640x480")
-        cfg.update(width=int(w), height=int(h))
-    if fps:
-        cfg["fps"] = fps
-    return cfg
-
-
-def microphone_config(spec: str | None) -> dict:
-    """Microphone settings from a name: a WAV file (played in a loop), a device name substring or index."""
-    if spec and spec.lower().endswith(".wav"):
-        return {"type": "wav", "path": spec, "loop": True}
-    if spec is None:
-        return {"type": "pyaudio"}
-    return {"type": "pyaudio", "device": int(spec) if spec.isdigit() else spec}
-
-
 def runtime_summary(runtime) -> str:
     """Which model runs, and on what: the CPU's int8 arithmetic (``edge.int8_numerics``) for ONNX Runtime."""
     runner = runtime.runner
@@ -80,10 +57,12 @@ def print_decision(decision) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from edge.runtime import Runtime, RuntimeConfig
-    from edge.service import ServiceConfig, create_app
+    import dataclasses
+
+    from edge import settings as settings_module
+    from edge.runtime import Runtime
+    from edge.service import create_app
     from edge.service.server import Server, banner
-    from edge.settings import resolve
 
     flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
@@ -93,44 +72,28 @@ def _cmd_serve(args: argparse.Namespace) -> int:
              "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
         flags.update({k: "sim" for k in ("camera", "mic", "link") if flags[k] is None})
-    s = resolve(flags, args.config)
-    if not s["bundle"]:
-        raise ServiceConfigError("give the bundle directory (voxedge serve BUNDLE, or \"bundle\" in --config)")
-    sim_parts = "sim" in (s["camera"], s["mic"], s["link"])
-    if s["camera"] == "sim" and s["link"] != "sim":
+    s = settings_module.load(flags, args.config)
+    config = s.runtime_config()
+    if s.link.source is None:
+        raise ServiceConfigError("give the robot's serial port (--link /dev/robot) or --link sim")
+    if s.camera.source.sim and not s.link.sim:
         raise ServiceConfigError("the sim camera renders from the simulated robot's pose: use --link sim too "
                                  "(or --sim for camera, microphone and robot)")
-    if not s["link"]:
-        raise ServiceConfigError("give the robot's serial port (--link /dev/robot) or --link sim")
-    if s["precision"] not in PRECISION_CHOICES:
-        raise ServiceConfigError(f"precision {s['precision']!r} is not one of {', '.join(PRECISION_CHOICES)}")
-    if s["audit_reserve_mb"] < 0:
-        raise ServiceConfigError(f"--audit-reserve-mb must be >= 0 MB, got {s['audit_reserve_mb']:g}")
-    token, token_file = s["token"], None
-    if token is None:  # kept in a 0600 file across restarts, never printed to a log (edge.service.token_store)
+    service = s.service
+    if service.token_generated:  # kept in a 0600 file across restarts, never printed to a log (token_store)
         from edge.service.token_store import load_or_create
 
         token, path, _ = load_or_create()
-        token_file = str(path)
-    service = ServiceConfig(host=s["host"], port=s["port"], token=token, allowed_hosts=s["allowed_hosts"],
-                            estop_port=s["estop_port"], read_auth=s["read_auth"], token_file=token_file,
-                            tls_cert=s["tls_cert"], tls_key=s["tls_key"])
-    config = RuntimeConfig(bundle=s["bundle"], precision=s["precision"], backend=s["backend"],
-                           link_port=None if s["link"] == "sim" else s["link"], audit_log=s["audit_log"],
-                           audit_reserve_mb=s["audit_reserve_mb"])
+        service = dataclasses.replace(service, token=token, token_file=str(path), token_generated=False)
     robot = link = camera = microphone = None
-    if sim_parts:
-        robot, sim_camera, sim_microphone = _sim_robot(s["seed"])
-        if s["link"] == "sim":
+    if s.link.sim or s.camera.source.sim or s.microphone.source.sim:
+        robot, sim_camera, sim_microphone = _sim_robot(s.seed)
+        if s.link.sim:
             link = robot.start()
         else:
             robot = None
-        camera = sim_camera if s["camera"] == "sim" else None
-        microphone = sim_microphone if s["mic"] == "sim" else None
-    if camera is None:
-        config.camera = camera_config(s["camera"], s["camera_size"], s["camera_fps"])
-    if microphone is None:
-        config.microphone = microphone_config(s["mic"])
+        camera = sim_camera if s.camera.source.sim else None
+        microphone = sim_microphone if s.microphone.source.sim else None
     runtime = Runtime(config, link=link, camera=camera, microphone=microphone)
     try:
         runtime.start()
@@ -191,14 +154,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim", action="store_true", help="shorthand for --camera sim --mic sim --link sim, for those not given "
                    "(--sim --mic command.wav: the simulated robot hears your recording)")
     p.add_argument("--seed", type=int, help="arena of the simulated robot")
-    p.add_argument("--link", dest="link", help="robot serial port, e.g. /dev/robot, or 'sim'")
-    p.add_argument("--camera", help="V4L2 index or /dev/video*, video file, URL, GStreamer pipeline, or 'sim'")
+    p.add_argument("--link", dest="link", help="robot serial port: serial:///dev/robot (or /dev/robot), or sim://")
+    p.add_argument("--camera", help="csi://0 (Jetson CSI), v4l2:///dev/video0 (or 0, /dev/video0), file://clip.mp4, "
+                   "rtsp://..., gst://PIPELINE, or sim:// (default 0)")
     from edge.cli_args import add_deprecated
 
     add_deprecated(p, "--robot", "--link", dest="link")
     p.add_argument("--camera-size", help="WIDTHxHEIGHT to request, e.g. 640x480")
     p.add_argument("--camera-fps", type=float, help="frame rate to request")
-    p.add_argument("--mic", help="microphone name (substring) or index (voxedge devices), a WAV file, or 'sim'")
+    p.add_argument("--mic", help="alsa://hw:1 or a part of the device's name, its index (voxedge devices), "
+                   "wav://command.wav (or a .wav path), or sim:// (default: the system's default input)")
     p.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="model precision; auto (the default) times the bundle's models at start and runs the "
                         "fastest (each passed its accuracy gate)")

@@ -1,10 +1,9 @@
-"""Service settings: a dataclass, filled from defaults, ``VOXEDGE_*`` environment variables and the command line."""
+"""Service settings: a dataclass with its limits; ``edge.settings`` fills it from defaults, a file, ``VOXEDGE_*`` and flags."""
 
 from __future__ import annotations
 
-import os
 import secrets
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8080
@@ -55,6 +54,9 @@ class ServiceConfig:
     infer_burst: int = INFER_BURST
     motion_rate_per_s: float = MOTION_RATE_PER_S
     motion_burst: int = MOTION_BURST
+    say_rate_per_s: float = SAY_RATE_PER_S  # the simulated microphone's say box
+    say_burst: int = SAY_BURST
+    mjpeg_width_px: int = MJPEG_WIDTH_PX
     model_name: str = "voxedge"
     tls_cert: str | None = None  # PEM certificate: https on the HTTP and e-stop ports (edge.service.tls)
     tls_key: str | None = None
@@ -83,7 +85,7 @@ class ServiceConfig:
         if self.token is None:
             self.token = secrets.token_urlsafe(24)
             self.token_generated = True
-        for name in ("max_upload_bytes", "max_mjpeg_viewers", "max_sse_clients", "infer_burst", "motion_burst",
+        for name in ("max_upload_bytes", "max_mjpeg_viewers", "max_sse_clients", "infer_burst", "motion_burst", "say_burst", "mjpeg_width_px",
                      "max_image_side_px", "max_image_pixels", "max_audio_s", "request_head_timeout_s",
                      "request_body_timeout_s", "max_connections_per_client"):
             if int(getattr(self, name)) < 1:
@@ -108,26 +110,3 @@ class ServiceConfig:
     @property
     def lan(self) -> bool:
         return self.host not in ("127.0.0.1", "localhost", "::1")
-
-    @classmethod
-    def from_env(cls, environ=None, **overrides) -> ServiceConfig:
-        """Defaults, then ``VOXEDGE_<FIELD>`` variables (e.g. VOXEDGE_TOKEN, VOXEDGE_PORT), then ``overrides``."""
-        env = os.environ if environ is None else environ
-        values: dict = {}
-        for f in fields(cls):
-            raw = env.get(f"VOXEDGE_{f.name.upper()}")
-            if raw is None or f.name == "token_generated":
-                continue
-            try:
-                if f.name == "allowed_hosts":
-                    values[f.name] = tuple(h.strip() for h in raw.split(",") if h.strip())
-                elif f.type in ("int",):
-                    values[f.name] = int(raw)
-                elif f.type in ("float",):
-                    values[f.name] = float(raw)
-                else:
-                    values[f.name] = raw
-            except ValueError as exc:
-                raise ServiceConfigError(f"VOXEDGE_{f.name.upper()}={raw!r} is not a valid {f.type}") from exc
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)

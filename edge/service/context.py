@@ -10,8 +10,6 @@ import math
 
 from flask import current_app
 
-from edge.service.security import ApiError
-
 
 def runtime():
     """The ``edge.runtime.Runtime`` (or a stand-in with its interface) this app serves."""
@@ -21,14 +19,6 @@ def runtime():
 def settings():
     """The ``ServiceConfig`` of this app."""
     return current_app.config["VOXEDGE"]
-
-
-def actuator():
-    """The runtime's actuator, or a 503 while the runtime has not started it."""
-    found = getattr(runtime(), "actuator", None)
-    if found is None:
-        raise ApiError(503, "the runtime is not running yet; try again in a moment")
-    return found
 
 
 def finite(value):

@@ -42,14 +42,14 @@ MAX_JSON_ELEMENTS = 1_000_000  # JSON "data" arrays beyond this should use the b
 
 def _manifest():
     runtime = _runtime()
-    if runtime.bundle is None or runtime.worker is None:
+    if not runtime.ready:
         raise ApiError(503, "the model is not loaded yet; try again in a moment")
     return runtime.bundle.manifest
 
 
 def _run(feed: dict) -> tuple[dict, float]:
     try:
-        out, inference_ms = _runtime().worker.request(feed)
+        out, inference_ms = _runtime().infer(feed)
         metrics = current_app.extensions.get("voxedge_metrics")
         if metrics is not None:
             metrics["stage"].labels(stage="inference", kind="api").observe(inference_ms / 1e3)
@@ -198,9 +198,7 @@ def predict():
         audio = pad_or_trim(decode_wav(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
         source = "upload"
     else:
-        ring = _runtime().microphone.ring
-        n = min(pre.audio_window_samples, ring.end_index - ring.oldest_index)
-        audio = pad_or_trim(ring.latest(n) if n > 0 else np.zeros(0, np.float32), pre.audio_window_samples)
+        audio = pad_or_trim(_runtime().recent_audio(pre.audio_window_samples), pre.audio_window_samples)
         source = "microphone (the last 2 s)"
     t1 = time.perf_counter()
     feed = {manifest.inputs[0].name: model_frame(bgr, pre),
@@ -229,9 +227,7 @@ def live():
 
 @v2.get("/health/ready")
 def ready():
-    runtime = _runtime()
-    ok = runtime.bundle is not None and runtime.worker is not None
-    if not ok:
+    if not _runtime().ready:
         raise ApiError(503, "not ready: the model is loading")
     return jsonify(ready=True)
 

@@ -15,6 +15,7 @@ import time
 from flask import Blueprint, Response, current_app, g
 
 from edge.service.security import require_read
+from edge.service.state import snapshot
 
 bp = Blueprint("metrics", __name__)
 
@@ -31,7 +32,7 @@ class _RuntimeCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         try:
-            snap = self.runtime.snapshot()
+            snap = snapshot(self.runtime)
         except Exception:  # the runtime is starting or stopping: export nothing rather than fail the scrape
             return
 

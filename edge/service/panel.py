@@ -7,7 +7,6 @@ import math
 from flask import Blueprint, Response, current_app, jsonify, render_template, request
 
 from edge.contract.audio import SAMPLE_RATE_HZ
-from edge.service.context import actuator as _actuator
 from edge.service.context import finite
 from edge.service.context import runtime as _runtime
 from edge.service.security import (
@@ -18,6 +17,7 @@ from edge.service.security import (
     require_read,
     require_token,
 )
+from edge.service.state import snapshot
 
 bp = Blueprint("panel", __name__)
 
@@ -55,7 +55,7 @@ def bundle_summary(runtime) -> dict:
 def page():
     runtime = _runtime()
     return render_template("panel.html", csrf_token=current_app.config["CSRF_TOKEN"], bundle=bundle_summary(runtime),
-                           sim=hasattr(runtime.microphone, "say"), version="0.1.0",
+                           sim=runtime.can_say, version="0.1.0",
                            estop_port=current_app.config.get("ESTOP_PORT") or "",
                            read_auth="on" if current_app.config["VOXEDGE"].read_auth_on else "off")
 
@@ -65,7 +65,7 @@ def page():
 def state():
     from edge.service import streams
 
-    snap = _runtime().snapshot()
+    snap = snapshot(_runtime())
     snap["service"] = streams.counts()
     return jsonify(finite(snap))
 
@@ -91,9 +91,7 @@ def utterance():
 @bp.post("/api/estop")
 def estop():
     # No token, no CSRF header: the e-stop must work for anyone at the panel, always.
-    from edge.service.server import estop_now
-
-    estop_now(_runtime(), request.remote_addr)
+    _runtime().estop(request.remote_addr)
     return jsonify(ok=True)
 
 
@@ -117,28 +115,21 @@ def close_session():
     return response
 
 
-def _control(action: str):
-    _actuator().request(action)
-    _runtime().event("info", f"{action.replace('_', ' ')} requested from {request.remote_addr}")
-    return jsonify(ok=True)
-
-
 @bp.post("/api/arm")
 @require_token
 @require_csrf
 @rate_limited("motion")
 def arm():
-    actuator = _actuator()
-    if actuator.estop_event.is_set():
-        raise ApiError(409, "e-stopped: clear the failsafe first (the robot never resumes by itself)")
-    return _control("arm")
+    _runtime().arm(request.remote_addr)
+    return jsonify(ok=True)
 
 
 @bp.post("/api/disarm")
 @require_token
 @require_csrf
 def disarm():
-    return _control("disarm")
+    _runtime().disarm(request.remote_addr)
+    return jsonify(ok=True)
 
 
 @bp.post("/api/clear-failsafe")
@@ -146,8 +137,8 @@ def disarm():
 @require_csrf
 @rate_limited("motion")
 def clear_failsafe():
-    _actuator().release_estop()
-    return _control("clear_failsafe")
+    _runtime().clear_failsafe(request.remote_addr)
+    return jsonify(ok=True)
 
 
 def _json_body() -> dict:
@@ -174,10 +165,7 @@ def drive():
     body = _json_body()
     v = _number(body, "linear_m_s", MAX_DRIVE_LINEAR_M_S)
     w = _number(body, "angular_rad_s", MAX_DRIVE_ANGULAR_RAD_S)
-    actuator = _actuator()
-    if actuator.estop_event.is_set():
-        raise ApiError(409, "e-stopped: clear the failsafe and arm before driving")
-    actuator.manual(v, w)
+    _runtime().drive(v, w)
     return jsonify(ok=True, deadman_s=0.5)
 
 
@@ -186,14 +174,11 @@ def drive():
 @require_csrf
 @rate_limited("say")
 def say():
-    mic = _runtime().microphone
-    if not hasattr(mic, "say"):
+    if not _runtime().can_say:  # before reading the body: the same answer for every request
         raise ApiError(409, "the say box needs the simulated microphone (voxedge serve --sim or make demo)")
     text = _json_body().get("text")
     if not isinstance(text, str) or not text.strip() or len(text) > MAX_SAY_CHARS:
         raise ApiError(400, f"'text' must be 1 to {MAX_SAY_CHARS} characters, e.g. \"go to the red ball\"")
     if any(not (c.isprintable() or c == " ") for c in text):
         raise ApiError(400, "'text' may hold printable characters only")
-    t_start = mic.say(text.strip())
-    _runtime().event("info", f"said {text.strip()!r} into the sim microphone")
-    return jsonify(ok=True, t_start=t_start)
+    return jsonify(ok=True, t_start=_runtime().say(text.strip()))

@@ -20,7 +20,7 @@ import threading
 import time
 from functools import wraps
 
-from flask import current_app, g, request
+from flask import current_app, request
 
 CSP = ("default-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; style-src 'self'; "
        "script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
@@ -213,7 +213,7 @@ def rate_limited(kind: str):
             cfg = current_app.config["VOXEDGE"]
             rate, burst = {"infer": (cfg.infer_rate_per_s, cfg.infer_burst),
                            "motion": (cfg.motion_rate_per_s, cfg.motion_burst),
-                           "say": (1.0, 3)}[kind]
+                           "say": (cfg.say_rate_per_s, cfg.say_burst)}[kind]
             wait = current_app.config["RATE_LIMITER"].check((request.remote_addr or "?", kind), rate, burst)
             if wait > 0:
                 raise ApiError(429, f"too many {kind} requests from {request.remote_addr}: at most {rate:g}/s",
@@ -227,7 +227,3 @@ def rate_limited(kind: str):
 
 def new_csrf_token() -> str:
     return secrets.token_urlsafe(24)
-
-
-def start_timer() -> None:
-    g.t0 = time.perf_counter()

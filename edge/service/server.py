@@ -49,7 +49,7 @@ class Server:
         from edge.service.estop_server import EStopServer
 
         runtime = app.config["RUNTIME"]
-        self.estop = EStopServer(config.host, config.estop_bind_port, lambda peer: estop_now(runtime, peer),
+        self.estop = EStopServer(config.host, config.estop_bind_port, runtime.estop,
                                  lambda: estop_status(runtime), tls=context)
         app.config["ESTOP_PORT"] = self.estop.port  # the panel's E-STOP button calls it there too
 
@@ -122,22 +122,10 @@ class Server:
         self._thread = None
 
 
-def estop_now(runtime, peer: str) -> None:
-    """Stop the robot (the actuator's e-stop goes straight to the link), then log it: repeated presses
-    make one alert with a count (``Runtime.report``), while every one of them reaches the link."""
-    runtime.actuator.estop()
-    report = getattr(runtime, "report", None)
-    if report is not None:
-        report("estop", f"E-STOP from {peer}")
-    else:
-        runtime.alert(f"E-STOP from {peer}")
-
-
 def estop_status(runtime) -> dict:
     """What the e-stop port tells a panel that cannot reach the main port."""
-    actuator = runtime.actuator
     telemetry = getattr(runtime.link, "telemetry", None)
-    return {"estopped": bool(actuator.estop_event.is_set()) if actuator else False,
+    return {"estopped": runtime.estopped,
             "link_connected": bool(getattr(runtime.link, "is_connected", False)),
             "robot_state": telemetry.state.name if telemetry is not None else None}
 

@@ -15,6 +15,7 @@ import time
 import numpy as np
 from flask import Blueprint, Response, current_app, request
 
+from edge.service.config import MJPEG_WIDTH_PX
 from edge.service.context import finite
 from edge.service.security import ApiError, require_read
 
@@ -79,7 +80,7 @@ class StreamState:
                 frame = self.runtime.camera.buffer.latest()
                 if frame.seq != last_seq:
                     last_seq = frame.seq
-                    jpeg = render_view(frame, self.runtime.last_view)
+                    jpeg = render_view(frame, self.runtime.last_view, self.config.mjpeg_width_px)
                     with self.lock:
                         self.jpeg, self.jpeg_seq = jpeg, self.jpeg_seq + 1
                         self.frames_encoded += 1
@@ -106,7 +107,7 @@ class StreamState:
             self.sse_clients -= 1
 
 
-def render_view(frame, decision, width: int = 480) -> bytes:
+def render_view(frame, decision, width: int = MJPEG_WIDTH_PX) -> bytes:
     """The live view: the frame enlarged, the attention map and target point of a recent decision, its age."""
     import cv2
 
