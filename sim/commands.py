@@ -13,18 +13,16 @@ import numpy as np
 
 # The vocabulary is the model contract's (edge.contract.vocabulary); the grammar below speaks it.
 from edge.contract.vocabulary import (  # noqa: F401 (re-exported for the simulator's users)
-    COLORS,
     INTENT_INDEX,
     INTENTS,
     NONE_INTENT,
     OBJECT_INTENTS,
     OBJECT_TYPES,
-    SHAPES,
 )
 
 WAKE_PREFIX = "robot,"
 
-# Phrasings per intent. "{color} {shape}" is filled from COLORS x SHAPES.
+# Phrasings per intent. "{color} {shape}" is filled from OBJECT_TYPES (every colour x shape).
 TEMPLATES: dict[str, tuple[str, ...]] = {
     "stop": ("stop", "halt", "freeze", "stop moving", "stop now"),
     "forward": ("go forward", "move forward", "drive forward", "go straight ahead"),

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from sim.commands import COLORS, OBJECT_TYPES, SHAPES
+from edge.contract.vocabulary import COLORS, OBJECT_TYPES, SHAPES
 from sim.errors import SimError
 
 # --- Arena geometry -------------------------------------------------------

@@ -156,6 +156,27 @@ class _Session:
             self.robot.stop()
 
 
+class _Watcher:
+    """``_Session.watch``'s test: notes the first decision and returns the first event ``done`` accepts
+    (only once a decision has come, with ``after_decision``)."""
+
+    def __init__(self, done, after_decision: bool = False) -> None:
+        self.decision = None
+        self._done, self._after_decision = done, after_decision
+
+    def __call__(self, events):
+        for e in events:
+            if e.kind == "decision" and self.decision is None:
+                self.decision = e
+            if self._done(e) and (self.decision is not None or not self._after_decision):
+                return e
+        return None
+
+    def record(self, ep: Episode) -> None:
+        if self.decision is not None:
+            ep.intent, ep.confidence = self.decision.data["intent"], self.decision.data["confidence"]
+
+
 def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> Episode:
     from sim.commands import TEMPLATES, distractor_phrases
 
@@ -177,20 +198,9 @@ def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> E
         start = session.robot.pose()
         if kind == "go_to":
             t_end = session.say(audio, last)
-            decision = None
-
-            def until(events):
-                nonlocal decision
-                for e in events:
-                    if e.kind == "decision" and decision is None:
-                        decision = e
-                    if e.kind == "outcome" and decision is not None:
-                        return e
-                return None
-
-            ep.first_motion_s, outcome = session.watch(until, EPISODE_TIMEOUT_S, t_end)
-            if decision is not None:
-                ep.intent, ep.confidence = decision.data["intent"], decision.data["confidence"]
+            watcher = _Watcher(lambda e: e.kind == "outcome", after_decision=True)
+            ep.first_motion_s, outcome = session.watch(watcher, EPISODE_TIMEOUT_S, t_end)
+            watcher.record(ep)
             if outcome is not None:
                 ep.outcome = outcome.data["reason"]
                 ep.reach_s = outcome.data["t"] - t_end
@@ -203,21 +213,9 @@ def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> E
             _start_moving(session, rng)
             time.sleep(0.3)
             t_end = session.say(audio, last)
-
-            decision = None
-
-            def until(events):
-                nonlocal decision
-                for e in events:
-                    if e.kind == "decision" and decision is None:
-                        decision = e
-                    if e.kind == "outcome" and e.data["reason"] == "stopped":
-                        return e
-                return None
-
-            _, stopped = session.watch(until, 8.0, t_end)
-            if decision is not None:
-                ep.intent, ep.confidence = decision.data["intent"], decision.data["confidence"]
+            watcher = _Watcher(lambda e: e.kind == "outcome" and e.data["reason"] == "stopped")
+            _, stopped = session.watch(watcher, 8.0, t_end)
+            watcher.record(ep)
             if stopped is not None:
                 tel = rt.link.wait_for_telemetry(lambda t: t.motors_stopped, timeout_s=2.0)
                 ep.reach_s = tel.received_at - t_end
@@ -225,16 +223,9 @@ def run_episode(bundle: str, kind: str, seed: int, precision: str = "int8") -> E
             ep.outcome = "stopped" if ep.success else "not stopped by the command"
         else:
             t_end = session.say(audio, last)
-
-            def until(events):
-                for e in events:
-                    if e.kind == "decision":
-                        return e
-                return None
-
-            _, decision = session.watch(until, 8.0, t_end)
-            if decision is not None:
-                ep.intent, ep.confidence = decision.data["intent"], decision.data["confidence"]
+            watcher = _Watcher(lambda e: e.kind == "decision")
+            session.watch(watcher, 8.0, t_end)
+            watcher.record(ep)
             time.sleep(NONE_WATCH_S)
             p = session.robot.pose()
             moved = max(abs(p.x - start.x), abs(p.y - start.y), abs(p.heading - start.heading))

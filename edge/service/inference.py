@@ -104,7 +104,7 @@ def upload_fields() -> dict[str, bytes]:
     return fields
 
 
-def decode_wav(data: bytes, rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
+def upload_audio(data: bytes, rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """A WAV upload (8/16/32-bit PCM, 8-192 kHz, 1-8 channels, up to ``max_audio_s``) as float32 mono at ``rate``.
 
     The header is checked before any sample is converted or resampled (``edge.contract.wav``).
@@ -195,7 +195,7 @@ def predict():
                             "is optional")
     bgr = decode_image(data, (pre.image_width, pre.image_height))
     if "audio" in files:
-        audio = pad_or_trim(decode_wav(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
+        audio = pad_or_trim(upload_audio(files["audio"], pre.audio_sample_rate_hz), pre.audio_window_samples)
         source = "upload"
     else:
         audio = pad_or_trim(_runtime().recent_audio(pre.audio_window_samples), pre.audio_window_samples)
