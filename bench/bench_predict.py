@@ -222,37 +222,50 @@ def client_loop(url: str, body: bytes, ctype: str, stop_at: float, retry_pause_s
     start.wait()
     try:
         while time.monotonic() < stop_at:
-            first = time.monotonic()
-            tries = 0
-            while True:
-                tries += 1
-                t0 = time.monotonic()
-                timings, reason = None, ""
-                try:
-                    status, data = post(conn, "/predict", body, headers)
-                except (OSError, http.client.HTTPException) as exc:
-                    status, data, reason = 0, b"", f"{type(exc).__name__}: {exc}"
-                    conn.close()
-                    conn = connect()
-                t1 = time.monotonic()
-                if status == 200:
-                    try:
-                        timings = json.loads(data).get("timings_ms")
-                    except ValueError:
-                        status, reason = -1, "200 with a body that is not JSON"
-                elif status == 429:
-                    reason = _classify_429(data)
-                elif status != 0:
-                    reason = data[:200].decode("utf-8", "replace")
-                log.attempts.append(Attempt(t0, t1, status, reason, timings))
-                if status == 429 and t1 < stop_at:
-                    if retry_pause_s > 0:
-                        time.sleep(retry_pause_s)
-                    continue
-                log.requests.append((first, t1, status, tries))
-                break
+            conn = client_request(conn, connect, body, headers, stop_at, retry_pause_s, log)
     finally:
         conn.close()
+
+
+def client_request(conn: http.client.HTTPConnection, connect, body: bytes, headers: dict, stop_at: float,
+                   retry_pause_s: float, log: ClientLog) -> http.client.HTTPConnection:
+    """One request, tried again after each 429 while the load lasts; the connection to go on with."""
+    first = time.monotonic()
+    tries = 0
+    while True:
+        tries += 1
+        attempt, conn = post_attempt(conn, connect, body, headers)
+        log.attempts.append(attempt)
+        if attempt.status == 429 and attempt.t1 < stop_at:
+            if retry_pause_s > 0:
+                time.sleep(retry_pause_s)
+            continue
+        log.requests.append((first, attempt.t1, attempt.status, tries))
+        return conn
+
+
+def post_attempt(conn: http.client.HTTPConnection, connect, body: bytes,
+                 headers: dict) -> tuple[Attempt, http.client.HTTPConnection]:
+    """One POST /predict; after a connection error (status 0) the connection is replaced by a new one."""
+    t0 = time.monotonic()
+    timings, reason = None, ""
+    try:
+        status, data = post(conn, "/predict", body, headers)
+    except (OSError, http.client.HTTPException) as exc:
+        status, data, reason = 0, b"", f"{type(exc).__name__}: {exc}"
+        conn.close()
+        conn = connect()
+    t1 = time.monotonic()
+    if status == 200:
+        try:
+            timings = json.loads(data).get("timings_ms")
+        except ValueError:
+            status, reason = -1, "200 with a body that is not JSON"
+    elif status == 429:
+        reason = _classify_429(data)
+    elif status != 0:
+        reason = data[:200].decode("utf-8", "replace")
+    return Attempt(t0, t1, status, reason, timings), conn
 
 
 def percentiles_ms(values_s: list[float]) -> dict[str, float | None]:
@@ -448,13 +461,30 @@ def micro_costs(png: bytes, wav: bytes, bundle, model, repeats: int = 200) -> di
     slower when driven from the main thread than from another thread (seen: 380 ms vs. 8 ms a forward pass).
     """
     result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(_micro_costs(png, wav, bundle, model, repeats)),
-                              name="bench-micro")
+
+    def measure_steps() -> None:
+        with service_settings():
+            result.update(_micro_costs(png, wav, bundle, model, repeats))
+
+    thread = threading.Thread(target=measure_steps, name="bench-micro")
     thread.start()
     thread.join()
     if not result:
         raise RuntimeError("the single-step measurements failed (see the traceback above)")
     return result
+
+
+@contextlib.contextmanager
+def service_settings():
+    """A Flask app context with the service's default settings, which edge.service.inference.upload_audio reads."""
+    from flask import Flask
+
+    from edge.service import ServiceConfig
+
+    app = Flask("bench-micro")
+    app.config["VOXEDGE"] = ServiceConfig()
+    with app.app_context():
+        yield
 
 
 def _micro_costs(png: bytes, wav: bytes, bundle, model, repeats: int) -> dict:
@@ -463,10 +493,10 @@ def _micro_costs(png: bytes, wav: bytes, bundle, model, repeats: int) -> dict:
     from PIL import Image
 
     from edge.runners.onnxruntime import make_session
-    from edge.service.inference import decode_wav
+    from edge.service.inference import upload_audio
 
     img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1].copy()
-    audio = decode_wav(wav)[None].astype(np.float32)
+    audio = upload_audio(wav)[None].astype(np.float32)
     from edge.int8_numerics import ONNXRUNTIME_CPU
 
     session = make_session(bundle.model_path("int8", ONNXRUNTIME_CPU))  # the INT8 model the CPU runs
@@ -480,7 +510,7 @@ def _micro_costs(png: bytes, wav: bytes, bundle, model, repeats: int) -> dict:
     steps = {
         "png_decode_cv2": lambda: cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR),
         "png_decode_pil": lambda: np.asarray(Image.open(io.BytesIO(png)).convert("RGB")),
-        "wav_decode_voxedge": lambda: decode_wav(wav),
+        "wav_decode_voxedge": lambda: upload_audio(wav),
         "onnxruntime_int8_forward": lambda: session.run(outputs, feed),
         "torch_eager_fp32_forward": torch_forward,
     }
@@ -590,12 +620,9 @@ def plot(results: dict, path: Path) -> None:
     plt.close(fig)
 
 
-# -- main ----------------------------------------------------------------------------------------
+# -- setting up --------------------------------------------------------------------------------
 
-def main() -> int:
-    if sys.argv[1:2] == ["--load-client"]:  # the load generator's process (see run_load)
-        print(json.dumps(run_clients(json.loads(Path(sys.argv[2]).read_text()))))
-        return 0
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=20.0, help="measured seconds per server (%(default)s)")
     parser.add_argument("--warmup", type=float, default=3.0, help="warm-up seconds per server (%(default)s)")
@@ -614,138 +641,191 @@ def main() -> int:
                         help="time the servers even if they disagree on the intent before timing")
     parser.add_argument("--out", default=str(REPO / "bench" / "results" / "predict.json"))
     parser.add_argument("--plot", default=str(REPO / "bench" / "results" / "predict.png"))
-    args = parser.parse_args()
+    return parser.parse_args()
 
+
+def settings(args: argparse.Namespace) -> dict:
+    """The run's settings and versions (printed, and the ``settings`` of the results)."""
     import onnxruntime
     import torch
-
-    from convert.cli import DEFAULT_CHECKPOINT
-    from convert.pipeline import convert
-    from edge.runtime import Runtime, RuntimeConfig
-    from edge.service import ServiceConfig, create_app
-    from edge.service.server import Server
-    from reference_model.model import load_checkpoint
-    from reference_model.sets import write_sim_set
-    from sim.commands import INTENTS
-    from simrobot.robot import sim_setup
 
     torch_threads = torch.get_num_threads()  # left at its default on purpose
     print(f"torch {torch.__version__} with {torch_threads} threads (default; {os.cpu_count()} CPUs), "
           f"onnxruntime {onnxruntime.__version__}, python {platform.python_version()}", flush=True)
-    results: dict = {"settings": {
+    return {
         "clients": args.clients, "duration_s": args.duration, "warmup_s": args.warmup, "rounds": args.rounds,
         "retry_pause_ms": args.retry_pause_ms, "voxedge_ort_intra_op_threads": args.ort_threads or "default",
         "torch_threads": torch_threads, "cpus": os.cpu_count(),
         "torch": torch.__version__, "onnxruntime": onnxruntime.__version__, "python": platform.python_version(),
-        "machine": platform.platform(), "waitress_threads": BASELINE_THREADS}}
-    exit_code = 0
+        "machine": platform.platform(), "waitress_threads": BASELINE_THREADS}
+
+
+@dataclass
+class Payload:
+    """What the clients and the answer checks post."""
+
+    sample: dict  # bench_sample()
+    body: bytes  # the multipart body of the sample
+    ctype: str
+    golden_png: bytes
+    golden_wav: bytes
+
+    def inputs(self) -> tuple[tuple[str, tuple[bytes, bytes]], ...]:
+        """The (PNG, WAV) pairs both servers must agree on before timing: the golden frame and the sample."""
+        return (("golden", (self.golden_png, self.golden_wav)), ("sample", (self.sample["png"], self.sample["wav"])))
+
+    def describe(self) -> dict:
+        s = self.sample
+        return {"sample": s["id"], "label": s["intent"], "object": s["object"], "png_bytes": len(s["png"]),
+                "wav_bytes": len(s["wav"]), "body_bytes": len(self.body)}
+
+
+def make_bundle(tmp: Path):
+    """The reference checkpoint converted with INT8 calibration (simulated calibration and test sets in ``tmp``)."""
+    from convert.cli import DEFAULT_CHECKPOINT
+    from convert.pipeline import convert
+    from reference_model.sets import write_sim_set
+
+    t0 = time.perf_counter()
+    write_sim_set(tmp / "calib", split="val", n=256, cache_root=REPO / "data")
+    write_sim_set(tmp / "eval", split="test", n=256, cache_root=REPO / "data")
+    bundle = convert(DEFAULT_CHECKPOINT, tmp / "bundle", calibration=tmp / "calib", eval_set=tmp / "eval",
+                     log=lambda *_: None)
+    print(f"converted {DEFAULT_CHECKPOINT.name} -> {bundle.path.name} with INT8 in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return bundle
+
+
+def make_payload(bundle, eval_dir: Path) -> Payload:
+    sample = bench_sample(eval_dir)
+    body, ctype = multipart(sample["png"], sample["wav"])
+    golden = np.load(bundle.path / "golden.npz")
+    payload = Payload(sample, body, ctype, png_bytes(golden["input.image"][0]), wav_bytes(golden["input.audio"][0]))
+    print(f"payload: test-set sample {sample['id']} ({sample['intent']} {sample['object'] or ''}), "
+          f"PNG {len(sample['png'])} B, WAV {len(sample['wav'])} B", flush=True)
+    return payload
+
+
+@contextlib.contextmanager
+def voxedge_server(bundle, audit_log: Path, ort_threads: int):
+    """The real runtime on the simulated robot behind the real server, as tests/service_fixtures.py."""
+    from edge.runtime import Runtime, RuntimeConfig
+    from edge.service import ServiceConfig, create_app
+    from edge.service.server import Server
+    from simrobot.robot import sim_setup
+
+    with contextlib.ExitStack() as stack:
+        robot, camera, microphone = sim_setup(seed=3, noise_dbfs=-55.0)
+        link = robot.start()
+        stack.callback(robot.stop)
+        config = RuntimeConfig(bundle=str(bundle.path), precision="int8", audit_log=str(audit_log))
+        runner = None
+        if ort_threads:  # a what-if; by default the runtime makes its runner as `voxedge serve` does
+            from edge.bundle import load_bundle
+            from edge.runners import make_runner
+
+            runner = make_runner("onnxruntime", load_bundle(bundle.path), "int8", intra_op_threads=ort_threads)
+        runtime = Runtime(config, link=link, camera=camera, microphone=microphone, runner=runner).start()
+        stack.callback(runtime.stop)
+        service = ServiceConfig(port=0, infer_rate_per_s=1e6, infer_burst=10 ** 6)
+        server = Server(create_app(runtime, service), service).start()
+        stack.callback(server.stop)
+        yield server.url, runtime
+
+
+@contextlib.contextmanager
+def baseline_server(app):
+    server = Waitress(app, BASELINE_THREADS)
+    try:
+        yield server.url, None
+    finally:
+        server.stop()
+
+
+# -- measuring -----------------------------------------------------------------------------------
+
+def first_look_voxedge(url: str, runtime, payload: Payload, answers: dict, info: dict, ignore_disagreement: bool):
+    """Before voxedge is timed: its answers (which must agree with the baseline's) and its idle CPU."""
+    print(f"voxedge at {url}: runtime {runtime.runner.backend} {runtime.runner.precision}"
+          f" ({', '.join(runtime.runner.providers)})", flush=True)
+    answers["voxedge"] = {key: post_once(url, png, wav) for key, (png, wav) in payload.inputs()}
+    checks = check_answers(answers, payload.sample)
+    if not all(c["same_intent"] for c in checks) and not ignore_disagreement:
+        raise SystemExit("voxedge and the baseline disagree on the intent before timing: "
+                         f"{checks}; rerun with --ignore-disagreement to time anyway")
+    info["idle_process_cpu_cores"], info["idle_other_processes_cpu_cores"] = idle_cpu_cores()
+
+
+def first_look_baseline(url: str, payload: Payload, answers: dict) -> None:
+    """Before the baseline is timed: over HTTP it must answer as the same app did in-process."""
+    print(f"baseline at {url}: Flask + PyTorch eager FP32", flush=True)
+    for key, (png, wav) in payload.inputs():
+        if post_once(url, png, wav)["intent"] != answers["baseline"][key]["intent"]:
+            raise RuntimeError("the baseline over HTTP answers differently from the same app in-process")
+
+
+def measure_round(name: str, round_no: int, url: str, runtime, args: argparse.Namespace, payload: Payload,
+                  answers: dict, info: dict) -> Window:
+    """One server's turn in one round: the checks and the unloaded latency (first round only), then the load."""
+    if round_no == 0:
+        if name == "voxedge":
+            first_look_voxedge(url, runtime, payload, answers, info, args.ignore_disagreement)
+        else:
+            first_look_baseline(url, payload, answers)
+        info["serial"] = serial_latency(url, payload.body, payload.ctype, args.serial) if args.serial else None
+    print(f"{name}: round {round_no + 1}/{args.rounds}, load for {args.warmup:g} + "
+          f"{args.duration / args.rounds:g} s ...", flush=True)
+    window = run_load(url, payload.body, payload.ctype, args.clients, args.warmup, args.duration / args.rounds,
+                      1e-3 * args.retry_pause_ms)
+    if runtime is not None:
+        from edge.service.state import snapshot
+
+        info.setdefault("runtime_inference_rounds", []).append(snapshot(runtime)["inference"])
+        info["runtime_alerts"] = info.get("runtime_alerts", 0) + runtime.alert_count
+    return window
+
+
+def measure(args: argparse.Namespace, servers: tuple, payload: Payload, answers: dict, results: dict) -> None:
+    """``args.rounds`` rounds, each server in turn (``servers``: name, context manager per round number)."""
+    windows: dict[str, list[Window]] = {name: [] for name, _ in servers}
+    for round_no in range(args.rounds):
+        for name, serve in servers:
+            with serve(round_no) as (url, runtime):
+                info = results.setdefault(name, {})
+                windows[name].append(measure_round(name, round_no, url, runtime, args, payload, answers, info))
+    for name, recorded in windows.items():
+        results[name]["load"] = summarise(recorded)
+
+
+def run_benchmark(args: argparse.Namespace, results: dict) -> None:
+    """Convert the model, check both servers' answers, time them and measure the single steps (into ``results``)."""
+    from convert.cli import DEFAULT_CHECKPOINT
+    from reference_model.model import load_checkpoint
+    from sim.commands import INTENTS
+
     with tempfile.TemporaryDirectory(prefix="bench-predict-") as tmp:
         tmp = Path(tmp)
-        t0 = time.perf_counter()
-        write_sim_set(tmp / "calib", split="val", n=256, cache_root=REPO / "data")
-        write_sim_set(tmp / "eval", split="test", n=256, cache_root=REPO / "data")
-        bundle = convert(DEFAULT_CHECKPOINT, tmp / "bundle", calibration=tmp / "calib", eval_set=tmp / "eval",
-                         log=lambda *_: None)
-        print(f"converted {DEFAULT_CHECKPOINT.name} -> {bundle.path.name} with INT8 in "
-              f"{time.perf_counter() - t0:.1f} s", flush=True)
-        sample = bench_sample(tmp / "eval")
-        body, ctype = multipart(sample["png"], sample["wav"])
-        golden = np.load(bundle.path / "golden.npz")
-        golden_png, golden_wav = png_bytes(golden["input.image"][0]), wav_bytes(golden["input.audio"][0])
-        results["payload"] = {"sample": sample["id"], "label": sample["intent"], "object": sample["object"],
-                              "png_bytes": len(sample["png"]), "wav_bytes": len(sample["wav"]),
-                              "body_bytes": len(body)}
-        print(f"payload: test-set sample {sample['id']} ({sample['intent']} {sample['object'] or ''}), "
-              f"PNG {len(sample['png'])} B, WAV {len(sample['wav'])} B", flush=True)
-
+        bundle = make_bundle(tmp)
+        payload = make_payload(bundle, tmp / "eval")
+        results["payload"] = payload.describe()
         model, meta = load_checkpoint(DEFAULT_CHECKPOINT)
-        intents = tuple(meta.get("intents", INTENTS))
-        baseline_app = make_baseline_app(model, intents)
+        baseline_app = make_baseline_app(model, tuple(meta.get("intents", INTENTS)))
         # The baseline's answers first (in-process, the same handler), so that voxedge's are checked before timing.
-        answers: dict = {"baseline": {k: post_test_client(baseline_app, png, wav) for k, (png, wav) in
-                                      (("golden", (golden_png, golden_wav)),
-                                       ("sample", (sample["png"], sample["wav"])))}}
-        checks: list[dict] = []
+        answers: dict = {"baseline": {key: post_test_client(baseline_app, png, wav)
+                                      for key, (png, wav) in payload.inputs()}}
+        servers = (("voxedge", lambda round_no: voxedge_server(bundle, tmp / f"audit-{round_no}", args.ort_threads)),
+                   ("baseline", lambda round_no: baseline_server(baseline_app)))
+        measure(args, servers, payload, answers, results)
+        results["diagnostics_single_thread_ms"] = micro_costs(payload.sample["png"], payload.sample["wav"], bundle,
+                                                              model)
+    results["answers"] = check_answers(answers, payload.sample)
 
-        @contextlib.contextmanager
-        def voxedge_server(round_no: int):
-            """The real runtime on the simulated robot behind the real server, as tests/service_fixtures.py."""
-            robot, camera, microphone = sim_setup(seed=3, noise_dbfs=-55.0)
-            link = robot.start()
-            try:
-                config = RuntimeConfig(bundle=str(bundle.path), precision="int8",
-                                       audit_log=str(tmp / f"audit-{round_no}"))
-                runner = None
-                if args.ort_threads:  # a what-if; by default the runtime makes its runner as `voxedge serve` does
-                    from edge.bundle import load_bundle
-                    from edge.runners import make_runner
 
-                    runner = make_runner("onnxruntime", load_bundle(bundle.path), "int8",
-                                         intra_op_threads=args.ort_threads)
-                runtime = Runtime(config, link=link, camera=camera, microphone=microphone, runner=runner).start()
-                try:
-                    service = ServiceConfig(port=0, infer_rate_per_s=1e6, infer_burst=10 ** 6)
-                    server = Server(create_app(runtime, service), service).start()
-                    try:
-                        yield server.url, runtime
-                    finally:
-                        server.stop()
-                finally:
-                    runtime.stop()
-            finally:
-                robot.stop()
+# -- checks, ratios, output --------------------------------------------------------------------
 
-        @contextlib.contextmanager
-        def baseline_server(round_no: int):
-            server = Waitress(baseline_app, BASELINE_THREADS)
-            try:
-                yield server.url, None
-            finally:
-                server.stop()
-
-        windows: dict[str, list[Window]] = {"voxedge": [], "baseline": []}
-        per_round_s = args.duration / args.rounds
-        for round_no in range(args.rounds):
-            for name, serve in (("voxedge", voxedge_server), ("baseline", baseline_server)):
-                with serve(round_no) as (url, runtime):
-                    info = results.setdefault(name, {})
-                    if round_no == 0:
-                        if name == "voxedge":
-                            print(f"voxedge at {url}: runtime {runtime.runner.backend} {runtime.runner.precision}"
-                                  f" ({', '.join(runtime.runner.providers)})", flush=True)
-                            answers["voxedge"] = {"golden": post_once(url, golden_png, golden_wav),
-                                                  "sample": post_once(url, sample["png"], sample["wav"])}
-                            checks = check_answers(answers, sample)
-                            if not all(c["same_intent"] for c in checks) and not args.ignore_disagreement:
-                                raise SystemExit("voxedge and the baseline disagree on the intent before timing: "
-                                                 f"{checks}; rerun with --ignore-disagreement to time anyway")
-                            info["idle_process_cpu_cores"], info["idle_other_processes_cpu_cores"] = \
-                                idle_cpu_cores()
-                        else:
-                            print(f"baseline at {url}: Flask + PyTorch eager FP32", flush=True)
-                            for key, (png, wav) in (("golden", (golden_png, golden_wav)),
-                                                    ("sample", (sample["png"], sample["wav"]))):
-                                if post_once(url, png, wav)["intent"] != answers["baseline"][key]["intent"]:
-                                    raise RuntimeError("the baseline over HTTP answers differently from the same "
-                                                       "app in-process")
-                        info["serial"] = serial_latency(url, body, ctype, args.serial) if args.serial else None
-                    print(f"{name}: round {round_no + 1}/{args.rounds}, load for {args.warmup:g} + "
-                          f"{per_round_s:g} s ...", flush=True)
-                    windows[name].append(run_load(url, body, ctype, args.clients, args.warmup, per_round_s,
-                                                  1e-3 * args.retry_pause_ms))
-                    if runtime is not None:
-                        snap = runtime.snapshot()["inference"]
-                        info.setdefault("runtime_inference_rounds", []).append(snap)
-                        info["runtime_alerts"] = info.get("runtime_alerts", 0) + runtime.alert_count
-        for name, recorded in windows.items():
-            results[name]["load"] = summarise(recorded)
-
-        results["diagnostics_single_thread_ms"] = micro_costs(sample["png"], sample["wav"], bundle, model)
-
-    # -- checks, ratios, output --------------------------------------------------------------------
-    results["answers"] = checks
-    v, b = results["voxedge"]["load"], results["baseline"]["load"]
-    ratios = {
+def ratios(v: dict, b: dict) -> dict:
+    """voxedge over the baseline: throughput and p99 (with and without 429 retries), and the targets."""
+    out = {
         "throughput_voxedge_over_baseline": v["requests_per_s"] / b["requests_per_s"] if b["requests_per_s"] else None,
         "p99_voxedge_over_baseline": (v["latency_ms"]["p99"] / b["latency_ms"]["p99"]
                                       if v["latency_ms"]["p99"] and b["latency_ms"]["p99"] else None),
@@ -753,14 +833,13 @@ def main() -> int:
             v["latency_with_retries_ms"]["p99"] / b["latency_with_retries_ms"]["p99"]
             if v["latency_with_retries_ms"]["p99"] and b["latency_with_retries_ms"]["p99"] else None),
     }
-    ratios["throughput_target_3x_met"] = bool(ratios["throughput_voxedge_over_baseline"]
-                                              and ratios["throughput_voxedge_over_baseline"] >= 3.0)
-    ratios["p99_lower_met"] = bool(ratios["p99_voxedge_over_baseline"] and ratios["p99_voxedge_over_baseline"] < 1.0)
-    results["ratios"] = ratios
-    leftovers = child_processes()
-    results["leftover_child_processes"] = leftovers
-    results["leftover_threads"] = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+    out["throughput_target_3x_met"] = bool(out["throughput_voxedge_over_baseline"]
+                                           and out["throughput_voxedge_over_baseline"] >= 3.0)
+    out["p99_lower_met"] = bool(out["p99_voxedge_over_baseline"] and out["p99_voxedge_over_baseline"] < 1.0)
+    return out
 
+
+def print_answers(checks: list[dict]) -> None:
     print()
     print("answers before timing (voxedge: raw argmax 'model_intent'):")
     for c in checks:
@@ -768,18 +847,24 @@ def main() -> int:
               f"{c['baseline_intent']} ({c['baseline_confidence']:.3f}), same intent: {c['same_intent']}, "
               f"target_xy max diff {c['target_xy_max_abs_diff']:.3f}" + (f", label {c['label']}" if "label" in c
                                                                          else ""))
+
+
+def print_load(args: argparse.Namespace, results: dict) -> None:
+    """The table and the ratios, then what voxedge's server did under load."""
+    ratio = results["ratios"]
+    v = results["voxedge"]["load"]
     print()
     rounds = f" in {args.rounds} alternating rounds (each after its own warm-up)" if args.rounds > 1 else \
         f" after {args.warmup:g} s warm-up"
     print(f"POST /predict, {args.clients} clients, {args.duration:g} s measured per server{rounds}, "
-          f"torch threads {torch_threads} (default), waitress {BASELINE_THREADS} threads each")
+          f"torch threads {results['settings']['torch_threads']} (default), waitress {BASELINE_THREADS} threads each")
     print_table(results)
     print()
-    print(f"throughput voxedge / baseline: {_f(ratios['throughput_voxedge_over_baseline'], '{:.2f}')}x "
-          f"(target >= 3x: {'met' if ratios['throughput_target_3x_met'] else 'NOT met'})")
-    print(f"p99 voxedge / baseline: {_f(ratios['p99_voxedge_over_baseline'], '{:.2f}')} "
-          f"(voxedge lower: {'yes' if ratios['p99_lower_met'] else 'NO'}); counting 429 retries: "
-          f"{_f(ratios['p99_with_retries_voxedge_over_baseline'], '{:.2f}')}")
+    print(f"throughput voxedge / baseline: {_f(ratio['throughput_voxedge_over_baseline'], '{:.2f}')}x "
+          f"(target >= 3x: {'met' if ratio['throughput_target_3x_met'] else 'NOT met'})")
+    print(f"p99 voxedge / baseline: {_f(ratio['p99_voxedge_over_baseline'], '{:.2f}')} "
+          f"(voxedge lower: {'yes' if ratio['p99_lower_met'] else 'NO'}); counting 429 retries: "
+          f"{_f(ratio['p99_with_retries_voxedge_over_baseline'], '{:.2f}')}")
     if v["http_429"]:
         print(f"voxedge 429s: {v['http_429']} {v['http_429_by_reason']}, "
               f"{v['requests_that_needed_retries']} requests needed retries")
@@ -794,6 +879,11 @@ def main() -> int:
         results["voxedge"]["api_mean_batch"] = answered / runs
         print(f"voxedge inference worker: {answered} API requests in {runs} model runs (mean batch "
               f"{answered / runs:.2f}; waiting requests run together, up to 8)")
+
+
+def print_costs(results: dict) -> None:
+    """CPU use, the unloaded latency, the single steps and the other processes on the machine."""
+    v, b = results["voxedge"]["load"], results["baseline"]["load"]
     print(f"process CPU under load (cores of {os.cpu_count()}): voxedge {v['process_cpu_cores']:.2f}, "
           f"baseline {b['process_cpu_cores']:.2f}; CPU ms per answer: voxedge {v['process_cpu_ms_per_ok_request']:.2f},"
           f" baseline {b['process_cpu_ms_per_ok_request']:.2f}; load generator: {v['client_process_cpu_cores']:.2f} / "
@@ -813,12 +903,17 @@ def main() -> int:
         print(f"other processes on this machine during the measured windows: voxedge {others[0]:.2f} cores, "
               f"baseline {others[1]:.2f} cores of {os.cpu_count()}" +
               (" - WARNING: the machine was not quiet; the figures are skewed" if max(others) > 0.25 else ""))
-    if leftovers:
-        print(f"WARNING: child processes left running: {leftovers}")
+
+
+def print_warnings(results: dict) -> int:
+    """Leftovers, disagreement and errors; the exit code (1 when any of them but leftover threads)."""
+    exit_code = 0
+    if results["leftover_child_processes"]:
+        print(f"WARNING: child processes left running: {results['leftover_child_processes']}")
         exit_code = 1
     if results["leftover_threads"]:
         print(f"note: threads still alive at the end: {results['leftover_threads']}")
-    if not all(c["same_intent"] for c in checks):
+    if not all(c["same_intent"] for c in results["answers"]):
         print("WARNING: voxedge and the baseline disagree on the intent (see above)")
         exit_code = 1
     for name in ("voxedge", "baseline"):
@@ -826,6 +921,26 @@ def main() -> int:
             print(f"WARNING: {name} had {results[name]['load']['errors']} errors: "
                   f"{results[name]['load']['error_examples']}")
             exit_code = 1
+    return exit_code
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+def main() -> int:
+    if sys.argv[1:2] == ["--load-client"]:  # the load generator's process (see run_load)
+        print(json.dumps(run_clients(json.loads(Path(sys.argv[2]).read_text()))))
+        return 0
+    args = parse_args()
+    results: dict = {"settings": settings(args)}
+    run_benchmark(args, results)
+    results["ratios"] = ratios(results["voxedge"]["load"], results["baseline"]["load"])
+    results["leftover_child_processes"] = child_processes()
+    results["leftover_threads"] = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+
+    print_answers(results["answers"])
+    print_load(args, results)
+    print_costs(results)
+    exit_code = print_warnings(results)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,9 @@ Public API (imported lazily, so ``firmware_bridge.errors`` stays importable with
 
 - ``firmware_bridge.spec``: the protocol table (constants with units, enums, layouts, schema hash).
 - ``firmware_bridge.codec`` / ``messages``: COBS + CRC-32 framing and typed messages.
-- ``firmware_bridge.link``: ``Link``, the host side (one I/O thread owns the port).
+- ``firmware_bridge.link``: ``Link``, the host side (one I/O thread owns the port); ``values``: what it
+  hands back (``Telemetry``, ``ControlResult``, ``LinkStats``, ...); ``port``: opening and reopening the
+  serial port; ``control_queue``: the controls and the e-stop on their way to the MCU.
 - ``firmware_bridge.simulator``: builds and runs the C firmware core on a pseudo-terminal.
 - ``firmware_bridge.errors``: ``BridgeError`` and its subclasses.
 - ``firmware/``: the C99 core, the host simulator and the Arduino sketch.
@@ -20,12 +22,12 @@ import importlib
 
 _LAZY = {
     "Link": "firmware_bridge.link",
-    "Telemetry": "firmware_bridge.link",
-    "HandshakeInfo": "firmware_bridge.link",
-    "LinkStats": "firmware_bridge.link",
-    "McuCounters": "firmware_bridge.link",
-    "ControlResult": "firmware_bridge.link",
-    "Outcome": "firmware_bridge.link",
+    "Telemetry": "firmware_bridge.values",
+    "HandshakeInfo": "firmware_bridge.values",
+    "LinkStats": "firmware_bridge.values",
+    "McuCounters": "firmware_bridge.values",
+    "ControlResult": "firmware_bridge.values",
+    "Outcome": "firmware_bridge.values",
     "McuSimulator": "firmware_bridge.simulator",
     "FaultConfig": "firmware_bridge.simulator",
     "build_simulator": "firmware_bridge.simulator",

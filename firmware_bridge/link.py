@@ -3,7 +3,7 @@
 ``Link`` owns the serial port in one I/O thread ("bridge-io"): it opens the port
 exclusively, does the handshake, streams setpoints, sends and retries controls,
 decodes telemetry, and reconnects after a cable pull. Callers on other threads
-only touch bounded slots and get immutable snapshots back::
+only touch bounded slots and get immutable snapshots back (``firmware_bridge.values``)::
 
     with Link("/dev/robot") as link:
         link.arm().result(timeout=1.0).raise_for_status()
@@ -16,18 +16,13 @@ Traffic classes
     Setpoints are latest-only: a newer one replaces an unsent older one, and none
     is ever resent. Each carries the host time it was issued and a TTL; the MCU
     drops stale, out-of-order and duplicated ones. Controls (arm, disarm, clear
-    failsafe, gripper, config) are queued (at most ``CONTROL_QUEUE_MAX``), sent one
-    at a time and retried with the same id and first-send timestamp until
-    acknowledged; the MCU executes an id at most once and re-acks duplicates.
-    After ``CONTROL_ATTEMPTS`` sends without an ack, the control is reported
-    failed (its TTL, equal to the retry window, keeps a late copy from executing).
-    E-stop overtakes everything, is repeated until acknowledged, survives reconnects,
-    and nothing else is sent before it is acknowledged.
+    failsafe, gripper, config) are queued, sent one at a time and retried with the
+    same id until acknowledged or reported failed; e-stop overtakes everything and
+    is repeated until acknowledged (``firmware_bridge.control_queue``).
 
 Reconnects
-    While the port path is missing it is polled every ``PORT_POLL_MS`` (a replugged
-    adapter is back within a fraction of a second); opening or handshaking failures
-    back off from 0.5 s to 5 s. A connection with no valid frame for
+    A missing port path is polled and failed opens or handshakes back off
+    (``firmware_bridge.port``). A connection with no valid frame for
     ``LINK_SILENCE_TIMEOUT_MS`` is dropped and reopened. Pending controls fail when
     the link drops (never replayed on a new connection) and the MCU disarms on every
     handshake: after a reconnect the robot stays disarmed until ``arm()``.
@@ -70,12 +65,10 @@ import math
 import os
 import secrets
 import select
-import statistics
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from concurrent.futures import Future
-from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING
 
@@ -83,34 +76,48 @@ import serial
 
 from firmware_bridge import messages as M
 from firmware_bridge.codec import FrameReader, encode_frame
+from firmware_bridge.control_queue import (
+    ACK_TIMEOUT_S,
+    CONTROL_ATTEMPTS,
+    CONTROL_QUEUE_MAX,
+    ControlQueue,
+    PendingControl,
+)
 from firmware_bridge.errors import (
     BridgeError,
     BridgeTimeoutError,
-    ControlFailedError,
-    ControlRefusedError,
     HandshakeError,
     InvalidValueError,
     LinkStateError,
     NotConnectedError,
-    PortBusyError,
     PortError,
-    PortNotFoundError,
-    PortPermissionError,
+)
+from firmware_bridge.port import (
+    WRITE_TIMEOUT_S,
+    ReconnectSchedule,
+    close_port,
+    device_of,
+    open_error,
+    open_port,
 )
 from firmware_bridge.spec import (
     CONST,
-    COUNTER_NAMES,
     SCHEMA_HASH,
     Capability,
     EchoResult,
-    Gripper,
     HeaderFlag,
-    LinkFlag,
     MsgType,
     Op,
-    Reason,
     Result,
     State,
+)
+from firmware_bridge.values import (
+    ControlResult,
+    HandshakeInfo,
+    LinkCounters,
+    LinkStats,
+    Outcome,
+    Telemetry,
 )
 
 if TYPE_CHECKING:
@@ -123,22 +130,14 @@ TTL_DEFAULT_S = CONST["TTL_DEFAULT_MS"] / 1000.0
 TTL_MAX_S = CONST["TTL_MAX_MS"] / 1000.0
 MAX_LINEAR_M_S = float(CONST["MAX_LINEAR_M_S"])
 MAX_ANGULAR_RAD_S = float(CONST["MAX_ANGULAR_RAD_S"])
-ACK_TIMEOUT_S = CONST["CONTROL_ACK_TIMEOUT_MS"] / 1000.0
-CONTROL_ATTEMPTS = int(CONST["CONTROL_ATTEMPTS"])
 HANDSHAKE_RETRY_S = CONST["HANDSHAKE_RETRY_MS"] / 1000.0
 HANDSHAKE_TIMEOUT_S = CONST["HANDSHAKE_TIMEOUT_MS"] / 1000.0
 LINK_SILENCE_TIMEOUT_S = CONST["LINK_SILENCE_TIMEOUT_MS"] / 1000.0
-BACKOFF_MIN_S = CONST["RECONNECT_BACKOFF_MIN_MS"] / 1000.0
-BACKOFF_MAX_S = CONST["RECONNECT_BACKOFF_MAX_MS"] / 1000.0
-PORT_POLL_S = CONST["PORT_POLL_MS"] / 1000.0
 TELEMETRY_PERIOD_MIN_S = CONST["TELEMETRY_PERIOD_MIN_MS"] / 1000.0
 TELEMETRY_PERIOD_MAX_S = CONST["TELEMETRY_PERIOD_MAX_MS"] / 1000.0
 
-CONTROL_QUEUE_MAX = 8  # controls waiting behind the one in flight; more fail at once ("queue full")
-WRITE_TIMEOUT_S = 0.5  # a write blocked this long means the port is wedged: reconnect
 IO_TICK_S = 0.05  # the I/O thread wakes at least this often
 JOIN_TIMEOUT_S = 3.0  # bounded join of the I/O thread
-RTT_SAMPLES = 256  # round-trip times kept for the percentiles
 ECHO_PENDING_MAX = 64  # echo requests remembered while waiting for their answer
 # The MCU rejecting this many echoed setpoints in a row as stale, out of order or ahead (with echo_every=10:
 # 1.5 s of setpoints) means its clock estimate or sequence state no longer fits ours (a frame that moved it,
@@ -160,185 +159,6 @@ def _s32(value: int) -> int:
     return value - (1 << 32) if value >= (1 << 31) else value
 
 
-# ---------------------------------------------------------------------------- public snapshots
-
-
-class Outcome(str, Enum):
-    """What became of a control."""
-
-    DELIVERED = "delivered"  # the MCU acknowledged it with Result.OK
-    REFUSED = "refused"  # the MCU acknowledged it with a refusal (see ControlResult.result)
-    FAILED = "failed"  # no acknowledgement: not delivered, or delivered and the ack lost
-
-
-@dataclass(frozen=True)
-class ControlResult:
-    """Outcome of one control message (the value of the future returned by ``arm()`` etc.)."""
-
-    op: Op
-    control_id: int
-    outcome: Outcome
-    result: Result | None  # the MCU's result code, None when it never answered
-    attempts: int  # frames sent with this id
-    detail: str  # human explanation, says what to do when it did not work
-    rtt_s: float | None = None  # send of the acknowledged attempt -> ack
-
-    @property
-    def delivered(self) -> bool:
-        """True when the MCU answered (whether it executed or refused the control)."""
-        return self.outcome is not Outcome.FAILED
-
-    @property
-    def ok(self) -> bool:
-        """True when the MCU executed the control."""
-        return self.outcome is Outcome.DELIVERED
-
-    def raise_for_status(self) -> ControlResult:
-        """Return self when the control was executed; otherwise raise.
-
-        Raises:
-            ControlRefusedError: the MCU refused it (e.g. arming on a schema mismatch).
-            ControlFailedError: no acknowledgement after all retries, or the link dropped.
-        """
-        if self.outcome is Outcome.REFUSED:
-            raise ControlRefusedError(self.detail)
-        if self.outcome is Outcome.FAILED:
-            raise ControlFailedError(self.detail)
-        return self
-
-
-@dataclass(frozen=True)
-class McuCounters:
-    """Link counters kept by the MCU (cumulative since it booted)."""
-
-    frames_ok: int
-    crc_errors: int
-    malformed: int
-    oversize: int
-    stale_dropped: int
-    out_of_order: int
-    duplicates: int
-    seq_gaps: int
-    watchdog_trips: int
-    setpoints_applied: int
-    rejected: int
-    controls_executed: int
-
-
-@dataclass(frozen=True)
-class Telemetry:
-    """One telemetry report from the MCU, as received (immutable)."""
-
-    x_m: float
-    y_m: float
-    theta_rad: float
-    wheel_left_m_s: float  # measured (encoders)
-    wheel_right_m_s: float
-    motor_left_m_s: float  # commanded by the firmware after clamps and ramps
-    motor_right_m_s: float
-    battery_v: float
-    state: State
-    reason: Reason
-    gripper: Gripper
-    session: bool  # the MCU has a handshake on this connection
-    schema_ok: bool
-    last_setpoint_seq: int  # header seq of the last setpoint the MCU applied
-    counters: McuCounters
-    mcu_time_ms: int
-    seq: int
-    received_at: float  # host time.monotonic() when it arrived
-
-    @property
-    def age_s(self) -> float:
-        """Seconds since this report arrived."""
-        return time.monotonic() - self.received_at
-
-    @property
-    def armed(self) -> bool:
-        """True when the firmware is armed."""
-        return self.state is State.ARMED
-
-    @property
-    def motors_stopped(self) -> bool:
-        """True when the firmware commands zero speed on both wheels."""
-        return self.motor_left_m_s == 0.0 and self.motor_right_m_s == 0.0
-
-
-@dataclass(frozen=True)
-class HandshakeInfo:
-    """What the firmware announced when the current connection was set up."""
-
-    build_id: str
-    schema_hash: int  # the firmware's
-    host_schema_hash: int  # ours
-    capabilities: frozenset[Capability]
-    state: State  # at the handshake (never ARMED: a handshake disarms)
-    max_linear_m_s: float
-    max_angular_rad_s: float
-    port: str  # the device the port path resolved to
-    rtt_s: float  # first HELLO sent -> HELLO_ACK
-    completed_at: float  # time.monotonic()
-
-    @property
-    def schema_match(self) -> bool:
-        """True when host and firmware were built from the same protocol table (arming is allowed)."""
-        return self.schema_hash == self.host_schema_hash
-
-
-@dataclass(frozen=True)
-class LinkStats:
-    """Host-side link statistics (cumulative over the Link's life), plus the MCU's latest counters.
-
-    ``as_dict()`` gives flat name -> number pairs, ready to be exported as metrics.
-    """
-
-    connected: bool
-    connects: int  # successful handshakes (the first one included)
-    reconnects: int  # successful handshakes after a lost connection or an MCU reset
-    connect_failures: int
-    link_losses: int
-    lockouts: int  # handshakes redone because the MCU kept rejecting fresh setpoints or controls as stale
-    frames_sent: int
-    frames_received: int  # valid frames
-    crc_errors: int  # received frames with a bad CRC
-    malformed: int
-    oversize: int
-    seq_gaps: int  # MCU frames missing by sequence number
-    stale_rx: int  # MCU frames duplicated or out of order (ignored)
-    setpoints_sent: int
-    setpoints_superseded: int  # replaced by a newer one before the I/O thread sent them
-    setpoints_dropped: int  # offered while the link was down
-    setpoints_clamped: int
-    controls_sent: int  # first sends
-    retries: int  # further sends of the same control id
-    controls_delivered: int
-    controls_refused: int
-    controls_failed: int
-    estops_sent: int
-    rtt_last_s: float | None
-    rtt_p50_s: float | None
-    rtt_p99_s: float | None
-    rtt_samples: int  # in the window the percentiles use (the last RTT_SAMPLES)
-    rtt_count: int  # round trips measured since the Link was made
-    mcu: McuCounters | None  # from the latest telemetry
-
-    @property
-    def watchdog_trips(self) -> int:
-        """Failsafe trips reported by the MCU (0 before the first telemetry)."""
-        return self.mcu.watchdog_trips if self.mcu else 0
-
-    def as_dict(self) -> dict[str, float | int | bool | None]:
-        """Flat dict (MCU counters prefixed ``mcu_``), e.g. for Prometheus gauges/counters."""
-        out = {k: v for k, v in asdict(self).items() if k != "mcu"}
-        for name, value in (asdict(self.mcu).items() if self.mcu else ()):
-            out[f"mcu_{name}"] = value
-        out["watchdog_trips"] = self.watchdog_trips
-        return out
-
-
-# ---------------------------------------------------------------------------- internals
-
-
 class _Phase(Enum):
     CLOSED = 0
     HANDSHAKING = 1
@@ -349,71 +169,11 @@ class _LinkLost(Exception):
     """Internal: the current connection is unusable (the I/O thread reconnects)."""
 
 
-@dataclass
-class _PendingControl:
-    op: Op
-    control_id: int
-    future: Future
-    enqueued_at: float
-    args: tuple[float, float, int] = (0.0, 0.0, 0)
-    ttl_ms: int = 0
-    issued_ms: int | None = None  # header timestamp: the first send, kept by every retry
-    attempts: int = 0
-    next_at: float = 0.0
-    last_sent_at: float = 0.0
-
-
-@dataclass
-class _Counters:
-    connects: int = 0
-    reconnects: int = 0
-    connect_failures: int = 0
-    link_losses: int = 0
-    lockouts: int = 0
-    frames_sent: int = 0
-    seq_gaps: int = 0
-    stale_rx: int = 0
-    setpoints_sent: int = 0
-    setpoints_superseded: int = 0
-    setpoints_dropped: int = 0
-    setpoints_clamped: int = 0
-    controls_sent: int = 0
-    retries: int = 0
-    controls_delivered: int = 0
-    controls_refused: int = 0
-    controls_failed: int = 0
-    estops_sent: int = 0
-    rtt_count: int = 0
-    rtts: deque = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
-
-    def add_rtt(self, seconds: float) -> None:
-        self.rtts.append(seconds)
-        self.rtt_count += 1
-
-
 def _echo_name(code: int) -> str:
     try:
         return EchoResult(code).name
     except ValueError:
         return f"code {code}"
-
-
-def _open_error(port: str, exc: Exception) -> PortError:
-    code = getattr(exc, "errno", None)
-    text = str(exc)
-    if code == errno.ENOENT:
-        return PortNotFoundError(
-            f"serial port {port!r} does not exist: check the cable and `ls -l /dev/serial/by-id/`, install the "
-            "udev rule in firmware_bridge/deploy/ for a stable /dev/robot, or try `voxedge bridge --sim`")
-    if code in (errno.EACCES, errno.EPERM):
-        return PortPermissionError(
-            f"no permission to open {port!r}: add your user to the dialout group "
-            "(`sudo usermod -aG dialout $USER`, then log in again) or install the udev rule in firmware_bridge/deploy/")
-    if code in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EBUSY) or "exclusively lock" in text:
-        return PortBusyError(
-            f"{port!r} is in use by another process (the link opens it exclusively): stop the other program "
-            f"(`fuser -v {port}`); ModemManager and brltty grab USB serial adapters, see firmware_bridge/deploy/README.md")
-    return PortError(f"cannot open serial port {port!r}: {text}")
 
 
 def _check_finite(name: str, value: float, unit: str) -> float:
@@ -479,19 +239,17 @@ class Link:
         # shared with callers (under _lock)
         self._phase = _Phase.CLOSED
         self._setpoint: tuple[float, float, int, int] | None = None
-        self._queue: deque[_PendingControl] = deque()
-        self._estop: _PendingControl | None = None
         self._telemetry: Telemetry | None = None
         self._handshake: HandshakeInfo | None = None
-        self._n = _Counters()
+        self._n = LinkCounters()
         self._reader = FrameReader()
-        self._next_control_id = 1
+        self._controls = ControlQueue(self._lock, self._n, ack_timeout_s=self._ack_timeout_s,
+                                      attempts=self._attempts)
 
         # owned by the I/O thread
         self._ser: serial.Serial | None = None
         self._tx_seq = 1
         self._rx_seq: int | None = None
-        self._inflight: _PendingControl | None = None
         self._hello_seqs: dict[int, float] = {}
         self._hs_started = 0.0
         self._hs_bad_frames = 0  # the reader's bad-frame count when the handshake started
@@ -501,10 +259,7 @@ class Link:
         self._rejected_run = 0  # echoed setpoints rejected in a row (LOCKOUT_ECHOES)
         self._setpoint_count = 0
         self._ever_connected = False
-        self._backoff_s = BACKOFF_MIN_S
-        self._next_attempt = 0.0
-        self._path_absent = False
-        self._device: tuple[int, int, int] | None = None  # identity of the node the port path resolved to
+        self._reconnect = ReconnectSchedule()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -534,10 +289,7 @@ class Link:
         self._stop.clear()
         self._first_done.clear()
         self._ever_connected = False  # connect() reports the first attempt's failure to its caller
-        self._backoff_s = BACKOFF_MIN_S
-        self._next_attempt = 0.0
-        self._path_absent = False
-        self._device = None
+        self._reconnect.reset()
         self._first_error = None
         self._crash = None
         self._wake_r, self._wake_w = os.pipe()
@@ -643,11 +395,10 @@ class Link:
         """Ask the MCU to arm (refused on a schema mismatch, while e-stopped, or without a handshake)."""
         info = self.handshake
         if info is not None and not info.schema_match:
-            return self._resolved(Op.ARM, Outcome.REFUSED, Result.REFUSED_SCHEMA,
-                                  f"arming refused: firmware {info.build_id!r} has protocol schema "
-                                  f"0x{info.schema_hash:08X}, this host 0x{info.host_schema_hash:08X}; flash firmware "
-                                  "built from this checkout (python -m firmware_bridge.spec --write regenerates the "
-                                  "header)")
+            detail = (f"arming refused: firmware {info.build_id!r} has protocol schema 0x{info.schema_hash:08X}, "
+                      f"this host 0x{info.host_schema_hash:08X}; flash firmware built from this checkout "
+                      "(python -m firmware_bridge.spec --write regenerates the header)")
+            return self._controls.resolved(Op.ARM, Outcome.REFUSED, Result.REFUSED_SCHEMA, detail)
         return self._submit(Op.ARM)
 
     def disarm(self) -> Future[ControlResult]:
@@ -691,10 +442,7 @@ class Link:
             NotConnectedError: ``connect()`` was never called (or ``disconnect()`` was).
         """
         self._require_started()
-        with self._lock:
-            if self._estop is None:
-                self._estop = _PendingControl(Op.ESTOP, self._new_id(), Future(), time.monotonic())
-            fut = self._estop.future
+        fut = self._controls.request_estop()
         self._wake()
         return fut
 
@@ -716,24 +464,9 @@ class Link:
     def stats(self) -> LinkStats:
         """A snapshot of the link statistics."""
         with self._lock:
-            n = self._n
-            rc = self._reader.counters
-            rtts = sorted(n.rtts)
             telemetry = self._telemetry
-            return LinkStats(
-                connected=self._phase is _Phase.CONNECTED, connects=n.connects, reconnects=n.reconnects,
-                connect_failures=n.connect_failures, link_losses=n.link_losses, lockouts=n.lockouts,
-                frames_sent=n.frames_sent,
-                frames_received=rc.frames_ok, crc_errors=rc.crc_errors, malformed=rc.malformed,
-                oversize=rc.oversize, seq_gaps=n.seq_gaps, stale_rx=n.stale_rx, setpoints_sent=n.setpoints_sent,
-                setpoints_superseded=n.setpoints_superseded, setpoints_dropped=n.setpoints_dropped,
-                setpoints_clamped=n.setpoints_clamped, controls_sent=n.controls_sent, retries=n.retries,
-                controls_delivered=n.controls_delivered, controls_refused=n.controls_refused,
-                controls_failed=n.controls_failed, estops_sent=n.estops_sent,
-                rtt_last_s=n.rtts[-1] if n.rtts else None,
-                rtt_p50_s=statistics.median(rtts) if rtts else None,
-                rtt_p99_s=rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] if rtts else None,
-                rtt_samples=len(rtts), rtt_count=n.rtt_count, mcu=telemetry.counters if telemetry else None)
+            return self._n.snapshot(connected=self._phase is _Phase.CONNECTED, rx=self._reader.counters,
+                                    mcu=telemetry.counters if telemetry else None)
 
     def wait_for_telemetry(self, predicate=None, timeout_s: float = 1.0) -> Telemetry:
         """Block until a telemetry report newer than the current one (and satisfying ``predicate``) arrives.
@@ -765,40 +498,16 @@ class Link:
                                         "connect() again, and report the error")
             raise NotConnectedError(f"link to {self._port!r} is not started: call connect() first")
 
-    def _new_id(self) -> int:
-        cid = self._next_control_id
-        self._next_control_id = (cid + 1) & _U32 or 1
-        return cid
-
-    def _resolved(self, op: Op, outcome: Outcome, result: Result | None, detail: str) -> Future:
-        fut: Future = Future()
-        with self._lock:
-            if outcome is Outcome.REFUSED:
-                self._n.controls_refused += 1
-            elif outcome is Outcome.FAILED:
-                self._n.controls_failed += 1
-        fut.set_result(ControlResult(op, 0, outcome, result, 0, detail))
-        return fut
-
     def _submit(self, op: Op, args: tuple[float, float, int] = (0.0, 0.0, 0)) -> Future:
         self._require_started()
-        with self._lock:
-            if self._phase is not _Phase.CONNECTED:
-                phase = self._phase.name.lower()
-                fut = None
-            elif len(self._queue) >= CONTROL_QUEUE_MAX:
-                phase = "queue full"
-                fut = None
-            else:
-                pending = _PendingControl(op, self._new_id(), Future(), time.monotonic(), args,
-                                          ttl_ms=round(self._attempts * self._ack_timeout_s * 1000))
-                self._queue.append(pending)
-                fut = pending.future
+        with self._lock:  # the phase cannot change before the control is queued (a drop fails the queue)
+            phase = None if self._phase is _Phase.CONNECTED else self._phase.name.lower()
+            fut = self._controls.enqueue(op, args) if phase is None else None
         if fut is None:
             detail = (f"{op.name} not sent: the link to {self._port!r} is {phase}; retry once link.is_connected"
-                      if phase != "queue full" else
+                      if phase is not None else
                       f"{op.name} not sent: {CONTROL_QUEUE_MAX} controls already waiting; wait for their results")
-            return self._resolved(op, Outcome.FAILED, None, detail)
+            return self._controls.resolved(op, Outcome.FAILED, None, detail)
         self._wake()
         return fut
 
@@ -830,7 +539,7 @@ class Link:
             self._report_first(BridgeError(f"bridge I/O thread crashed: {exc!r}"))
         finally:
             self._close_port()
-            self._fail_all("the link was disconnected", include_estop=True)
+            self._controls.fail_all("the link was disconnected", include_estop=True)
             with self._lock:
                 self._phase = _Phase.CLOSED
 
@@ -841,41 +550,20 @@ class Link:
 
     def _try_open(self) -> None:
         now = time.monotonic()
-        try:
-            st = os.stat(self._port)  # follows the symlink (/dev/robot, /dev/serial/by-id/...)
-        except OSError:
-            st = None
-        if st is None:
-            if not self._ever_connected:
-                self._report_first(_open_error(self._port, OSError(errno.ENOENT, "no such file")))
-                self._stop.set()
-                return
-            self._path_absent = True
-            self._stop.wait(PORT_POLL_S)
+        device = device_of(self._port)
+        if device is None and not self._ever_connected:
+            self._report_first(open_error(self._port, OSError(errno.ENOENT, "no such file")))
+            self._stop.set()
             return
-        device = (st.st_dev, st.st_ino, st.st_rdev)
-        if self._path_absent or device != self._device:
-            # The device node came back or now is another one (cable replugged, symlink re-pointed):
-            # try at once, with a fresh backoff.
-            self._path_absent = False
-            self._device = device
-            self._backoff_s = BACKOFF_MIN_S
-            self._next_attempt = now
-        if now < self._next_attempt:
-            self._stop.wait(min(self._next_attempt - now, PORT_POLL_S))
+        wait_s = self._reconnect.wait_s(device, now)
+        if wait_s > 0.0:
+            self._stop.wait(wait_s)
             return
         try:
-            ser = serial.Serial(self._port, self._baudrate, timeout=0, write_timeout=WRITE_TIMEOUT_S, exclusive=True)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            self._attempt_failed(_open_error(self._port, exc))
+            self._ser = open_port(self._port, self._baudrate)
+        except PortError as exc:
+            self._attempt_failed(exc)
             return
-        try:
-            ser.reset_input_buffer()  # bytes the MCU sent while nobody listened are stale
-        except (serial.SerialException, OSError) as exc:
-            ser.close()
-            self._attempt_failed(_open_error(self._port, exc))
-            return
-        self._ser = ser
         self._reader.reset()
         self._rx_seq = None
         self._hello_seqs.clear()
@@ -895,23 +583,19 @@ class Link:
             self._report_first(error)
             self._stop.set()
             return
-        log.info("reconnect to %s failed (%s); next try in %.1f s", self._port, error, self._backoff_s)
-        self._next_attempt = time.monotonic() + self._backoff_s
-        self._backoff_s = min(self._backoff_s * 2.0, BACKOFF_MAX_S)
+        log.info("reconnect to %s failed (%s); next try in %.1f s", self._port, error, self._reconnect.backoff_s)
+        self._reconnect.failed(time.monotonic())
 
     def _close_port(self) -> None:
         ser, self._ser = self._ser, None
         if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError):
-                pass
+            close_port(ser)
 
     def _drop(self, reason: str) -> None:
         was_connected = self._phase is _Phase.CONNECTED
         self._close_port()
-        self._inflight_fail(f"link lost before an ack ({reason}); it may or may not have executed")
-        self._fail_all(f"link lost ({reason}) before it was sent", include_estop=False)
+        self._controls.fail_inflight(f"link lost before an ack ({reason}); it may or may not have executed")
+        self._controls.fail_all(f"link lost ({reason}) before it was sent", include_estop=False)
         with self._lock:
             self._phase = _Phase.CLOSED
             self._setpoint = None
@@ -923,40 +607,9 @@ class Link:
             return
         log.warning("link to %s lost: %s; reconnecting", self._port, reason)
         if was_connected:
-            self._next_attempt = time.monotonic()  # first retry at once; the backoff applies to failures
+            self._reconnect.lost(time.monotonic())
         else:
             self._attempt_failed(HandshakeError(reason))
-
-    def _fail_all(self, detail: str, *, include_estop: bool) -> None:
-        with self._lock:
-            pending = list(self._queue)
-            self._queue.clear()
-            if include_estop and self._estop is not None:
-                pending.append(self._estop)
-                self._estop = None
-        if self._inflight is not None and include_estop:
-            pending.append(self._inflight)
-            self._inflight = None
-        for p in pending:
-            self._finish(p, Outcome.FAILED, None, f"{p.op.name} {detail}")
-
-    def _inflight_fail(self, detail: str) -> None:
-        if self._inflight is not None:
-            p, self._inflight = self._inflight, None
-            self._finish(p, Outcome.FAILED, None, f"{p.op.name} (id {p.control_id}): {detail}")
-
-    def _finish(self, p: _PendingControl, outcome: Outcome, result: Result | None, detail: str,
-                rtt_s: float | None = None) -> None:
-        if p.future.done():
-            return
-        with self._lock:
-            if outcome is Outcome.DELIVERED:
-                self._n.controls_delivered += 1
-            elif outcome is Outcome.REFUSED:
-                self._n.controls_refused += 1
-            else:
-                self._n.controls_failed += 1
-        p.future.set_result(ControlResult(p.op, p.control_id, outcome, result, p.attempts, detail, rtt_s))
 
     def _write(self, msg_type: int, payload: bytes, *, timestamp_ms: int, flags: int = 0) -> int:
         assert self._ser is not None
@@ -1019,26 +672,15 @@ class Link:
         deadline = now + IO_TICK_S
         if self._phase is _Phase.HANDSHAKING:
             deadline = min(deadline, self._next_hello)
-        if self._estop is not None:
-            deadline = min(deadline, self._estop.next_at)
-        if self._inflight is not None:
-            deadline = min(deadline, self._inflight.next_at)
-        if self._setpoint is not None or (self._inflight is None and self._queue):
+        deadline = min(deadline, self._controls.next_send_at(now))
+        if self._setpoint is not None:
             deadline = now
         return deadline
 
     def _send_estop(self, now: float) -> None:
-        e = self._estop
-        if e is None or now < e.next_at:
-            return
-        if e.issued_ms is None:
-            e.issued_ms = host_ms()
-        self._write(MsgType.CONTROL, M.pack(M.Control(e.control_id, Op.ESTOP, 0)), timestamp_ms=e.issued_ms)
-        e.attempts += 1
-        e.last_sent_at = now
-        e.next_at = now + self._ack_timeout_s
-        with self._lock:
-            self._n.estops_sent += 1
+        e = self._controls.due_estop(now)
+        if e is not None:
+            self._write_control(e, now)
 
     def _send_setpoint(self) -> None:
         with self._lock:
@@ -1058,42 +700,17 @@ class Link:
             self._n.setpoints_sent += 1
 
     def _send_control(self, now: float) -> None:
-        if self._estop is not None:
-            return  # nothing overtakes an unacknowledged e-stop
-        if self._inflight is None:
-            with self._lock:
-                nxt = self._queue.popleft() if self._queue else None
-            if nxt is None:
-                return
-            window = nxt.ttl_ms / 1000.0
-            if now - nxt.enqueued_at > window:
-                self._finish(nxt, Outcome.FAILED, None, f"{nxt.op.name} waited {now - nxt.enqueued_at:.2f} s in the "
-                             f"queue (limit {window:.2f} s) and was not sent; try again")
-                return
-            self._inflight = nxt
-            nxt.next_at = now
-        p = self._inflight
-        if now < p.next_at:
-            return
-        if p.attempts >= self._attempts:
-            self._inflight = None
-            self._finish(p, Outcome.FAILED, None,
-                         f"{p.op.name} (id {p.control_id}) not acknowledged after {p.attempts} attempts "
-                         f"{self._ack_timeout_s * 1000:.0f} ms apart; check the link (stats) and try again")
-            return
+        p = self._controls.due_control(now)
+        if p is not None:
+            self._write_control(p, now)
+
+    def _write_control(self, p: PendingControl, now: float) -> None:
         if p.issued_ms is None:
             p.issued_ms = host_ms()
         a0, a1, a2 = p.args
         self._write(MsgType.CONTROL, M.pack(M.Control(p.control_id, p.op, p.ttl_ms, a0, a1, a2)),
                     timestamp_ms=p.issued_ms)
-        p.attempts += 1
-        p.last_sent_at = now
-        p.next_at = now + self._ack_timeout_s
-        with self._lock:
-            if p.attempts == 1:
-                self._n.controls_sent += 1
-            else:
-                self._n.retries += 1
+        self._controls.sent(p, now)
 
     # ------------------------------------------------------------------ received frames
 
@@ -1117,7 +734,9 @@ class Link:
                     self._n.seq_gaps += d - 1
         self._rx_seq = frame.seq
         if isinstance(msg, M.Ack):
-            self._on_ack(msg, now)
+            reason = self._controls.on_ack(msg, now)
+            if reason is not None:
+                self._rehandshake(now, reason, lockout=True)
         elif isinstance(msg, M.SetpointEcho):
             sent = self._echo_sent.pop(msg.echo_seq, None)
             if sent is not None:
@@ -1152,58 +771,18 @@ class Link:
             self._n.connects += 1
             if self._ever_connected:
                 self._n.reconnects += 1
-        self._backoff_s = BACKOFF_MIN_S
+        self._reconnect.connected()
         if self._ever_connected:
             log.info("link to %s re-established (firmware %s); the robot stays disarmed until arm()",
                      self._port, info.build_id)
         self._ever_connected = True
         self._report_first(None)
 
-    def _on_ack(self, msg: M.Ack, now: float) -> None:
-        for p in (self._estop, self._inflight):
-            if p is None or p.control_id != msg.control_id:
-                continue
-            try:
-                result = Result(msg.result)
-            except ValueError:
-                result = None
-            # Karn: only an ack to a control sent once gives an unambiguous round trip.
-            rtt = now - p.last_sent_at if p.attempts == 1 else None
-            if rtt is not None:
-                with self._lock:
-                    self._n.add_rtt(rtt)
-            if result is Result.OK:
-                outcome, detail = Outcome.DELIVERED, f"{p.op.name} executed"
-            else:
-                outcome = Outcome.REFUSED
-                name = result.name if result is not None else f"code {msg.result}"
-                detail = f"{p.op.name} refused by the MCU: {name}; {_REFUSAL_ADVICE.get(result, 'see the firmware docs')}"
-            if msg.duplicate:
-                detail += " (acknowledged on a retry)"
-            if p is self._estop:
-                with self._lock:
-                    self._estop = None
-            else:
-                self._inflight = None
-            self._finish(p, outcome, result, detail, rtt)
-            if result is Result.EXPIRED and rtt is not None and rtt * 1000.0 < p.ttl_ms / 2:
-                # Sent once and answered well within its TTL, yet "expired": the MCU's clock estimate is off.
-                self._rehandshake(now, f"the MCU refused {p.op.name} as EXPIRED although it was answered in "
-                                       f"{rtt * 1000:.0f} ms", lockout=True)
-            return
-
     def _on_telemetry(self, msg: M.TelemetryMsg, frame, now: float) -> None:
         try:
-            state, reason, gripper = State(msg.state), Reason(msg.reason), Gripper(msg.gripper)
+            t = Telemetry.from_message(msg, mcu_time_ms=frame.timestamp_ms, seq=frame.seq, received_at=now)
         except ValueError:
             return  # a newer firmware's enum value: keep the previous snapshot
-        counters = McuCounters(**{name: getattr(msg, name) for name in (*COUNTER_NAMES, "controls_executed")})
-        t = Telemetry(x_m=msg.x_m, y_m=msg.y_m, theta_rad=msg.theta_rad, wheel_left_m_s=msg.wheel_left_m_s,
-                      wheel_right_m_s=msg.wheel_right_m_s, motor_left_m_s=msg.motor_left_m_s,
-                      motor_right_m_s=msg.motor_right_m_s, battery_v=msg.battery_mv / 1000.0, state=state,
-                      reason=reason, gripper=gripper, session=bool(msg.link_flags & LinkFlag.SESSION),
-                      schema_ok=bool(msg.link_flags & LinkFlag.SCHEMA_OK), last_setpoint_seq=msg.last_setpoint_seq,
-                      counters=counters, mcu_time_ms=frame.timestamp_ms, seq=frame.seq, received_at=now)
         with self._telemetry_cond:
             self._telemetry = t
             self._telemetry_cond.notify_all()
@@ -1216,8 +795,8 @@ class Link:
         if self._phase is not _Phase.CONNECTED:
             return
         log.warning("link to %s: %s; handshaking again (the robot stays disarmed until arm())", self._port, reason)
-        self._inflight_fail(f"the link was reset before it was acknowledged ({reason})")
-        self._fail_all(f"not sent: the link was reset ({reason})", include_estop=False)
+        self._controls.fail_inflight(f"the link was reset before it was acknowledged ({reason})")
+        self._controls.fail_all(f"not sent: the link was reset ({reason})", include_estop=False)
         self._rejected_run = 0
         with self._lock:
             self._phase = _Phase.HANDSHAKING
@@ -1231,23 +810,4 @@ class Link:
         self._rx_seq = None
 
 
-_REFUSAL_ADVICE = {
-    Result.REFUSED_NO_SESSION: "the MCU has no handshake on this connection; reconnect",
-    Result.REFUSED_SCHEMA: "host and firmware protocol tables differ; flash firmware built from this checkout",
-    Result.REFUSED_ESTOP: "the e-stop is latched; call clear_failsafe() first",
-    Result.BAD_ARGS: "an argument is outside the firmware's limits",
-    Result.UNKNOWN_OP: "the firmware does not know this operation; update it",
-    Result.EXPIRED: "it arrived after its TTL (link delay); try again",
-}
-
-__all__ = [
-    "ControlResult",
-    "EchoResult",
-    "HandshakeInfo",
-    "Link",
-    "LinkStats",
-    "McuCounters",
-    "Outcome",
-    "Telemetry",
-    "host_ms",
-]
+__all__ = ["BAUD_RATE", "Link", "host_ms"]

@@ -14,9 +14,10 @@ import time
 
 import pytest
 
-from firmware_bridge.link import Link, Outcome
+from firmware_bridge.link import Link
 from firmware_bridge.simulator import FaultConfig, McuSimulator
 from firmware_bridge.spec import EchoResult, Op
+from firmware_bridge.values import Outcome
 from tests.bridge_fixtures import SetpointStream, read_events, requires_gcc
 
 pytestmark = [requires_gcc, pytest.mark.slow]

@@ -22,9 +22,10 @@ from firmware_bridge.errors import (
     PortBusyError,
     PortNotFoundError,
 )
-from firmware_bridge.link import Link, Outcome
+from firmware_bridge.link import Link
 from firmware_bridge.simulator import FaultConfig, McuSimulator
 from firmware_bridge.spec import SCHEMA_HASH, Capability, Gripper, Op, Reason, Result, State
+from firmware_bridge.values import Outcome
 from tests.bridge_fixtures import SetpointStream, read_events, requires_gcc
 
 pytestmark = requires_gcc
