@@ -292,9 +292,9 @@ def test_metrics_and_openapi(client):
     c, app = client
     c.get("/api/state")
     text = c.get("/metrics").data.decode()
-    for name in ("voxedge_http_requests_total", "voxedge_inference_stage_seconds_bucket", "voxedge_link_crc_errors",
-                 "voxedge_vad_utterances", "voxedge_utterance_queue_drops", "voxedge_camera_fps",
-                 "voxedge_alerts"):
+    for name in ("voxedge_http_requests_total", "voxedge_inference_stage_seconds_bucket",
+                 "voxedge_link_crc_errors_total", "voxedge_vad_utterances_total", "voxedge_utterance_queue_drops_total",
+                 "voxedge_camera_frames_per_second", "voxedge_alerts_total", "voxedge_build_info"):
         assert name in text, name
     doc = c.get("/openapi.json").json
     assert doc["openapi"].startswith("3.")
