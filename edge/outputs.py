@@ -60,30 +60,30 @@ def _check_parent(p: Path) -> None:
     writable_dir(p.parent, what=f"the folder of --out {p}")
 
 
-def claim_output(path: str | Path, marker: str, what: str, force: bool = False) -> Path:
+def claim_output(path: str | Path, marker: str, what: str, force: bool = False, flag: str = "--out") -> Path:
     """Check that ``path`` may receive a ``what`` (a directory with ``marker``); raise OutputError if not.
 
     With ``force`` a directory is replaced whatever it holds (atomically, by the writer) and a file at
-    the path is removed first.
+    the path is removed first. ``flag`` is how the user named the path (for the messages).
     """
     p = Path(path)
     if p.is_symlink():
         if not force:
-            raise OutputError(f"--out {p} is a symbolic link; give the real directory, or --force to replace the link")
+            raise OutputError(f"{flag} {p} is a symbolic link; give the real directory, or --force to replace the link")
         p.unlink()
         return p
     if not p.exists():
         if p.parent.exists() and not p.parent.is_dir():
-            raise OutputError(f"--out {p}: {p.parent} is a file, not a directory")
+            raise OutputError(f"{flag} {p}: {p.parent} is a file, not a directory")
         _check_parent(p)
         return p
     if p.is_dir():
         if (p / marker).is_file() or not any(p.iterdir()) or force:
             return p
-        raise OutputError(f"--out {p} exists and is not a {what} (it has no {marker}): it was not written by this "
-                          "command, so it is left alone. Choose another --out, or add --force to replace it")
+        raise OutputError(f"{flag} {p} exists and is not a {what} (it has no {marker}): it was not written by "
+                          f"this command, so it is left alone. Choose another {flag}, or add --force to replace it")
     if not force:
-        raise OutputError(f"--out {p} is a file, not a {what} directory; choose another --out, or add --force to "
-                          "replace it")
+        raise OutputError(f"{flag} {p} is a file, not a {what} directory; choose another {flag}, or add --force "
+                          "to replace it")
     p.unlink()
     return p

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 
 import numpy as np
@@ -215,9 +216,68 @@ def predict():
 
 # -- Open Inference Protocol v2 ----------------------------------------------------------------
 
+V2_EXTENSIONS = ["binary_tensor_data", "model_configuration", "statistics", "model_repository"]
+STATS_KEY = "voxedge_v2_stats"
+
+
+class InferStats:
+    """Triton's statistics extension for the /v2 infer endpoint: counts and nanoseconds, under a lock."""
+
+    PHASES = ("queue", "compute_input", "compute_infer", "compute_output")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._totals = {k: [0, 0] for k in ("success", "fail", *self.PHASES)}
+        self._batches: dict[int, dict[str, list[int]]] = {}
+        self._inferences = self._executions = self._last_ms = 0
+
+    def success(self, batch: int, total_ns: int, **phase_ns: int) -> None:
+        with self._lock:
+            self._inferences += batch
+            self._executions += 1
+            self._last_ms = int(time.time() * 1e3)
+            self._add(self._totals["success"], total_ns)
+            per_batch = self._batches.setdefault(batch, {k: [0, 0] for k in self.PHASES[1:]})
+            for phase, ns in phase_ns.items():
+                self._add(self._totals[phase], ns)
+                if phase in per_batch:
+                    self._add(per_batch[phase], ns)
+
+    def fail(self, total_ns: int) -> None:
+        with self._lock:
+            self._add(self._totals["fail"], total_ns)
+
+    @staticmethod
+    def _add(pair: list[int], ns: int) -> None:
+        pair[0] += 1
+        pair[1] += max(0, int(ns))
+
+    def model_stats(self, name: str, version: str) -> dict:
+        def cn(pair):
+            return {"count": pair[0], "ns": pair[1]}
+
+        with self._lock:
+            return {"name": name, "version": version, "last_inference": self._last_ms,
+                    "inference_count": self._inferences, "execution_count": self._executions,
+                    "inference_stats": {**{k: cn(v) for k, v in self._totals.items()},
+                                        "cache_hit": cn([0, 0]), "cache_miss": cn([0, 0])},
+                    "batch_stats": [{"batch_size": b, **{k: cn(v) for k, v in phases.items()}}
+                                    for b, phases in sorted(self._batches.items())],
+                    "memory_usage": []}
+
+
+@v2.record_once
+def _init_stats(state) -> None:
+    state.app.extensions[STATS_KEY] = InferStats()
+
+
+def _stats() -> InferStats:
+    return current_app.extensions[STATS_KEY]
+
+
 @v2.get("")
 def server_metadata():
-    return jsonify(name="voxedge", version="0.1.0", extensions=["binary_tensor_data"])
+    return jsonify(name="voxedge", version="0.1.0", extensions=V2_EXTENSIONS)
 
 
 @v2.get("/health/live")
@@ -253,6 +313,65 @@ def model_metadata(name: str, version: str | None = None):
     platform = "tensorrt_plan" if _runtime().config.backend == "tensorrt" else "onnxruntime_onnx"
     return jsonify(name=name, versions=[MODEL_VERSION], platform=platform, inputs=_tensor_meta(m.inputs),
                    outputs=_tensor_meta(m.outputs))
+
+
+def model_config(name: str) -> dict:
+    """The served model's Triton ModelConfig (``edge.triton``): the platform of the runtime's backend, the
+    precision its runner loaded, and batches as large as the runner takes (the service does not batch
+    requests together, so no dynamic batching)."""
+    from edge.triton import DEFAULT_MAX_BATCH
+    from edge.triton import model_config as triton_config
+
+    manifest = _manifest()
+    runtime = _runtime()
+    tensorrt = runtime.config.backend == "tensorrt"
+    runner = runtime.runner
+    precision = getattr(runner, "precision", None)
+    if precision not in ("fp32", "fp16", "int8"):
+        precision = "fp32"
+    max_batch = getattr(runner, "max_batch", None)
+    if not isinstance(max_batch, int) or max_batch < 1:
+        max_batch = DEFAULT_MAX_BATCH
+    model_path = getattr(runner, "model_path", None)
+    return triton_config(manifest, name=name, precision=precision, max_batch=max_batch,
+                         platform="tensorrt_plan" if tensorrt else "onnxruntime_onnx", gpu=tensorrt,
+                         dynamic_batching=False, model_file=model_path.name if model_path is not None else None)
+
+
+@v2.get("/models/<name>/config")
+@v2.get("/models/<name>/versions/<version>/config")
+def model_configuration(name: str, version: str | None = None):
+    _check_model(name, version)
+    return jsonify(model_config(name))
+
+
+@v2.get("/models/stats")
+@v2.get("/models/<name>/stats")
+@v2.get("/models/<name>/versions/<version>/stats")
+@require_read
+def stats(name: str | None = None, version: str | None = None):
+    if name is None:  # every model this server has: the one
+        name = current_app.config["VOXEDGE"].model_name
+    _check_model(name, version)
+    return jsonify(model_stats=[_stats().model_stats(name, MODEL_VERSION)])
+
+
+@v2.post("/repository/index")
+def repository_index():
+    body = request.get_data(cache=False)
+    try:
+        req = json.loads(body) if body.strip() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise ApiError(400, "the repository index request must be empty or a JSON object like {\"ready\": true}") \
+            from None
+    if not isinstance(req, dict) or not isinstance(req.get("ready", False), bool):
+        raise ApiError(400, "the repository index request must be empty or a JSON object like {\"ready\": true}")
+    ready = _runtime().ready
+    if req.get("ready") and not ready:
+        return jsonify([])
+    entry = {"name": current_app.config["VOXEDGE"].model_name, "version": MODEL_VERSION,
+             "state": "READY" if ready else "LOADING", "reason": "" if ready else "the model is loading"}
+    return jsonify([entry])
 
 
 @v2.get("/models/<name>/ready")
@@ -354,9 +473,28 @@ def _parse_infer_request(manifest) -> tuple[dict, dict]:
 @rate_limited("infer")
 def infer(name: str, version: str | None = None):
     _check_model(name, version)
+    t0 = time.perf_counter_ns()
+    try:
+        response, batch, t1, t2, inference_ms = _infer(name)
+    except ApiError:
+        _stats().fail(time.perf_counter_ns() - t0)
+        raise
+    t4 = time.perf_counter_ns()
+    infer_ns = int(inference_ms * 1e6)
+    _stats().success(batch, t4 - t0, compute_input=t1 - t0, queue=(t2 - t1) - infer_ns, compute_infer=infer_ns,
+                     compute_output=t4 - t2)
+    return response
+
+
+def _infer(name: str):
+    """The work of ``infer``: (the response, batch size, t1, t2, inference ms); the perf_counter_ns marks are
+    for the statistics: t1 after parsing, t2 after the model ran (queue and inference)."""
     manifest = _manifest()
     req, feed = _parse_infer_request(manifest)
-    out, _ = _run(feed)
+    t1 = time.perf_counter_ns()
+    out, inference_ms = _run(feed)
+    t2 = time.perf_counter_ns()
+    batch = next(iter(feed.values())).shape[0]
     out_specs = {t.name: t for t in manifest.outputs}
     wanted = req.get("outputs")
     if wanted is None:
@@ -382,6 +520,7 @@ def infer(name: str, version: str | None = None):
         head["id"] = req["id"]
     head_bytes = json.dumps(finite(head)).encode()
     if not chunks:
-        return Response(head_bytes, mimetype="application/json")
-    return Response(head_bytes + b"".join(chunks), mimetype="application/octet-stream",
-                    headers={"Inference-Header-Content-Length": str(len(head_bytes))})
+        return Response(head_bytes, mimetype="application/json"), batch, t1, t2, inference_ms
+    return (Response(head_bytes + b"".join(chunks), mimetype="application/octet-stream",
+                     headers={"Inference-Header-Content-Length": str(len(head_bytes))}),
+            batch, t1, t2, inference_ms)

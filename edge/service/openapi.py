@@ -64,6 +64,25 @@ DOCUMENT = {
         "/v2/models/{name}/ready": {"get": _op("model readiness", {"200": {"description": "ready"},
                                                                    **_errors(404, 503)},
                                                params=_MODEL, tags=("inference",))},
+        "/v2/models/{name}/config": {"get": _op(
+            "the model's Triton configuration (the ModelConfig message as JSON: platform, max_batch_size, inputs, "
+            "outputs, instance groups)", {"200": {"description": "ModelConfig"}, **_errors(404, 503)},
+            params=_MODEL, tags=("inference",))},
+        "/v2/models/{name}/stats": {"get": _op(
+            "inference statistics of the model (Triton's statistics extension: counts and nanoseconds of "
+            "successes, failures, queueing and compute, per batch size)",
+            {"200": {"description": "{\"model_stats\": [...]}"}, **_errors(401, 404)},
+            params=_MODEL, tags=("inference",))},
+        "/v2/models/stats": {"get": _op(
+            "inference statistics of every model (this robot serves one)",
+            {"200": {"description": "{\"model_stats\": [...]}"}, **_errors(401)}, tags=("inference",))},
+        "/v2/repository/index": {"post": _op(
+            "the model repository index (Triton's repository extension): name, version, state, reason of each "
+            "model; {\"ready\": true} lists only the ready ones",
+            {"200": {"description": "a list of {name, version, state, reason}"}, **_errors(400)},
+            tags=("inference",),
+            body={"required": False, "content": {"application/json": {"schema": {
+                "type": "object", "properties": {"ready": {"type": "boolean"}}}}}})},
         "/v2/models/{name}/infer": {"post": _op(
             "Open Inference Protocol inference; JSON tensors, or a JSON header of Inference-Header-Content-Length "
             "bytes followed by binary tensors",

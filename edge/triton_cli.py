@@ -1,0 +1,49 @@
+"""``voxedge export-triton``: registered by the ``voxedge`` entry point (the work is in ``edge.triton``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge.triton import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, MODEL_NAME
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse
+
+
+def _cmd_export_triton(args: argparse.Namespace) -> int:
+    from edge.triton import CONFIG_NAME, MODEL_FILE, MODEL_VERSION, export_triton
+
+    model_dir = export_triton(args.bundle, args.out, precision=args.precision, max_batch=args.max_batch,
+                              name=args.name, force=args.force, queue_delay_us=args.max_queue_delay_us)
+    print(f"wrote the Triton model repository {args.out}: {model_dir / CONFIG_NAME} and "
+          f"{model_dir / MODEL_VERSION / MODEL_FILE} ({args.precision}, max batch {args.max_batch}); serve it "
+          f"with: tritonserver --model-repository {args.out}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``export-triton`` on the ``voxedge`` parser."""
+    p = sub.add_parser("export-triton", help="write a bundle as a Triton Inference Server model repository")
+    p.add_argument("bundle", help="bundle directory (from voxedge convert)")
+    p.add_argument("out", help="model repository to write into (OUT/NAME/config.pbtxt, OUT/NAME/1/model.onnx); "
+                               "only OUT/NAME is written, replaced atomically when it is an earlier export")
+    p.add_argument("--precision", choices=("int8", "fp16", "fp32"), default="fp32",
+                   help="which of the bundle's models to export; int8 is the Q/DQ model for TensorRT "
+                        "(default: %(default)s)")
+    p.add_argument("--max-batch", type=_count(1), default=DEFAULT_MAX_BATCH,
+                   help="max_batch_size: the largest batch Triton forms (default: %(default)s)")
+    p.add_argument("--max-queue-delay-us", type=_count(0), default=DEFAULT_QUEUE_DELAY_US,
+                   help="how long the dynamic batcher waits to fill a batch, in microseconds (default: %(default)s)")
+    p.add_argument("--name", default=MODEL_NAME, help="the model's name on the server (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="replace OUT/NAME even when it is not an earlier export")
+    p.set_defaults(func=_cmd_export_triton)
