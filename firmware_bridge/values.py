@@ -10,6 +10,8 @@ updated by the link under its lock; ``Link.stats`` takes a snapshot of it.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import statistics
 import time
 from collections import deque
@@ -25,6 +27,8 @@ if TYPE_CHECKING:
     from firmware_bridge.messages import TelemetryMsg
 
 RTT_SAMPLES = 256  # round-trip times kept for the percentiles
+# upper bounds of the round-trip-time histogram (seconds): a healthy USB serial link answers in 1-5 ms
+RTT_BUCKETS_S = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0)
 
 
 class Outcome(str, Enum):
@@ -200,6 +204,8 @@ class LinkStats:
     rtt_p99_s: float | None
     rtt_samples: int  # in the window the percentiles use (the last RTT_SAMPLES)
     rtt_count: int  # round trips measured since the Link was made
+    rtt_sum_s: float  # of all rtt_count round trips: with the buckets, a Prometheus histogram
+    rtt_buckets: tuple[int, ...]  # round trips at or under each RTT_BUCKETS_S bound (cumulative)
     mcu: McuCounters | None  # from the latest telemetry
 
     @property
@@ -240,10 +246,16 @@ class LinkCounters:
     estops_sent: int = 0
     rtt_count: int = 0
     rtts: deque = field(default_factory=lambda: deque(maxlen=RTT_SAMPLES))
+    rtt_sum_s: float = 0.0
+    rtt_in_bucket: list = field(default_factory=lambda: [0] * len(RTT_BUCKETS_S))  # per bucket, not cumulative
 
     def add_rtt(self, seconds: float) -> None:
         self.rtts.append(seconds)
         self.rtt_count += 1
+        self.rtt_sum_s += seconds
+        i = bisect.bisect_left(RTT_BUCKETS_S, seconds)
+        if i < len(RTT_BUCKETS_S):
+            self.rtt_in_bucket[i] += 1
 
     def snapshot(self, *, connected: bool, rx: ReaderCounters, mcu: McuCounters | None) -> LinkStats:
         """``LinkStats`` from these counters, the frame reader's (``rx``) and the MCU's latest ones."""
@@ -261,4 +273,5 @@ class LinkCounters:
             rtt_last_s=self.rtts[-1] if self.rtts else None,
             rtt_p50_s=statistics.median(rtts) if rtts else None,
             rtt_p99_s=rtts[min(len(rtts) - 1, int(0.99 * len(rtts)))] if rtts else None,
-            rtt_samples=len(rtts), rtt_count=self.rtt_count, mcu=mcu)
+            rtt_samples=len(rtts), rtt_count=self.rtt_count, rtt_sum_s=self.rtt_sum_s,
+            rtt_buckets=tuple(itertools.accumulate(self.rtt_in_bucket)), mcu=mcu)

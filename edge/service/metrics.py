@@ -10,10 +10,8 @@ with the ``process_*`` and ``python_*`` collectors and ``voxedge_build_info``.
 Names follow https://prometheus.io/docs/practices/naming/: one ``voxedge_``
 prefix, base units spelled out at the end (``_seconds``, ``_bytes``,
 ``_volts``), counters ending in ``_total``, latencies as histograms where every
-sample passes through the service. The link's round-trip time is the
-exception: the link keeps its samples to itself and reports only a window's
-median and 99th percentile, so it is exported as a summary
-(``voxedge_link_rtt_seconds{quantile=...}`` with ``_count``; no ``_sum``).
+sample passes through the service or is counted into buckets where it is
+measured (the link's round-trip time: ``voxedge_link_rtt_seconds``).
 """
 
 from __future__ import annotations
@@ -32,8 +30,8 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 
 # The link's statistics (firmware_bridge's LinkStats.as_dict()) that are not plain counters: exported by name here.
 # Every other numeric key is a cumulative count, exported as voxedge_link_<key>_total (``link_`` not repeated).
-_LINK_RTT_QUANTILES = (("rtt_p50_s", "0.5"), ("rtt_p99_s", "0.99"))
-_LINK_SPECIAL = frozenset({"connected", "rtt_last_s", "rtt_p50_s", "rtt_p99_s", "rtt_samples", "rtt_count"})
+_LINK_SPECIAL = frozenset({"connected", "rtt_last_s", "rtt_p50_s", "rtt_p99_s", "rtt_samples", "rtt_count",
+                           "rtt_sum_s", "rtt_buckets"})
 
 
 def link_counter_name(key: str) -> str:
@@ -133,7 +131,7 @@ class _RuntimeCollector:
 
     @staticmethod
     def _link_stats(stats: dict):
-        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 
         if not stats:
             return
@@ -141,21 +139,15 @@ class _RuntimeCollector:
         if last is not None:
             yield GaugeMetricFamily("voxedge_link_rtt_last_seconds", "the link's latest round-trip time",
                                     value=last)
-        count = _number(stats.get("rtt_count"))
-        if count is not None:
-            # quantiles over the link's window of recent round trips; the count since the link was made
-            rtt = Metric("voxedge_link_rtt_seconds", "round-trip time of the serial link (host -> MCU -> host)",
-                         "summary")
-            for key, quantile in _LINK_RTT_QUANTILES:
-                value = _number(stats.get(key))
-                if value is not None:
-                    rtt.add_sample("voxedge_link_rtt_seconds", {"quantile": quantile}, value)
-            rtt.add_sample("voxedge_link_rtt_seconds_count", {}, count)
-            yield rtt
-        window = _number(stats.get("rtt_samples"))
-        if window is not None:
-            yield GaugeMetricFamily("voxedge_link_rtt_window_samples",
-                                    "round trips in the window the RTT quantiles are computed over", value=window)
+        count, total, buckets = _number(stats.get("rtt_count")), _number(stats.get("rtt_sum_s")), \
+            stats.get("rtt_buckets")
+        if count is not None and total is not None and buckets is not None:
+            from firmware_bridge.values import RTT_BUCKETS_S
+
+            yield HistogramMetricFamily(
+                "voxedge_link_rtt_seconds", "round-trip time of the serial link (host -> MCU -> host)",
+                buckets=[*((f"{le:g}", n) for le, n in zip(RTT_BUCKETS_S, buckets)), ("+Inf", count)],
+                sum_value=total)
         for key, value in stats.items():
             if key in _LINK_SPECIAL or isinstance(value, bool):
                 continue
