@@ -84,6 +84,8 @@ class Actuator:
         self._pending_motion: tuple[int, float] | None = None  # (utterance id, end of speech) awaiting first motion
         self._first_motion: float | None = None
         self.on_tick: Callable[[], object] | None = None  # called after each tick, in this thread
+        # called with each command's end-of-speech -> first-motion latency (seconds), in this thread
+        self.on_first_motion: Callable[[float], object] | None = None
 
     # -- from other threads ---------------------------------------------------------
     def submit(self, decision: Decision) -> None:
@@ -206,6 +208,8 @@ class Actuator:
         if not sp.is_zero and self._pending_motion is not None and self._pending_motion[1]:
             self._first_motion = now - self._pending_motion[1]
             self._pending_motion = None
+            if self.on_first_motion is not None:
+                self.on_first_motion(self._first_motion)
         with self._lock:
             self._ticks += 1
             self._last = (sp, source)

@@ -78,6 +78,10 @@ class RuntimeConfig:
     # actuator and HTTP threads, and bench_predict measured +35-55 % throughput and a lower p99 with
     # one thread than with ONNX Runtime's default of one per core (2 here).
     intra_op_threads: int = 1
+    # A remote backend (backend kserve://HOST:PORT/MODEL, edge.runners.kserve): its per-request timeout, and
+    # the local precision to run while it fails (None: the robot holds still instead).
+    remote_timeout_s: float = 0.3
+    remote_fallback: str | None = None
 
     def __post_init__(self) -> None:
         self.camera = SensorSpec.of(self.camera)
@@ -86,6 +90,8 @@ class RuntimeConfig:
 
 class Runtime:
     """The robot's brain stem; see the module docstring."""
+
+    _remote = None  # the runner when it is a remote backend's (edge.runners.kserve): its problem holds the robot
 
     def __init__(self, config: RuntimeConfig, link=None, camera=None, microphone=None, runner=None) -> None:
         self.config = config
@@ -102,6 +108,7 @@ class Runtime:
         self._last_decision: Decision | None = None
         self._last_view: Decision | None = None
         self._listeners: list = []
+        self._motion_listeners: list = []
         self._direct_alerts = 0
         self.alerts = Alerts(self.event)  # one alert per condition (health checks and repeated failures)
         self.health: dict[str, str | None] = {}
@@ -121,6 +128,7 @@ class Runtime:
         from edge.bundle import load_bundle
         from edge.precision import AUTO, pick_fastest
         from edge.runners import make_runner
+        from edge.runners.kserve import KServeRunner, is_remote
         from edge.sensors import make_camera, make_microphone
 
         if self._started:
@@ -131,7 +139,11 @@ class Runtime:
             self.bundle = load_bundle(cfg.bundle)
             if self._runner is None:
                 options = {"intra_op_threads": cfg.intra_op_threads} if cfg.backend == "onnxruntime" else {}
-                if cfg.precision == AUTO:  # times each of the bundle's precisions here; returns the fastest, active
+                if is_remote(cfg.backend):  # auto is not timed: the remote serves one model (KServeRunner)
+                    options = {"intra_op_threads": cfg.intra_op_threads, "timeout_s": cfg.remote_timeout_s,
+                               "fallback": cfg.remote_fallback}
+                # auto times each of the bundle's precisions here and returns the fastest, active
+                if cfg.precision == AUTO and not is_remote(cfg.backend):
                     self._runner, _ = pick_fastest(self.bundle, cfg.backend, options)
                     opened.append(self._runner.deactivate)
                 else:
@@ -167,11 +179,13 @@ class Runtime:
             if not self._runner.is_active:
                 self._runner.activate()
                 opened.append(self._runner.deactivate)
+            self._remote = self._runner if isinstance(self._runner, KServeRunner) else None
             self.worker = InferenceWorker(self._runner, self._camera.buffer, self._microphone.ring,
                                           self._on_decision, on_error=self._on_inference_error)
             self.actuator = Actuator(self._link, Policy(cfg.policy, cfg.geometry, tracker=self.worker),
                                      stalled_for=self.worker.stalled_for, hold_reason=self.hold_reason)
             self.actuator.on_tick = self._on_tick
+            self.actuator.on_first_motion = self._on_first_motion
             self.listener = Listener(self._microphone.ring, self._on_utterance, cfg.endpointer)
             self.actuator.start()
             opened.append(self.actuator.stop)
@@ -357,6 +371,18 @@ class Runtime:
         """Call ``listener(decision)`` for every decision (in the inference thread: keep it quick)."""
         self._listeners.append(listener)
 
+    def add_motion_listener(self, listener) -> None:
+        """Call ``listener(seconds)`` with each command's end-of-speech -> first-motion latency (in the actuator
+        thread, at 20 Hz: keep it quick)."""
+        self._motion_listeners.append(listener)
+
+    def _on_first_motion(self, seconds: float) -> None:
+        for listener in self._motion_listeners:
+            try:
+                listener(seconds)
+            except Exception as exc:  # a listener never stops the actuator loop
+                self.report("motion-listener", f"first-motion listener failed: {exc}", exc)
+
     def _on_decision(self, decision: Decision) -> None:
         self.actuator.submit(decision)
         self._last_view = decision
@@ -391,13 +417,20 @@ class Runtime:
         audit = None
         if self.config.audit_log:
             audit = self._audit_off or (self.audit.problem(now) if self.audit is not None else None)
-        return self._health_rules.check(now, self._camera, self._microphone, self.worker, self._link,
-                                        audit_problem=audit, audit_on=bool(self.config.audit_log))
+        problems = self._health_rules.check(now, self._camera, self._microphone, self.worker, self._link,
+                                            audit_problem=audit, audit_on=bool(self.config.audit_log))
+        if self._remote is not None:  # a remote backend's server (edge.runners.kserve)
+            problems["remote"] = self._remote.problem()
+        return problems
 
     def hold_reason(self) -> str | None:
         """Why the robot must hold still now (a camera, microphone or inference problem), or None.
         Read by the actuator thread every tick; the health check (same thread) keeps it current."""
-        return next((self.health[k] for k in HOLDING_COMPONENTS if self.health.get(k)), None)
+        reason = next((self.health[k] for k in HOLDING_COMPONENTS if self.health.get(k)), None)
+        remote = self._remote
+        if reason is None and remote is not None and remote.holds:  # a remote backend failing, no fallback:
+            reason = remote.problem()  # read every tick, not at the health period, to stop at once
+        return reason
 
     def _update_health(self, now: float) -> None:
         if now - self._last_health < HEALTH_PERIOD_S:

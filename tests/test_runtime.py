@@ -63,6 +63,8 @@ def test_spoken_turn_left_turns_the_simulated_robot(running):
     rt, robot, mic = running
     start = robot.pose()
     mark = rt.events_after()[-1].id
+    motions = []
+    rt.add_motion_listener(motions.append)  # what /metrics' voxedge_first_motion_latency_seconds observes
     mic.say("turn left")
     e = _wait_event(rt, "decision", mark, 10.0)
     assert e.data["intent"] == "turn_left" and e.data["accepted"], e.text
@@ -70,6 +72,7 @@ def test_spoken_turn_left_turns_the_simulated_robot(running):
     _wait_event(rt, "outcome", e.id, 5.0)
     assert robot.pose().heading - start.heading == pytest.approx(math.radians(45), abs=0.1)
     assert snapshot(rt)["first_motion_latency_s"] < 1.0
+    assert motions == [snapshot(rt)["first_motion_latency_s"]]
 
 
 def test_speech_that_is_no_command_does_not_move_it(running):
