@@ -4,8 +4,9 @@ Decoding checks the header before a sample is converted: an upload that claims 1
 be resampled 16,000-fold, and one that claims a 4 GB data chunk would be believed. PCM (8, 16, 24
 and 32-bit) is read with the standard library's ``wave``, which exposes the header first; float WAVs
 (and WAVE_FORMAT_EXTENSIBLE), which ``wave`` does not read, with ``scipy.io.wavfile``. Every integer
-format is scaled by its full range (2^15 for 16-bit), so a WAV written by ``encode_wav`` (x 32767)
-reads back within one step of 16-bit quantisation.
+format is scaled by its full range (2^15 for 16-bit), and ``pcm16`` (which ``encode_wav`` and the MCAP
+recorder use) scales back by the same 2^15, clipping at full scale: 16-bit audio read and written again
+keeps every sample.
 
 Resampling is libsoxr's (python ``soxr``), the same library the microphone's streaming resampler
 (``edge.sensors.resample.StreamResampler``) uses, so uploads, imported sets and live audio are
@@ -132,12 +133,20 @@ def load_wav(path: str | os.PathLike[str], max_seconds: float | None = None) -> 
     return decode_wav(data, max_seconds=max_seconds)
 
 
+PCM16_SCALE = 2**15  # 16-bit full scale: decoding divides by it, pcm16 multiplies by it
+
+
+def pcm16(audio: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] as little-endian 16-bit PCM samples (rounded, clipped at full scale)."""
+    return np.clip(np.round(np.asarray(audio, np.float64) * PCM16_SCALE), -PCM16_SCALE, PCM16_SCALE - 1).astype("<i2")
+
+
 def encode_wav(audio: np.ndarray, rate: int) -> bytes:
     """16-bit PCM mono WAV bytes of float audio in [-1, 1] (clipped)."""
     audio = np.asarray(audio, np.float64)
     if audio.ndim != 1:
         raise WavError(f"utterances must be 1-D mono, got shape {audio.shape}")
-    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
+    pcm = pcm16(audio)
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
