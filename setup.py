@@ -42,6 +42,10 @@ EXTRAS = {
     # NVIDIA's quantizer (voxedge convert --quantizer modelopt). It replaces
     # onnxruntime with onnxruntime-gpu and brings cupy: give it its own venv.
     "modelopt": ["nvidia-modelopt[onnx]>=0.20"],
+    # voxedge serve --grpc-port (KServe v2 GRPCInferenceService) and --backend kserve:// (the stock
+    # Triton clients and protos: what every Triton/KServe client speaks)
+    "grpc": ["grpcio>=1.60", "tritonclient[grpc]>=2.40"],
+    "remote": ["tritonclient[http]>=2.40"],
     # MCAP recordings of audit logs for Foxglove and ros2 bag (voxedge record-mcap)
     "record": ["mcap>=1.6", "mcap-ros2-support>=0.6"],
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http,grpc]>=2.40", "requests>=2.31",

@@ -282,7 +282,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--camera", help="camera to check, as voxedge serve --camera (csi://0, v4l2:///dev/video0, file://..., sim://)")
     p.add_argument("--mic", help="microphone to check, as voxedge serve --mic (alsa://hw:1, a name part, index, wav://..., sim://)")
     p.add_argument("--link", dest="link", help="robot serial port to handshake with, or 'sim'")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"), help="as voxedge serve (default: onnxruntime)")
+    p.add_argument("--backend", metavar="BACKEND",
+                   help="as voxedge serve: onnxruntime, tensorrt or kserve://HOST:PORT/MODEL (default: onnxruntime)")
     from edge.cli_args import add_deprecated
 
     add_deprecated(p, "--robot", "--link", dest="link")

@@ -82,6 +82,7 @@ class RuntimeConfig:
     # the local precision to run while it fails (None: the robot holds still instead).
     remote_timeout_s: float = 0.3
     remote_fallback: str | None = None
+    remote_token: str | None = field(default=None, repr=False)  # the remote server's bearer token, if it needs one
 
     def __post_init__(self) -> None:
         self.camera = SensorSpec.of(self.camera)
@@ -141,7 +142,7 @@ class Runtime:
                 options = {"intra_op_threads": cfg.intra_op_threads} if cfg.backend == "onnxruntime" else {}
                 if is_remote(cfg.backend):  # auto is not timed: the remote serves one model (KServeRunner)
                     options = {"intra_op_threads": cfg.intra_op_threads, "timeout_s": cfg.remote_timeout_s,
-                               "fallback": cfg.remote_fallback}
+                               "fallback": cfg.remote_fallback, "token": cfg.remote_token}
                 # auto times each of the bundle's precisions here and returns the fastest, active
                 if cfg.precision == AUTO and not is_remote(cfg.backend):
                     self._runner, _ = pick_fastest(self.bundle, cfg.backend, options)

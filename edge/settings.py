@@ -31,10 +31,14 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "mic": (None, str),  # alsa://hw:1, wav://command.wav, sim://, a device name part or index; none: the default
     "link": (None, str),  # serial:///dev/robot (or the path), or sim://
     "precision": ("auto", str),  # fp32, fp16, int8, or auto: the fastest of the bundle's models here
-    "backend": ("onnxruntime", str),
+    "backend": ("onnxruntime", str),  # or a remote server: kserve://HOST:PORT/MODEL (edge.runners.kserve)
+    "remote_timeout_s": (0.3, float),  # a remote backend's per-request timeout: a request past it holds the robot
+    "remote_fallback": (None, str),  # fp32, fp16 or int8: the local model to run while the remote server fails
+    "remote_token": (None, str),  # the remote server's bearer token (a voxedge off loopback); file or variable only
     "host": ("127.0.0.1", str),
     "port": (8080, int),
     "estop_port": (-1, int),  # the e-stop listener; -1: the HTTP port + 1
+    "grpc_port": (None, int),  # KServe v2 / Triton gRPC (needs tritonclient[grpc]); None: off
     "read_auth": ("auto", str),  # auto: viewing needs the token when bound beyond loopback
     "tls_cert": (None, str),  # PEM certificate (chain): serve https on the HTTP and e-stop ports
     "tls_key": (None, str),  # its PEM private key
@@ -227,6 +231,9 @@ class ServeSettings:
     endpointer: object  # edge.listening.EndpointerConfig
     policy: object  # edge.policy.PolicyConfig
     service: object  # edge.service.config.ServiceConfig
+    remote_timeout_s: float = 0.3  # remote backend only
+    remote_fallback: str | None = None
+    remote_token: str | None = dataclasses.field(default=None, repr=False)
     where: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def runtime_config(self, camera=None, microphone=None):
@@ -238,7 +245,9 @@ class ServeSettings:
         return RuntimeConfig(bundle=self.bundle, precision=self.precision, backend=self.backend,
                              camera=camera or self.camera.spec(), microphone=microphone or self.microphone.spec(),
                              link_port=self.link.port, endpointer=self.endpointer, policy=self.policy,
-                             audit_log=self.audit_log, audit_reserve_mb=self.audit_reserve_mb)
+                             audit_log=self.audit_log, audit_reserve_mb=self.audit_reserve_mb,
+                             remote_timeout_s=self.remote_timeout_s, remote_fallback=self.remote_fallback,
+                             remote_token=self.remote_token)
 
 
 def _origin(message: str, where: dict, names) -> str:
@@ -294,7 +303,17 @@ def load(flags: dict | None = None, config_file: str | os.PathLike | None = None
             raise SettingsError(f"{name} {v[name]!r} {rule}{_origin(name, where, [name])}")
 
     check("precision", v["precision"] in PRECISION_CHOICES, f"is not one of {', '.join(PRECISION_CHOICES)}")
-    check("backend", v["backend"] in BACKENDS, f"is not one of {', '.join(BACKENDS)}")
+    from edge.precision import PRECISIONS
+    from edge.runners.kserve import FORMS, is_remote, parse_url
+
+    if not (v["backend"] in BACKENDS or is_remote(v["backend"])):
+        raise SettingsError(f"backend {v['backend']!r} is not one of {', '.join(BACKENDS)}"
+                            f"{_origin('backend', where, ['backend'])}, nor a remote server: {FORMS}")
+    if is_remote(v["backend"]):
+        _build("backend", where, ["backend"], lambda: parse_url(v["backend"]))
+    check("remote_timeout_s", v["remote_timeout_s"] > 0, "must be > 0 s")
+    check("remote_fallback", v["remote_fallback"] in (None, *PRECISIONS),
+          f"is not one of {', '.join(PRECISIONS)} (the local model to run while the remote server fails)")
     check("audit_reserve_mb", v["audit_reserve_mb"] >= 0, "must be >= 0 MB")
     width, height = _build("camera", where, ["camera_size"], lambda: _size(v["camera_size"]))
     camera = _build("camera", where, ["camera"], lambda: CameraSettings(
@@ -302,9 +321,11 @@ def load(flags: dict | None = None, config_file: str | os.PathLike | None = None
     microphone = _build("microphone", where, ["mic"], lambda: MicrophoneSettings(microphone_source(v["mic"])))
     link = _build("link", where, ["link"], lambda: LinkSettings(link_source(v["link"])))
     sections = {name: _section(cls, name, v[name], where) for name, cls in _section_classes().items()}
-    service_names = ("host", "port", "estop_port", "read_auth", "tls_cert", "tls_key", "token", "allowed_hosts")
+    service_names = ("host", "port", "estop_port", "grpc_port", "read_auth", "tls_cert", "tls_key", "token", "allowed_hosts")
     service = _build("service settings", where, service_names,
                      lambda: ServiceConfig(**{n: v[n] for n in service_names}))
     return ServeSettings(bundle=v["bundle"], seed=v["seed"], precision=v["precision"], backend=v["backend"],
                          audit_log=v["audit_log"], audit_reserve_mb=v["audit_reserve_mb"], link=link, camera=camera,
-                         microphone=microphone, service=service, where=where, **sections)
+                         microphone=microphone, service=service, where=where,
+                         remote_timeout_s=v["remote_timeout_s"], remote_fallback=v["remote_fallback"],
+                         remote_token=v["remote_token"], **sections)

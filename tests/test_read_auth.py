@@ -49,6 +49,12 @@ def test_without_the_token_nothing_of_the_robot_is_shown(guarded):
         assert status == 401 and b"operator only" in body, (path, status)
     status, _, body = _open(guarded + "/predict", method="POST", data=b"")
     assert status == 401
+    # the Open Inference Protocol reads as gRPC guards them: only liveness and readiness stay open
+    for path in ("/v2", "/v2/models/voxedge", "/v2/models/voxedge/config"):
+        assert _open(guarded + path)[0] == 401, path
+    for path in ("/v2/repository/index", "/v2/models/voxedge/infer"):
+        assert _open(guarded + path, {"Content-Type": "application/json"}, "POST", b"{}")[0] == 401, path
+    assert _open(guarded + "/v2/models/voxedge", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
     # the panel page itself loads (it asks for the token), e-stop needs nothing, health stays open
     status, headers, _ = _open(guarded + "/")
     assert status == 200 and headers["Cache-Control"] == "no-store"

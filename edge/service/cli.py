@@ -67,9 +67,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
              "backend": args.backend, "host": args.host, "port": args.port, "estop_port": args.estop_port,
+             "grpc_port": args.grpc_port,
              "read_auth": args.read_auth, "tls_cert": args.tls_cert, "tls_key": args.tls_key,
              "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log,
              "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
+    flags.update({"remote_timeout_s": args.remote_timeout_s, "remote_fallback": args.remote_fallback})
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
         flags.update({k: "sim" for k in ("camera", "mic", "link") if flags[k] is None})
     s = settings_module.load(flags, args.config)
@@ -98,7 +100,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         runtime.start()
         server = Server(create_app(runtime, service), service)
-        print(banner(service, server.url, server.estop_url), flush=True)
+        print(banner(service, server.url, server.estop_url, server.grpc_address), flush=True)
         print(runtime_summary(runtime), flush=True)
         if microphone is not None:
             print("simulated microphone: type a command into the panel's say box, e.g. \"go to the red ball\"",
@@ -167,9 +169,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=PRECISION_CHOICES,
                    help="model precision; auto (the default) times the bundle's models at start and runs the "
                         "fastest (each passed its accuracy gate)")
-    p.add_argument("--backend", choices=("onnxruntime", "tensorrt"),
-                   help="onnxruntime (any machine) or tensorrt (a built engine on an NVIDIA GPU; voxedge "
-                        "build-engine) (default: onnxruntime)")
+    p.add_argument("--backend", metavar="BACKEND",  # checked by edge.settings.load (kserve URLs have no list)
+                   help="onnxruntime (any machine), tensorrt (a built engine on an NVIDIA GPU; voxedge "
+                        "build-engine), or kserve://HOST:PORT/MODEL (kserve+https://...): run the model on an Open "
+                        "Inference Protocol server (Triton, KServe, another voxedge) (default: onnxruntime)")
+    p.add_argument("--remote-timeout-s", type=float, metavar="S",
+                   help="with a kserve backend: each request's timeout; one that fails holds the robot still "
+                        "(default 0.3)")
+    p.add_argument("--remote-fallback", choices=("fp32", "fp16", "int8"),
+                   help="with a kserve backend: run the bundle's model of this precision here while the server "
+                        "fails, instead of holding the robot still")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)")
     p.add_argument("--port", type=int, help="HTTP port (default 8080)")
     p.add_argument("--read-auth", choices=("auto", "on", "off"),
@@ -178,6 +187,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--estop-port", type=int, metavar="PORT",
                    help="port of the e-stop listener, which busy or hostile HTTP clients cannot block "
                         "(default: the HTTP port + 1; 0: any free port)")
+    p.add_argument("--grpc-port", type=int, metavar="PORT",
+                   help="also serve the KServe v2 / Triton gRPC API (GRPCInferenceService) on this port, with "
+                        "the same token rules and TLS (default: off; 0: any free port; needs tritonclient[grpc])")
     p.add_argument("--tls-cert", metavar="PEM",
                    help="serve https with this certificate (chain) on the HTTP and e-stop ports; needs --tls-key")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (keep it mode 0600)")

@@ -35,6 +35,8 @@ class ServiceConfig:
     # The e-stop listener's port (edge.service.estop_server); -1: the HTTP port + 1 (any free port when the
     # HTTP port is 0). Never shared with the main server, whose connections and threads can be exhausted.
     estop_port: int = -1
+    # The gRPC port (KServe v2 GRPCInferenceService, edge.service.grpc_server); None: off, 0: any free port.
+    grpc_port: int | None = None
     token: str | None = None  # bearer token for arming, motion and configuration; None: generated
     allowed_hosts: tuple[str, ...] = ()  # extra Host header names accepted (DNS rebinding defence)
     # Whether reading the robot (live view, utterance audio, state, events, /predict, /metrics) needs the
@@ -72,6 +74,11 @@ class ServiceConfig:
                                      "(-1: the HTTP port + 1)")
         if self.estop_port == -1 and self.port == 65535:
             raise ServiceConfigError("with HTTP port 65535 give the e-stop port explicitly (--estop-port)")
+        grpc = self.grpc_port
+        if grpc is not None and (not isinstance(grpc, int) or isinstance(grpc, bool) or not 0 <= grpc <= 65535
+                                 or (grpc and grpc in (self.port, self.estop_bind_port))):
+            raise ServiceConfigError(f"grpc_port {self.grpc_port!r} must be 0..65535 and neither the HTTP port nor "
+                                     "the e-stop port (0: any free port; unset: no gRPC)")
         if self.token is not None:
             from edge.service.security import token_strength_problem
 

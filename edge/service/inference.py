@@ -243,6 +243,13 @@ class InferStats:
                 if phase in per_batch:
                     self._add(per_batch[phase], ns)
 
+    def record(self, batch: int, t0: int, t1: int, t2: int, t4: int, inference_ms: float) -> None:
+        """A successful request from its perf_counter_ns marks: t0 at the start, t1 after parsing, t2 after the
+        model ran (queue and inference), t4 when the response was built."""
+        infer_ns = int(inference_ms * 1e6)
+        self.success(batch, t4 - t0, compute_input=t1 - t0, queue=(t2 - t1) - infer_ns, compute_infer=infer_ns,
+                     compute_output=t4 - t2)
+
     def fail(self, total_ns: int) -> None:
         with self._lock:
             self._add(self._totals["fail"], total_ns)
@@ -275,9 +282,15 @@ def _stats() -> InferStats:
     return current_app.extensions[STATS_KEY]
 
 
+def server_info() -> dict:
+    """The server metadata of both protocols (HTTP and gRPC)."""
+    return {"name": "voxedge", "version": "0.1.0", "extensions": V2_EXTENSIONS}
+
+
 @v2.get("")
+@require_read
 def server_metadata():
-    return jsonify(name="voxedge", version="0.1.0", extensions=V2_EXTENSIONS)
+    return jsonify(**server_info())
 
 
 @v2.get("/health/live")
@@ -307,12 +320,18 @@ def _tensor_meta(specs) -> list[dict]:
 
 @v2.get("/models/<name>")
 @v2.get("/models/<name>/versions/<version>")
+@require_read
 def model_metadata(name: str, version: str | None = None):
     _check_model(name, version)
+    return jsonify(**model_info(name))
+
+
+def model_info(name: str) -> dict:
+    """The model metadata of both protocols (HTTP and gRPC): versions, platform, inputs and outputs."""
     m = _manifest()
     platform = "tensorrt_plan" if _runtime().config.backend == "tensorrt" else "onnxruntime_onnx"
-    return jsonify(name=name, versions=[MODEL_VERSION], platform=platform, inputs=_tensor_meta(m.inputs),
-                   outputs=_tensor_meta(m.outputs))
+    return {"name": name, "versions": [MODEL_VERSION], "platform": platform, "inputs": _tensor_meta(m.inputs),
+            "outputs": _tensor_meta(m.outputs)}
 
 
 def model_config(name: str) -> dict:
@@ -340,6 +359,7 @@ def model_config(name: str) -> dict:
 
 @v2.get("/models/<name>/config")
 @v2.get("/models/<name>/versions/<version>/config")
+@require_read
 def model_configuration(name: str, version: str | None = None):
     _check_model(name, version)
     return jsonify(model_config(name))
@@ -357,6 +377,7 @@ def stats(name: str | None = None, version: str | None = None):
 
 
 @v2.post("/repository/index")
+@require_read
 def repository_index():
     body = request.get_data(cache=False)
     try:
@@ -366,12 +387,17 @@ def repository_index():
             from None
     if not isinstance(req, dict) or not isinstance(req.get("ready", False), bool):
         raise ApiError(400, "the repository index request must be empty or a JSON object like {\"ready\": true}")
+    return jsonify(repository_entries(req.get("ready", False)))
+
+
+def repository_entries(ready_only: bool) -> list[dict]:
+    """The repository index of both protocols (HTTP and gRPC): this robot's one model, or none when only
+    ready models are asked for and it is still loading."""
     ready = _runtime().ready
-    if req.get("ready") and not ready:
-        return jsonify([])
-    entry = {"name": current_app.config["VOXEDGE"].model_name, "version": MODEL_VERSION,
-             "state": "READY" if ready else "LOADING", "reason": "" if ready else "the model is loading"}
-    return jsonify([entry])
+    if ready_only and not ready:
+        return []
+    return [{"name": current_app.config["VOXEDGE"].model_name, "version": MODEL_VERSION,
+             "state": "READY" if ready else "LOADING", "reason": "" if ready else "the model is loading"}]
 
 
 @v2.get("/models/<name>/ready")
@@ -419,24 +445,8 @@ def _parse_infer_request(manifest) -> tuple[dict, dict]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise ApiError(400, "each input must be an object with a 'name' (a string), 'shape' and 'datatype'")
         name = item["name"]
-        spec = specs.get(name)
-        if spec is None:
-            raise ApiError(400, f"unknown input {name!r}; the model takes {sorted(specs)}")
-        if name in feed:
-            raise ApiError(400, f"input {name!r} is given twice")
-        want = MANIFEST_TO_V2.get(spec.dtype)
-        if item.get("datatype") != want:
-            raise ApiError(400, f"input {name!r} must have datatype {want}, got {item.get('datatype')!r}")
         shape = item.get("shape")
-        if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
-                                                  for d in shape):
-            raise ApiError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
-        if len(shape) != len(spec.shape) or any(s != -1 and s != d for s, d in zip(spec.shape, shape)) \
-                or not shape or shape[0] < 1:
-            raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} "
-                                "(-1: any batch size >= 1)")
-        dtype = np.dtype(V2_DTYPES[want])
-        count = math.prod(shape)  # Python integers: a shape of huge dimensions cannot overflow
+        want, dtype, count = check_input(specs, feed, name, item.get("datatype"), shape)
         size = _parameters(item, f"input {name!r}").get("binary_data_size")
         if size is not None:
             if not isinstance(size, int) or isinstance(size, bool) or size != count * dtype.itemsize:
@@ -460,16 +470,44 @@ def _parse_infer_request(manifest) -> tuple[dict, dict]:
         feed[name] = np.ascontiguousarray(array)
     if offset != len(binary):
         raise ApiError(400, f"the body has {len(binary) - offset} binary bytes that no input claims")
+    check_feed(specs, feed)
+    return req, feed
+
+
+def check_input(specs: dict, feed: dict, name: str, datatype, shape) -> tuple[str, np.dtype, int]:
+    """One input of an infer request (HTTP or gRPC) against the manifest's ``specs`` ({name: spec}) and the
+    inputs already in ``feed``: (its v2 datatype, numpy dtype, element count), or 400 saying what to send."""
+    spec = specs.get(name)
+    if spec is None:
+        raise ApiError(400, f"unknown input {name!r}; the model takes {sorted(specs)}")
+    if name in feed:
+        raise ApiError(400, f"input {name!r} is given twice")
+    want = MANIFEST_TO_V2.get(spec.dtype)
+    if datatype != want:
+        raise ApiError(400, f"input {name!r} must have datatype {want}, got {datatype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0
+                                              for d in shape):
+        raise ApiError(400, f"input {name!r}: 'shape' must be a list of non-negative integers")
+    if len(shape) != len(spec.shape) or any(s != -1 and s != d for s, d in zip(spec.shape, shape)) \
+            or not shape or shape[0] < 1:
+        raise ApiError(400, f"input {name!r} has shape {shape}; the model takes {list(spec.shape)} "
+                            "(-1: any batch size >= 1)")
+    # Python integers: a shape of huge dimensions cannot overflow
+    return want, np.dtype(V2_DTYPES[want]), math.prod(shape)
+
+
+def check_feed(specs: dict, feed: dict) -> None:
+    """A parsed request's inputs (HTTP or gRPC) are all there and share one batch size, or 400."""
     missing = sorted(set(specs) - set(feed))
     if missing:
         raise ApiError(400, f"missing inputs {missing}")
     if len({a.shape[0] for a in feed.values()}) != 1:
         raise ApiError(400, "all inputs must have the same batch size")
-    return req, feed
 
 
 @v2.post("/models/<name>/infer")
 @v2.post("/models/<name>/versions/<version>/infer")
+@require_read
 @rate_limited("infer")
 def infer(name: str, version: str | None = None):
     _check_model(name, version)
@@ -479,10 +517,7 @@ def infer(name: str, version: str | None = None):
     except ApiError:
         _stats().fail(time.perf_counter_ns() - t0)
         raise
-    t4 = time.perf_counter_ns()
-    infer_ns = int(inference_ms * 1e6)
-    _stats().success(batch, t4 - t0, compute_input=t1 - t0, queue=(t2 - t1) - infer_ns, compute_infer=infer_ns,
-                     compute_output=t4 - t2)
+    _stats().record(batch, t0, t1, t2, time.perf_counter_ns(), inference_ms)
     return response
 
 

@@ -52,6 +52,15 @@ class Server:
         self.estop = EStopServer(config.host, config.estop_bind_port, runtime.estop,
                                  lambda: estop_status(runtime), tls=context)
         app.config["ESTOP_PORT"] = self.estop.port  # the panel's E-STOP button calls it there too
+        self.grpc = None
+        if config.grpc_port is not None:  # grpcio and the Triton protos are imported only then
+            from edge.service.grpc_server import GrpcServer
+
+            try:
+                self.grpc = GrpcServer(app, config)
+            except BaseException:
+                self.estop.stop()  # bound but never started: release its port
+                raise
 
     @property
     def port(self) -> int:
@@ -71,10 +80,17 @@ class Server:
     def url(self) -> str:
         return f"{self.config.scheme}://{self._display_host}:{self.port}"
 
+    @property
+    def grpc_address(self) -> str | None:
+        """HOST:PORT of the gRPC port (what ``tritonclient.grpc`` takes), or None when it is off."""
+        return f"{self._display_host}:{self.grpc.port}" if self.grpc is not None else None
+
     def serve_forever(self) -> None:
         """Serve in this thread until ``stop()`` (from another thread) or KeyboardInterrupt."""
         self._thread = threading.current_thread()
         self.estop.start()
+        if self.grpc is not None:
+            self.grpc.start()
         if self.tls is not None:
             self.tls.start()
         try:
@@ -85,6 +101,8 @@ class Server:
 
     def start(self) -> Server:
         self.estop.start()
+        if self.grpc is not None:
+            self.grpc.start()
         if self.tls is not None:
             self.tls.start()
         self._thread = threading.Thread(target=self._server.run, name="voxedge-http", daemon=True)
@@ -101,6 +119,8 @@ class Server:
         from waitress import wasyncore
 
         self.estop.stop()
+        if self.grpc is not None:
+            self.grpc.stop()
         if self.tls is not None:
             self.tls.stop()
         streams = self.app.extensions.get("voxedge_streams")
@@ -147,7 +167,7 @@ def lan_address() -> str | None:
     return None if address.startswith("127.") or address == "0.0.0.0" else address
 
 
-def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str:
+def banner(config: ServiceConfig, url: str, estop_url: str | None = None, grpc_address: str | None = None) -> str:
     import sys
 
     lines = [f"voxedge is serving the panel and API at {url}"]
@@ -166,6 +186,10 @@ def banner(config: ServiceConfig, url: str, estop_url: str | None = None) -> str
                          "`voxedge token` prints it")
     elif config.token_generated:
         lines.append(f"operator token (arming and motion): {config.token}")
+    if grpc_address is not None:
+        lines.append(f"KServe v2 / Triton gRPC at {grpc_address}" + (" (TLS)" if config.tls_cert else "")
+                     + (": it needs the operator token as 'authorization: Bearer <token>' metadata"
+                        if config.read_auth_on else ""))
     if config.read_auth_on:
         lines.append("viewing the robot (live view, state, events, /predict, /metrics) needs the operator token")
     lines.append("e-stop: the red button in the panel, or: curl -X POST " + (estop_url or url + "/api/estop"))
