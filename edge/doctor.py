@@ -22,6 +22,7 @@ from edge.settings import ServeSettings
 MIN_FREE_BYTES = 2 * 1024**3  # engines, timing cache and the audit log need room
 CAMERA_WAIT_S = 5.0
 MIC_LISTEN_S = 1.5
+ROS2_WAIT_S = 2.0  # DDS discovery of the base's /cmd_vel reader and its first /odom
 BUILD_YEAR = 2026  # a clock before this is certainly wrong (no RTC battery, no NTP yet)
 
 
@@ -88,6 +89,8 @@ def check_link(settings: ServeSettings) -> Check:
     if settings.link.source is None:
         return Check("robot link", "FAIL", "no serial port given: --link /dev/robot (see firmware_bridge/deploy "
                                            "for the udev rule that makes /dev/robot)")
+    if settings.link.source.scheme == "ros2":
+        return check_ros2_link(settings)
     sim = None
     try:
         if settings.link.sim:
@@ -109,6 +112,28 @@ def check_link(settings: ServeSettings) -> Check:
         return Check("robot link", "FAIL", detail + "; protocol schema differs: flash firmware built from this "
                                                     "checkout (arming is refused until then)")
     return Check("robot link", "OK", detail)
+
+
+def check_ros2_link(settings: ServeSettings) -> Check:
+    """A ROS 2 base: is something on the DDS domain reading /cmd_vel, and does /odom arrive?"""
+    from edge.ros2.link import Ros2Link
+    from edge.sources import ros2_domain
+
+    try:
+        with Ros2Link(ros2_domain(settings.link.source)) as link:
+            deadline = time.monotonic() + ROS2_WAIT_S
+            while time.monotonic() < deadline and not (link.is_connected and link.telemetry is not None):
+                time.sleep(0.1)
+            readers, odom = link.is_connected, link.telemetry
+    except Exception as exc:
+        return Check("robot link", "FAIL", f"{exc}")
+    if not readers:
+        return Check("robot link", "FAIL", f"nothing on the DDS domain reads /cmd_vel (waited {ROS2_WAIT_S:g} s): "
+                                           "start the base's driver, and check ROS_DOMAIN_ID and the network")
+    if odom is None:
+        return Check("robot link", "WARN", "the base reads /cmd_vel but publishes no /odom: go_to runs on the "
+                                           "camera alone and the panel shows no position")
+    return Check("robot link", "OK", f"ROS 2: /cmd_vel is read, /odom at x={odom.x_m:.2f} y={odom.y_m:.2f} m")
 
 
 def check_bundle(settings: ServeSettings) -> Check:

@@ -211,8 +211,8 @@ class LinkSettings:
 
     @property
     def port(self) -> str | None:
-        """The serial device (None for the simulated robot or when not given)."""
-        return None if self.source is None or self.sim else self.source.location
+        """The serial device (None for the simulated robot, a ROS 2 base, or when not given)."""
+        return self.source.location if self.source is not None and self.source.scheme == "serial" else None
 
 
 @dataclass(frozen=True)

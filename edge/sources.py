@@ -4,7 +4,7 @@ The names follow jetson-inference's video sources (``csi://0``,
 ``v4l2:///dev/video0``, ``file://clip.mp4``, ``rtsp://...``), which Jetson users
 already write, plus ``sim://`` for the simulated robot, ``alsa://hw:1`` for a
 sound card, ``wav://cmd.wav`` for a recording played as a microphone and
-``serial:///dev/robot`` for the firmware link. The older bare forms still work
+``serial:///dev/robot`` for the firmware link (``ros2://`` for a ROS 2 base). The older bare forms still work
 (``0``, ``/dev/video0``, a file path, a GStreamer pipeline, ``sim``, a device
 name part, a ``.wav`` path, a serial path); each is read once here into a typed
 ``Source`` instead of being guessed at again where it is used.
@@ -19,7 +19,8 @@ SIM = "sim"
 URL_SCHEMES = ("rtsp", "rtsps", "rtmp", "http", "https", "udp", "tcp", "srt")  # opened by OpenCV's FFmpeg as written
 CAMERA_SCHEMES = ("csi", "v4l2", "file", "gst", "sim", *URL_SCHEMES)
 MICROPHONE_SCHEMES = ("alsa", "pyaudio", "wav", "sim")
-LINK_SCHEMES = ("serial", "sim")
+LINK_SCHEMES = ("serial", "sim", "ros2")
+ROS2 = "ros2"  # a ROS 2 base over DDS (edge.ros2): ros2:// or ros2://?domain=N
 _URI = re.compile(r"^([a-z][a-z0-9+.-]*)://(.*)$", re.IGNORECASE | re.DOTALL)
 
 
@@ -115,7 +116,8 @@ def microphone_source(text: str | int | None) -> Source:
     return Source(scheme, location, text)
 
 
-LINK_FORMS = "serial:///dev/robot (or the path alone), or sim:// for the simulated robot"
+LINK_FORMS = ("serial:///dev/robot (or the path alone), sim:// for the simulated robot, or ros2:// (ros2://?domain=N) "
+              "for a ROS 2 base on /cmd_vel")
 
 
 def link_source(text: str | None) -> Source | None:
@@ -125,10 +127,26 @@ def link_source(text: str | None) -> Source | None:
     text = str(text).strip()
     parts = _split(text)
     if parts is None:
+        if text == ROS2:
+            return Source(ROS2, "", text)
         return Source(SIM, "", text) if text == SIM else Source("serial", text, text)
     scheme, location = parts
     if scheme not in LINK_SCHEMES:
         raise _unknown("link", scheme, text, LINK_FORMS)
+    if scheme == ROS2:
+        ros2_domain(Source(scheme, location, text))  # checked here, at the settings, not when the robot starts
     if scheme == "serial" and not location:
         raise SourceError(f"link {text!r} names no serial port, e.g. serial:///dev/robot")
     return Source(scheme, location, text)
+
+
+def ros2_domain(source: Source) -> int | None:
+    """The DDS domain id a ``ros2://`` link names (``ros2://?domain=5``); None: ROS_DOMAIN_ID's, else 0."""
+    location = source.location.strip().lstrip("/")
+    if not location:
+        return None
+    m = re.fullmatch(r"\?domain=(\d{1,3})", location)
+    if m is None or int(m.group(1)) > 232:
+        raise SourceError(f"link {source.text!r}: use ros2:// or ros2://?domain=N with N in 0..232 (the DDS domain "
+                          "id; without it, ROS_DOMAIN_ID's or 0)")
+    return int(m.group(1))

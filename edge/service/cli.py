@@ -96,6 +96,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             robot = None
         camera = sim_camera if s.camera.source.sim else None
         microphone = sim_microphone if s.microphone.source.sim else None
+    ros2_link = ros2_camera = None
+    if s.link.source.scheme == "ros2":  # a ROS 2 base on /cmd_vel over DDS (edge.ros2; README, ROS 2)
+        from edge.ros2.link import Ros2Link
+        from edge.sources import ros2_domain
+
+        link = ros2_link = Ros2Link(ros2_domain(s.link.source)).connect()
     runtime = Runtime(config, link=link, camera=camera, microphone=microphone)
     try:
         runtime.start()
@@ -106,6 +112,14 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print("simulated microphone: type a command into the panel's say box, e.g. \"go to the red ball\"",
                   flush=True)
         runtime.add_decision_listener(print_decision)
+        if ros2_link is not None:
+            from edge.ros2.camera import CameraPublisher
+
+            runtime.add_decision_listener(ros2_link.publish_command)
+            ros2_camera = CameraPublisher(ros2_link, runtime.camera.buffer).start()
+            print(f"ROS 2 link: Twist on {ros2_link.topics['cmd_vel']} (zeros until armed), {ros2_link.topics['odom']} "
+                  f"read, commands on {ros2_link.topics['command']}, camera on {ros2_camera.topic}, DDS domain "
+                  f"{ros2_link.domain_id}", flush=True)
 
         def on_term(*_):  # SIGTERM (systemd, docker stop) ends the loop like Ctrl-C does
             raise KeyboardInterrupt
@@ -121,6 +135,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         runtime.stop()
         if robot is not None:
             robot.stop()
+        if ros2_camera is not None:
+            ros2_camera.stop()
+        if ros2_link is not None:
+            ros2_link.disconnect()
     print("voxedge serve: stopped", flush=True)
     return 0
 
@@ -156,7 +174,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sim", action="store_true", help="shorthand for --camera sim --mic sim --link sim, for those not given "
                    "(--sim --mic command.wav: the simulated robot hears your recording)")
     p.add_argument("--seed", type=int, help="arena of the simulated robot")
-    p.add_argument("--link", dest="link", help="robot serial port: serial:///dev/robot (or /dev/robot), or sim://")
+    p.add_argument("--link", dest="link", help="robot serial port: serial:///dev/robot (or /dev/robot), sim://, or "
+                   "ros2:// (ros2://?domain=N): a ROS 2 base, Twist on /cmd_vel (needs voxedge[ros2])")
     p.add_argument("--camera", help="csi://0 (Jetson CSI), v4l2:///dev/video0 (or 0, /dev/video0), file://clip.mp4, "
                    "rtsp://..., gst://PIPELINE, or sim:// (default 0)")
     from edge.cli_args import add_deprecated
