@@ -25,7 +25,8 @@ the one before; samples without a time (a calibration set) are placed one window
 second apart. What was shifted is said in ``Conversion.warnings``.
 
 The audit log records neither the attention maps nor the setpoints and telemetry the
-actuator sent, so this recording has no topics for them.
+actuator sent, so this recording has no topics for them; ``voxedge serve --record-mcap``
+(``edge.mcap_live``) records those too, live, with the same topics and clock.
 
 ``mcap`` and ``mcap-ros2-support`` are optional (``pip install mcap mcap-ros2-support``)
 and imported only when a recording is written.
@@ -78,7 +79,7 @@ class Conversion:
     end_ns: int = 0
 
 
-def _mcap_modules():
+def mcap_writer():
     try:
         from mcap_ros2.writer import Writer
     except ImportError as exc:
@@ -164,7 +165,7 @@ def _load(audit_dir: Path, rec: SampleRecord) -> _Sample | str:
     return _Sample(rec, bgr, pcm, rate)
 
 
-def _stamp(ns: int) -> dict:
+def ros_stamp(ns: int) -> dict:
     return {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
 
 
@@ -217,8 +218,8 @@ def write_mcap(audit_dir: str | Path, out: str | Path, *, chunk_ms: int = DEFAUL
     if not 1 <= jpeg_quality <= 100:
         raise McapRecordError(f"the JPEG quality must be 1 to 100, got {jpeg_quality}")
     records, meta = read_index(audit_dir)
-    _check_out(out, force)
-    Writer = _mcap_modules()
+    check_out(out, force)
+    Writer = mcap_writer()
     import cv2
 
     result = Conversion(out)
@@ -258,7 +259,7 @@ def write_mcap(audit_dir: str | Path, out: str | Path, *, chunk_ms: int = DEFAUL
                     emit(AUDIO_INFO_TOPIC, AUDIO_INFO, {"channels": 1, "sample_rate": rate, "sample_format": "S16LE",
                                                         "bitrate": 16 * rate, "coding_format": "wave"},
                          result.start_ns)
-                emit(CAMERA_TOPIC, COMPRESSED_IMAGE, {"header": {"stamp": _stamp(t_ns), "frame_id": CAMERA_FRAME},
+                emit(CAMERA_TOPIC, COMPRESSED_IMAGE, {"header": {"stamp": ros_stamp(t_ns), "frame_id": CAMERA_FRAME},
                                                       "format": "jpeg", "data": jpeg.tobytes()}, t_ns)
                 audio_end_ns = _write_audio(emit, pcm, rate, t_ns, audio_end_ns, chunk_ms)
                 emit(COMMAND_TOPIC, STRING, {"data": json.dumps(rec.decision, sort_keys=True)}, t_ns)
@@ -287,7 +288,7 @@ def write_mcap(audit_dir: str | Path, out: str | Path, *, chunk_ms: int = DEFAUL
             writer.finish()
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode(out))  # mkstemp's 0600 would make the recording private
+        os.chmod(tmp, file_mode(out))  # mkstemp's 0600 would make the recording private
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -311,12 +312,12 @@ def _write_audio(emit, pcm: np.ndarray, rate: int, t_ns: int, written_until_ns: 
         lo_ns = t_ns - int(round((n - lo) * 1e9 / rate))
         hi_ns = t_ns - int(round((n - hi) * 1e9 / rate))
         emit(AUDIO_TOPIC, AUDIO_DATA_STAMPED,
-             {"header": {"stamp": _stamp(lo_ns), "frame_id": MICROPHONE_FRAME},
+             {"header": {"stamp": ros_stamp(lo_ns), "frame_id": MICROPHONE_FRAME},
               "audio": {"data": pcm[lo:hi].astype("<i2").tobytes()}}, hi_ns)
     return max(t_ns, written_until_ns or 0)
 
 
-def _file_mode(out: Path) -> int:
+def file_mode(out: Path) -> int:
     """The mode of the file being replaced, or what the umask gives a new file."""
     try:
         return out.stat().st_mode & 0o7777
@@ -326,14 +327,16 @@ def _file_mode(out: Path) -> int:
         return 0o666 & ~umask
 
 
-def _check_out(out: Path, force: bool) -> None:
+def check_out(out: Path, force: bool = False, force_hint: str = ", or --force to replace it") -> None:
+    """Refuse to write ``out`` where that would lose something: a directory, a missing folder, an existing file
+    that is not an MCAP recording (unless ``force``). Also ``serve --record-mcap``'s check (``edge.mcap_live``)."""
     if out.is_dir():
         raise McapRecordError(f"{out} is a directory; give the MCAP file to write (e.g. {out / 'session.mcap'})")
     if not out.parent.is_dir():
         raise McapRecordError(f"the folder {out.parent} does not exist; create it first")
     if out.exists() and not force and not _is_mcap(out):
-        raise McapRecordError(f"{out} exists and is not an MCAP file; it is left as it is (choose another name, "
-                              "or --force to replace it)")
+        raise McapRecordError(f"{out} exists and is not an MCAP file; it is left as it is (choose another name"
+                              f"{force_hint})")
 
 
 def _is_mcap(path: Path) -> bool:

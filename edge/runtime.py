@@ -328,6 +328,11 @@ class Runtime:
     def ready(self) -> bool:
         return self.bundle is not None and self.worker is not None
 
+    @property
+    def running(self) -> bool:
+        """Between a successful ``start()`` and ``stop()``."""
+        return self._started
+
     # -- events -----------------------------------------------------------------------
     def event(self, kind: str, text: str, data: dict | None = None) -> Event:
         e = Event(next(self._event_ids), time.monotonic(), time.time(), kind, text, data or {})

@@ -46,6 +46,7 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "allowed_hosts": ((), tuple),
     "audit_log": (None, str),
     "audit_reserve_mb": (100.0, float),  # the audit log stops recording (with an alert) below this much free disk
+    "record_mcap": (None, str),  # record the session live to this MCAP file (edge.mcap_live); None: off
     "seed": (0, int),
 }
 SECTION_NAMES = ("endpointer", "policy")  # sections without flags: nested objects in the file
@@ -234,6 +235,7 @@ class ServeSettings:
     remote_timeout_s: float = 0.3  # remote backend only
     remote_fallback: str | None = None
     remote_token: str | None = dataclasses.field(default=None, repr=False)
+    record_mcap: str | None = None  # serve --record-mcap: the MCAP file the session is recorded to
     where: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def runtime_config(self, camera=None, microphone=None):
@@ -328,4 +330,4 @@ def load(flags: dict | None = None, config_file: str | os.PathLike | None = None
                          audit_log=v["audit_log"], audit_reserve_mb=v["audit_reserve_mb"], link=link, camera=camera,
                          microphone=microphone, service=service, where=where,
                          remote_timeout_s=v["remote_timeout_s"], remote_fallback=v["remote_fallback"],
-                         remote_token=v["remote_token"], **sections)
+                         remote_token=v["remote_token"], record_mcap=v["record_mcap"], **sections)

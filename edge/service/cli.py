@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from pathlib import Path
 
 from edge.precision import CHOICES as PRECISION_CHOICES
 from edge.service.config import ServiceConfigError
@@ -72,10 +73,19 @@ def _cmd_serve(args: argparse.Namespace) -> int:
              "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log,
              "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
     flags.update({"remote_timeout_s": args.remote_timeout_s, "remote_fallback": args.remote_fallback})
+    flags["record_mcap"] = args.record_mcap
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
         flags.update({k: "sim" for k in ("camera", "mic", "link") if flags[k] is None})
     s = settings_module.load(flags, args.config)
     config = s.runtime_config()
+    if s.record_mcap:  # refused before anything starts, as record-mcap does: another file there is left alone
+        from edge.mcap_record import McapRecordError, check_out, mcap_writer
+
+        try:
+            check_out(Path(s.record_mcap), force_hint=", or remove it first")
+            mcap_writer()
+        except McapRecordError as exc:
+            raise settings_module.SettingsError(f"record_mcap: {exc}") from None
     if s.link.source is None:
         raise ServiceConfigError("give the robot's serial port (--link /dev/robot) or --link sim")
     if s.camera.source.sim and not s.link.sim:
@@ -103,8 +113,15 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
         link = ros2_link = Ros2Link(ros2_domain(s.link.source)).connect()
     runtime = Runtime(config, link=link, camera=camera, microphone=microphone)
+    recorder = None
     try:
         runtime.start()
+        if s.record_mcap:  # edge.mcap_live: its own thread, bounded queues; the file appears at stop
+            from edge.mcap_live import LiveRecorder
+
+            recorder = LiveRecorder(s.record_mcap, runtime).start()
+            print(f"recording the session to {s.record_mcap} (MCAP, ROS 2 messages; written when serve stops)",
+                  flush=True)
         server = Server(create_app(runtime, service), service)
         print(banner(service, server.url, server.estop_url, server.grpc_address), flush=True)
         print(runtime_summary(runtime), flush=True)
@@ -132,6 +149,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         finally:
             server.stop()
     finally:
+        if recorder is not None:
+            _stop_recorder(recorder)
         runtime.stop()
         if robot is not None:
             robot.stop()
@@ -141,6 +160,25 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ros2_link.disconnect()
     print("voxedge serve: stopped", flush=True)
     return 0
+
+
+def _stop_recorder(recorder) -> None:
+    """Finish ``serve --record-mcap``'s file and say what it holds; a failure is said, never raised (the runtime
+    must still stop)."""
+    import sys
+
+    try:
+        stats = recorder.stop()
+    except Exception as exc:
+        print(f"voxedge serve: the MCAP recording failed: {exc}", file=sys.stderr, flush=True)
+        return
+    if stats.error:
+        print(f"voxedge serve: the MCAP recording {stats.path} failed: {stats.error}", file=sys.stderr, flush=True)
+        return
+    topics = ", ".join(f"{topic} {n}" for topic, n in sorted(stats.messages.items()))
+    lost = f"; {stats.dropped} decision(s) dropped" if stats.dropped else ""
+    lost += f"; {stats.audio_lost} audio sample(s) lost" if stats.audio_lost else ""
+    print(f"wrote {stats.path}: {topics}{lost}", flush=True)
 
 
 def _cmd_token(args: argparse.Namespace) -> int:
@@ -214,6 +252,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key (keep it mode 0600)")
     p.add_argument("--allowed-host", action="append", help="extra Host name the panel may be reached by")
     p.add_argument("--audit-log", help="directory for the audit log of decisions (a sample set)")
+    p.add_argument("--record-mcap", metavar="OUT.mcap",
+                   help="record the session live to one MCAP file of ROS 2 messages (camera at 5 fps, all audio, "
+                        "decisions, attention maps, setpoints, telemetry) for Foxglove and ros2 bag; written beside "
+                        "itself and renamed into place when serve stops (needs: pip install mcap mcap-ros2-support)")
     p.add_argument("--audit-reserve-mb", type=float, metavar="MB",
                    help="the audit log stops recording, with an alert, when its disk has less free space than this "
                         "(default 100)")
