@@ -1,13 +1,10 @@
-"""The INT8 step shared by ``voxedge convert`` and ``voxedge calibrate``:
-calibrate a Q/DQ model from the FP32 one, then gate it against FP32."""
+"""A bundle's INT8 models: calibrate Q/DQ models from the FP32 one, then gate each against FP32.
+
+What the INT8 step of ``voxedge convert`` and ``voxedge calibrate`` runs."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +13,7 @@ from calibration.gate import DEFAULT_LIMITS, GateLimits, ModelScore, accuracy_ga
 from calibration.mixed import search_mixed_precision
 from calibration.quantize import QuantSettings, quantize_int8
 from calibration.sampleset import GATE_RESOLVING_SAMPLES, SampleSet, read_set
-from edge.bundle import Bundle, Manifest, ModelFile, load_bundle, write_bundle
+from edge.bundle import Manifest, ModelFile
 from edge.int8_numerics import ONNXRUNTIME_CPU, cpu_int8
 
 INT8_ONNX = "model.int8.qdq.onnx"
@@ -53,11 +50,6 @@ TENSORRT_INT8 = Int8Target("tensorrt", INT8_ONNX, None, reduced_range_weights=Fa
 CPU_INT8 = Int8Target(ONNXRUNTIME_CPU, INT8_CPU_ONNX, ONNXRUNTIME_CPU, reduced_range_weights=True,
                       emulate_qdq=False, purpose="ONNX Runtime's CPU kernels: 7-bit weights, no int16 saturation")
 INT8_TARGETS = (TENSORRT_INT8, CPU_INT8)
-
-
-def gate_report(gates: dict[str, dict]) -> dict:
-    """The report.json entries of both INT8 gates (``make_int8_models``' gates by target key)."""
-    return {"accuracy_gate": gates[TENSORRT_INT8.key], "accuracy_gate_cpu": gates[CPU_INT8.key]}
 
 
 def calibration_warnings(calib: SampleSet, manifest: Manifest) -> list[str]:
@@ -160,75 +152,3 @@ def make_int8_models(fp32_path: Path, out_dir: Path, manifest: Manifest, calibra
                               "gate_cpu": {k: gate["numerics"]["cpu"][k] for k in ("model", "isa", "saturates")}}
         files.append(ModelFile(target.path, "", "int8", target.runtime))
     return {**info, "models": models}, gates, files
-
-
-def _refresh_report(tmp: Path, manifest: Manifest, files: list[ModelFile], gates: dict[str, dict], log,
-                    trt_findings: list[str]) -> None:
-    """Bring the copied report up to date with the new INT8 models, as ``voxedge convert`` writes it:
-    the gates and TensorRT check in ``report.json``, and ``report.png`` with the latency figures
-    redrawn by ``convert.report.write_report`` from the bundle's golden inputs and PyTorch outputs."""
-    import numpy as np
-
-    path = tmp / manifest.reports["json"]
-    report = json.loads(path.read_text())
-    report.update(gate_report(gates))
-    report.setdefault("tensorrt_check", {})["int8"] = trt_findings
-    golden_name = manifest.reports.get("golden")
-    if golden_name and (tmp / golden_name).is_file():
-        from convert.report import REPORT_PNG, write_report
-
-        with np.load(tmp / golden_name) as saved:
-            golden = {k.removeprefix("input."): saved[k] for k in saved.files if k.startswith("input.")}
-            reference = {k.removeprefix("output."): saved[k] for k in saved.files if k.startswith("output.")}
-        log("      redrawing the report (error histograms, confusion matrices, latency)")
-        report.update(write_report(tmp, files, golden, reference, manifest.heads.intent_labels, gates))
-        if manifest.reports.get("plots", REPORT_PNG) != REPORT_PNG:  # write_report draws REPORT_PNG
-            os.replace(tmp / REPORT_PNG, tmp / manifest.reports["plots"])
-    else:
-        log(f"      warning: the bundle has no golden inputs ({golden_name or 'reports.golden'}); its plots and "
-            "latency figures still show the INT8 model of the conversion")
-    path.write_text(json.dumps(report, indent=2) + "\n")
-
-
-def calibrate_bundle(bundle_path: str | Path, calibration: str | Path, eval_set: str | Path | None = None, log=print,
-                     quantizer: str | None = None, search: bool = True, allow_trt_findings: bool = False) -> Bundle:
-    """Re-quantize an existing bundle with a new calibration set (e.g. recorded on the robot): both INT8
-    models are made anew (a bundle from before the CPU model gains one).
-
-    The bundle is rewritten atomically: if calibration or the gate fails, or TensorRT's ONNX
-    parser would refuse the new INT8 model (unless ``allow_trt_findings``), the old bundle
-    stays exactly as it was.
-    """
-    import onnx
-
-    from edge.trt_check import findings_error, tensorrt_warnings
-
-    t0 = time.monotonic()
-    old = load_bundle(bundle_path)
-    fp32 = old.model_path("fp32")
-
-    def populate(tmp: Path) -> Manifest:
-        kept = [f for f in old.manifest.files if f.precision != "int8"]
-        for f in kept:
-            (tmp / f.path).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(old.path / f.path, tmp / f.path)
-        previous = (old.manifest.provenance.get("calibration") or {}).get("settings")
-        settings = QuantSettings.from_dict(previous) if previous else QuantSettings()
-        if quantizer:
-            settings = dataclasses.replace(settings, quantizer=quantizer)
-        info, gates, int8_files = make_int8_models(fp32, tmp, old.manifest, calibration, eval_set, log, settings,
-                                                   search=search)
-        files = kept + int8_files
-        trt_findings = tensorrt_warnings(onnx.load(str(tmp / INT8_ONNX)))
-        refusal = findings_error({"int8": trt_findings})
-        if refusal and not allow_trt_findings:
-            raise CalibrationError(refusal)
-        report_name = old.manifest.reports.get("json")
-        if report_name:
-            _refresh_report(tmp, old.manifest, files, gates, log, trt_findings)
-        provenance = {**old.manifest.provenance, "calibration": info}
-        return Manifest(**{**vars(old.manifest), "files": tuple(files), "provenance": provenance})
-
-    bundle = write_bundle(old.path, populate)
-    log(f"rewrote bundle {bundle.path} with new INT8 models in {time.monotonic() - t0:.1f} s")
-    return bundle

@@ -1,4 +1,5 @@
-"""``voxedge convert``: registered by the ``voxedge`` entry point; torch loads only when it runs."""
+"""``voxedge convert`` and ``voxedge calibrate`` (the conversion re-entered at its INT8 step):
+registered by the ``voxedge`` entry point; torch loads only when they run."""
 
 from __future__ import annotations
 
@@ -21,8 +22,37 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _refuse_small_sets(calibration: str, eval_set: str | None) -> None:
+    """One line, before any work, when a set is too small to calibrate with or to gate on (--force overrides)."""
+    from calibration.errors import CalibrationError
+    from calibration.sampleset import CALIBRATE_MIN_SAMPLES, read_set
+
+    # without --eval the gate runs on the calibration samples, so one check covers both
+    for role, path in (("calibration", calibration), ("evaluation", eval_set)):
+        if path is None:
+            continue
+        n = len(read_set(path))
+        if n < CALIBRATE_MIN_SAMPLES:
+            raise CalibrationError(
+                f"the {role} set {path} has {n} samples, fewer than {CALIBRATE_MIN_SAMPLES}: its int8 scales and "
+                f"its accuracy gate (one sample = {100 / n:.1f} points) would not be trustworthy; record more "
+                "(voxedge serve --audit-log DIR) or add --force to calibrate anyway")
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from convert.recalibrate import calibrate_bundle
+
+    if not args.force:
+        _refuse_small_sets(args.calibration, args.eval)
+    calibrate_bundle(args.bundle, args.calibration, args.eval, quantizer=args.quantizer,
+                     search=not args.no_precision_search, allow_trt_findings=args.allow_trt_findings)
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Register ``convert`` on the ``voxedge`` parser."""
+    """Register ``convert`` and ``calibrate`` on the ``voxedge`` parser."""
+    from calibration.sampleset import CALIBRATE_MIN_SAMPLES
+
     p = sub.add_parser("convert", help="export a trained model to verified ONNX in a bundle")
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT), help="model checkpoint (default: %(default)s)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG),
@@ -44,3 +74,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "refused unless --force")
     p.add_argument("--force", action="store_true", help="replace --out even if it is not a bundle")
     p.set_defaults(func=_cmd_convert)
+
+    p = sub.add_parser("calibrate", help="re-quantize a bundle's INT8 model with a new calibration set")
+    p.add_argument("bundle", help="bundle directory (rewritten atomically)")
+    p.add_argument("--calibration", "--data", dest="calibration", required=True,
+                   help="sample set to calibrate with, e.g. the robot's audit log (voxedge serve --audit-log DIR)")
+    p.add_argument("--eval", help="labelled sample set for the accuracy gate (default: gate on agreement with the "
+                                  "FP32 model over the calibration samples)")
+    p.add_argument("--quantizer", choices=("onnxruntime", "modelopt"),
+                   help="INT8 quantizer (default: the one the bundle was made with)")
+    p.add_argument("--no-precision-search", action="store_true",
+                   help="fail when INT8 misses the accuracy gate instead of keeping sensitive layers in float")
+    p.add_argument("--allow-trt-findings", action="store_true",
+                   help="rewrite the bundle even if TensorRT's ONNX parser would refuse the new INT8 model "
+                        "(voxedge check-trt)")
+    p.add_argument("--force", action="store_true",
+                   help=f"calibrate even with a set of fewer than {CALIBRATE_MIN_SAMPLES} samples (refused by default: "
+                        "too few to trust)")
+    p.set_defaults(func=_cmd_calibrate)

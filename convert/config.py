@@ -87,10 +87,16 @@ class ConvertConfig:
         if unknown:
             out.append(f"tolerance has unknown keys {unknown}; it takes {list(TOLERANCE_KEYS)}")
         try:  # the manifest's own checks: heads name declared outputs, one label per intent class
-            Manifest(self.inputs, self.outputs, self.preprocessing, self.heads)
+            self.manifest()
         except BundleError as exc:
             out.append(str(exc))
         return out
+
+    def manifest(self, **fields) -> Manifest:
+        """The bundle manifest of a model with this config's I/O, preprocessing and heads; ``fields`` are the
+        rest (files, provenance, reports). Without them, what the gates and the quantizers read."""
+        return Manifest(inputs=self.inputs, outputs=self.outputs, preprocessing=self.preprocessing, heads=self.heads,
+                        **fields)
 
     def quant_settings(self):
         """The INT8 settings (what stays in floating point) this config asks for."""

@@ -1,31 +1,25 @@
-"""``voxedge convert``: checkpoint -> verified FP32 ONNX -> bundle (written atomically)."""
+"""``voxedge convert``: checkpoint -> verified FP32 ONNX -> bundle (written atomically).
+
+The conversion runs the steps of ``convert.steps`` in order (export, verify, FP16 and its gate, INT8,
+TensorRT check, report, notices) and builds the manifest from their parts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import time
 from pathlib import Path
 
-import numpy as np
-
 from calibration.errors import CalibrationError
-from calibration.gate import accuracy_gate
-from calibration.int8 import gate_report, make_int8_models
-from calibration.sampleset import read_set
 from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
-from convert.export import ONNX_OPSET, export_onnx, golden_inputs, load_model, verify_onnx
-from convert.fp16 import FP16_ONNX, make_fp16, verify_fp16
-from convert.notices import third_party_parts, write_notices
-from convert.report import REPORT_PNG, write_report
-from edge.bundle import Bundle, Manifest, ModelFile, sha256_file, write_bundle
-from edge.trt_check import findings_error, tensorrt_warnings
+from convert.export import ONNX_OPSET, golden_inputs, load_model
+from convert.fp16 import FP16_ONNX
+from convert.steps import (FP32_ONNX, REPORTS, Part, check_and_report, export_step, fp16_gate_step, fp16_step,
+                           int8_step, merge, notices_step, verify_step)
+from edge.bundle import Bundle, Manifest, sha256_file, write_bundle
 
-FP32_ONNX = "model.fp32.onnx"
-GOLDEN = "golden.npz"
-REPORT_JSON = "report.json"
 GOLDEN_BATCH = 4
 
 
@@ -59,6 +53,19 @@ def _heads_from_checkpoint(config: ConvertConfig, meta: dict) -> ConvertConfig:
     return dataclasses.replace(config, heads=heads)
 
 
+def _provenance(checkpoint: str | Path, config: ConvertConfig, keep_float_prefixes: tuple[str, ...],
+                parts: list[Part]) -> dict:
+    """The manifest's provenance: the checkpoint, the tools, and what the steps recorded (calibration, third_party)."""
+    provenance = {"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
+                  "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
+                  "calibration": None, "third_party": [],
+                  # what must stay FP32 in every precision: build-engine pins these layers
+                  "keep_float_prefixes": list(keep_float_prefixes), "created_unix_s": int(time.time())}
+    for part in parts:
+        provenance.update(part.provenance)
+    return provenance
+
+
 def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = REFERENCE_CONFIG,
             factory: str | None = None, calibration: str | Path | None = None, eval_set: str | Path | None = None,
             log=print, fp16: bool = False, quantizer: str | None = None, search: bool = True,
@@ -70,11 +77,9 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     (keeping its most sensitive layers in float if ``search`` allows); with
     ``fp16`` an FP16 model is added, checked against PyTorch (and gated when
     ``eval_set`` is given). ``quantizer`` overrides the config's. A model that TensorRT's
-    ONNX parser would refuse (``edge.trt_check``) stops the conversion unless
+    ONNX parser would refuse (``convert.trt_check``) stops the conversion unless
     ``allow_trt_findings``.
     """
-    import onnx
-
     t0 = time.monotonic()
     if calibration is not None and eval_set is None:
         raise ConvertError("INT8 needs an evaluation set for its accuracy gate: pass --eval DIR with --calibration")
@@ -91,77 +96,41 @@ def convert(checkpoint: str | Path, out: str | Path, config_path: str | Path = R
     step(f"loading {checkpoint} with {config.factory}")
     model, meta = load_model(checkpoint, config.factory)
     config = _heads_from_checkpoint(config, meta)
-    golden = golden_inputs(config.inputs, batch=GOLDEN_BATCH)
+    inputs = golden_inputs(config.inputs, batch=GOLDEN_BATCH)
     settings = config.quant_settings()
     if quantizer:
         settings = dataclasses.replace(settings, quantizer=quantizer)
 
     def populate(tmp: Path) -> Manifest:
         step(f"exporting ONNX (opset {ONNX_OPSET}, dynamic batch), simplifying, checking")
-        export_onnx(model, config.inputs, config.outputs, tmp / FP32_ONNX, golden)
+        parts = [export_step(model, config, tmp, inputs)]
         step("verifying ONNX Runtime against PyTorch on golden inputs")
-        errors, reference = verify_onnx(model, tmp / FP32_ONNX, config.outputs, golden, config.tolerance)
-        np.savez(tmp / GOLDEN, **{f"input.{k}": v for k, v in golden.items()},
-                 **{f"output.{k}": v for k, v in reference.items()})
-        report = {"verification": {"fp32": [dataclasses.asdict(e) for e in errors]}}
-        files = [ModelFile(FP32_ONNX, "", "fp32")]
+        verified, golden = verify_step(model, config, tmp, inputs)
+        parts.append(verified)
         if fp16:
             step(f"FP16 variant ({FP16_ONNX}; kept in FP32: {', '.join(settings.keep_float_prefixes) or 'nothing'})")
-            report["fp16"] = make_fp16(tmp / FP32_ONNX, tmp / FP16_ONNX, settings.keep_float_prefixes)
-            report["verification"]["fp16"] = [dataclasses.asdict(e)
-                                              for e in verify_fp16(tmp / FP16_ONNX, golden, reference)]
-            files.append(ModelFile(FP16_ONNX, "", "fp16"))
+            parts.append(fp16_step(tmp, golden, settings.keep_float_prefixes))
             if eval_set is not None:
-                gate = accuracy_gate(tmp / FP32_ONNX, tmp / FP16_ONNX, read_set(eval_set), Manifest(
-                    inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
-                    heads=config.heads))
-                log(f"      FP16 {gate.describe()}")
-                if not gate.passed:
-                    raise ConvertError(f"FP16 model rejected: {gate.describe()}; convert without --fp16")
-                report["fp16_accuracy_gate"] = gate.to_dict()
-        calib_info = None
-        gates = None
+                parts.append(fp16_gate_step(tmp, eval_set, config.manifest(), log))
         if calibration is not None:
-            probe = Manifest(inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing,
-                             heads=config.heads)
             step("INT8: calibrating, quantizing and gating on the evaluation set")
             try:
-                calib_info, gates, int8_files = make_int8_models(tmp / FP32_ONNX, tmp, probe, calibration, eval_set,
-                                                                 log, settings, search=search)
+                parts.append(int8_step(tmp / FP32_ONNX, tmp, config.manifest(), calibration, eval_set, log, settings,
+                                       search))
             except CalibrationError as exc:
                 raise ConvertError(f"{exc} (or convert without --calibration for an FP32-only bundle)") from exc
-            report.update(gate_report(gates))
-            files.extend(int8_files)
-        # The CPU INT8 model is for ONNX Runtime only; TensorRT builds from the others.
-        step("checking every model against TensorRT's ONNX parser rules (voxedge check-trt)")
-        report["tensorrt_check"] = {f.precision: tensorrt_warnings(onnx.load(str(tmp / f.path)))
-                                    for f in files if f.runtime is None}
-        refusal = findings_error(report["tensorrt_check"])
-        if refusal and not allow_trt_findings:
-            raise ConvertError(refusal)
-        for p, warnings in report["tensorrt_check"].items():
-            for w in warnings:
-                log(f"      warning: the {p} model will not build on the robot as it is: {w}")
-        step("drawing the report (error histograms, confusion matrices, latency)")
-        report.update(write_report(tmp, files, golden, reference, config.heads.intent_labels, gates))
-        report["timing_s"] = {"total": time.monotonic() - t0}
-        (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-        for e in errors:
-            log(f"      {e.name:<14} max abs {e.max_abs:.2e}  max rel {e.max_rel:.2e}  cosine {e.cosine:.8f}")
-        third_party = write_notices(third_party_parts(model), tmp)
-        for part in third_party:
-            log(f"      contains {part['author']}'s {part['name']} ({part['license']}): see {part['notice_file']}")
-        return Manifest(
-            inputs=config.inputs, outputs=config.outputs, preprocessing=config.preprocessing, heads=config.heads,
-            files=tuple(files),
-            provenance={"checkpoint": Path(checkpoint).name, "checkpoint_sha256": sha256_file(checkpoint),
-                        "factory": config.factory, "git_commit": _git_commit(), "versions": _versions(),
-                        "calibration": calib_info, "third_party": third_party,
-                        # what must stay FP32 in every precision: build-engine pins these layers
-                        "keep_float_prefixes": list(settings.keep_float_prefixes),
-                        "created_unix_s": int(time.time())},
-            reports={"json": REPORT_JSON, "golden": GOLDEN, "plots": REPORT_PNG},
-        )
+        files = [f for part in parts for f in part.files]
+        report: dict = {}
+        for part in parts:
+            merge(report, part.report)
+        check_and_report(tmp, files, report, REPORTS, config.heads.intent_labels, log, step, allow_trt_findings,
+                         started=t0)
+        for e in verified.report["verification"]["fp32"]:
+            log(f"      {e['name']:<14} max abs {e['max_abs']:.2e}  max rel {e['max_rel']:.2e}  "
+                f"cosine {e['cosine']:.8f}")
+        parts.append(notices_step(model, tmp, log))
+        return config.manifest(files=tuple(files), reports=dict(REPORTS),
+                               provenance=_provenance(checkpoint, config, settings.keep_float_prefixes, parts))
 
     bundle = write_bundle(out, populate)
     log(f"wrote bundle {bundle.path} in {time.monotonic() - t0:.1f} s")

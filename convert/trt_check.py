@@ -8,13 +8,13 @@ ONNX Runtime still runs a model TensorRT cannot. The caller loads the model
 (``onnx`` is a workstation package, imported only inside the check).
 
 What the parser takes comes from ONNX-TensorRT's own ``docs/operators.md``,
-turned into ``edge/trt_ops/trt-X.json`` by ``edge.trt_ops_table`` (never typed by
+turned into ``convert/trt_ops/trt-X.json`` by ``convert.trt_ops_table`` (never typed by
 hand): which operators exist, their supported input types, and the restriction
 text, which the rules below parse where they act on it (inputs that must be
 initializers, attributes that must take one value, Resize's mode lists). A
 requested TensorRT version uses the newest table at or below it; TensorRT 10.3
 (JetPack 6.1) uses the 10.1 GA table, the newest the project could obtain (see
-``edge/trt_ops/README.md``). The few rules the table does not state cite what
+``convert/trt_ops/README.md``). The few rules the table does not state cite what
 they rely on. Only the top-level graph is checked (not If/Loop/Scan bodies).
 """
 
@@ -71,7 +71,7 @@ class TrtCheckError(ValueError):
 
 @dataclass(frozen=True)
 class OpTable:
-    """One TensorRT release's ONNX operator table (``edge/trt_ops/trt-X.json``)."""
+    """One TensorRT release's ONNX operator table (``convert/trt_ops/trt-X.json``)."""
 
     tensorrt: str
     source: str
@@ -112,7 +112,7 @@ def load_table(trt_version: str = DEFAULT_TRT_VERSION) -> OpTable:
     if not fitting:
         raise TrtCheckError(f"no operator table for TensorRT {trt_version} or older (tables: "
                             f"{', '.join(table_versions()) or 'none'}); "
-                            "generate one with python -m edge.trt_ops_table")
+                            "generate one with python -m convert.trt_ops_table")
     raw = json.loads((TABLE_DIR / f"trt-{fitting[-1]}.json").read_text(encoding="utf-8"))
     low, high = raw["opset_range"]
     return OpTable(raw["tensorrt"], raw["source"], (low, high), dict(raw.get("casts_down", {})), raw["ops"])

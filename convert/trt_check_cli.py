@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from edge.trt_check import DEFAULT_TRT_VERSION
+from convert.trt_check import DEFAULT_TRT_VERSION
 
 
 def _load(path: str):
@@ -19,7 +19,7 @@ def _load(path: str):
     import onnx
     from google.protobuf.message import DecodeError
 
-    from edge.trt_check import TrtCheckError
+    from convert.trt_check import TrtCheckError
 
     try:
         model = onnx.load(path)
@@ -39,7 +39,7 @@ def _load(path: str):
 
 
 def _cmd_check_trt(args: argparse.Namespace) -> int:
-    from edge.trt_check import TrtCheckError, check, load_table
+    from convert.trt_check import TrtCheckError, check, load_table
 
     try:
         table = load_table(args.trt_version)
@@ -69,7 +69,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``check-trt`` on the ``voxedge`` parser."""
     p = sub.add_parser("check-trt", help="check ONNX models against TensorRT's ONNX parser's limits",
                        description="Check ONNX models statically against what TensorRT's ONNX parser "
-                                   "documents (ONNX-TensorRT docs/operators.md tables in edge/trt_ops/).")
+                                   "documents (ONNX-TensorRT docs/operators.md tables in convert/trt_ops/).")
     p.add_argument("models", nargs="+", metavar="MODEL.onnx", help="ONNX files to check")
     p.add_argument("--trt-version", default=DEFAULT_TRT_VERSION,
                    help="the robot's TensorRT; the newest table at or below it is used "

@@ -1,14 +1,14 @@
-"""Generate ``edge/trt_ops/trt-X.json`` from ONNX-TensorRT's ``docs/operators.md``.
+"""Generate ``convert/trt_ops/trt-X.json`` from ONNX-TensorRT's ``docs/operators.md``.
 
-The TensorRT compatibility check (``edge.trt_check``) reads its operator
+The TensorRT compatibility check (``convert.trt_check``) reads its operator
 tables from JSON written by this module, never from a hand-typed list, so a
 new TensorRT release is one command away and the committed tables can be
 proved to be what the source says (``tests/test_trt_check.py`` regenerates
 them from the mirror when it is there)::
 
     git -C ONNX_TENSORRT show 10.1-GA:docs/operators.md > operators.md
-    python -m edge.trt_ops_table operators.md --version 10.1 \\
-        --source "onnx/onnx-tensorrt@<commit> docs/operators.md" --out edge/trt_ops/trt-10.1.json
+    python -m convert.trt_ops_table operators.md --version 10.1 \\
+        --source "onnx/onnx-tensorrt@<commit> docs/operators.md" --out convert/trt_ops/trt-10.1.json
 
 The JSON keeps each row's text as the source writes it (the checker parses the
 restriction text where it acts on it); only whitespace and the empty entries of
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", required=True, help="the TensorRT release the table belongs to, e.g. 10.1")
     p.add_argument("--source", required=True,
                    help='where it came from: "onnx/onnx-tensorrt@<commit> docs/operators.md"')
-    p.add_argument("--out", required=True, help="the JSON file to write, e.g. edge/trt_ops/trt-10.1.json")
+    p.add_argument("--out", required=True, help="the JSON file to write, e.g. convert/trt_ops/trt-10.1.json")
     args = p.parse_args(argv)
     try:
         path = args.operators_md

@@ -14,7 +14,8 @@ import sys
 # Modules whose add_parsers(sub) registers subcommands, in help order.
 COMMAND_MODULES = ("reference_model.cli", "convert.cli", "calibration.cli", "edge.engine_cli",
                    "firmware_bridge.cli", "edge.sensors.cli", "edge.service.cli",
-                   "simrobot.demo", "edge.doctor", "edge.trt_check_cli")
+                   "simrobot.demo", "edge.doctor", "convert.trt_check_cli",
+                   "edge.triton_cli", "edge.mcap_cli")
 
 # Exception bases whose messages are written for users: printed without a traceback.
 USER_ERRORS = (

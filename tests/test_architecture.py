@@ -26,7 +26,6 @@ ALLOWED = {
 }
 # (importing module, imported layer): the exceptions docs/architecture.md names, to be removed by issue 19
 KNOWN_EXCEPTIONS = {
-    ("calibration.int8", "convert"),
     ("firmware_bridge.cli", "edge"),
 }
 

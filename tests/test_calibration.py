@@ -127,7 +127,7 @@ def test_int8_without_an_evaluation_set_is_refused(sets, tmp_path):
 
 
 def test_calibrate_rewrites_a_bundle_and_leaves_it_untouched_on_failure(sets, tmp_path):
-    from calibration.int8 import calibrate_bundle
+    from convert.recalibrate import calibrate_bundle
 
     path = convert(DEFAULT_CHECKPOINT, tmp_path / "b", log=lambda *_: None).path
     logged = []
@@ -184,7 +184,7 @@ def test_failing_gate_keeps_the_most_sensitive_layers_float_until_it_passes(sets
 
 
 def test_calibrate_with_the_robots_audit_log_gates_on_agreement_with_fp32(sets, tmp_path):
-    from calibration.int8 import calibrate_bundle
+    from convert.recalibrate import calibrate_bundle
     from edge.audit import AuditLog
 
     labelled = read_set(sets / "calib")

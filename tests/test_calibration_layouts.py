@@ -171,7 +171,7 @@ def test_models_of_any_layout_colour_order_and_input_names_calibrate_and_pass_th
 
 
 def test_coverage_warnings_come_from_the_samples_whatever_wrote_the_set(sets, reference, tmp_path):
-    from calibration.int8 import calibrate_bundle
+    from convert.recalibrate import calibrate_bundle
     from edge.audit import AuditLog
 
     # make-set's own warnings and the ones recomputed on reading agree.

@@ -148,7 +148,7 @@ def test_tensorrt_check_names_what_the_robot_parser_would_refuse(bundle):
 
     from onnx import load as onnx_load
 
-    from edge.trt_check import tensorrt_warnings
+    from convert.trt_check import tensorrt_warnings
 
     report = json.loads((bundle.path / "report.json").read_text())
     assert report["tensorrt_check"] == {"fp32": [], "fp16": []}  # the reference model builds as it is
@@ -179,10 +179,10 @@ def test_tensorrt_check_names_what_the_robot_parser_would_refuse(bundle):
 
 
 def test_a_model_tensorrt_would_refuse_stops_the_conversion_unless_allowed(tmp_path, monkeypatch):
-    import convert.pipeline as pipeline
+    import convert.steps as steps
 
     finding = "node /Cast (Cast): output 'x' is uint8, which TensorRT takes only as a network input or output"
-    monkeypatch.setattr(pipeline, "tensorrt_warnings", lambda model: [finding])
+    monkeypatch.setattr(steps, "tensorrt_warnings", lambda model: [finding])
     out = tmp_path / "bundle"
     with pytest.raises(ConvertError, match="TensorRT's ONNX parser would refuse") as err:
         convert(DEFAULT_CHECKPOINT, out, log=lambda *_: None)

@@ -89,7 +89,7 @@ def _uint8_between_nodes(model) -> list[str]:
 
 
 def test_the_cast_of_a_uint8_input_moves_ahead_of_its_layout_ops_exactly(tmp_path):
-    from edge.trt_check import tensorrt_warnings
+    from convert.trt_check import tensorrt_warnings
 
     path = tmp_path / "cam.onnx"
     image = torch.randint(0, 256, (2, 8, 8, 3), dtype=torch.uint8)

@@ -99,7 +99,8 @@ def _feed(bundle) -> dict:
 def test_urls_and_settings():
     assert parse_url("kserve://10.0.0.5:8000/voxedge") == ("http", "10.0.0.5", 8000, "voxedge", None)
     assert parse_url("kserve+https://gpu.lan:8443/voxedge/1") == ("https", "gpu.lan", 8443, "voxedge", "1")
-    for bad in ("kserve://host/voxedge", "kserve://host:8000", "kserve://host:8000/a/b/c", "kserve+grpc://h:1/m"):
+    assert parse_url("kserve+grpc://gpu.lan:8001/voxedge") == ("grpc", "gpu.lan", 8001, "voxedge", None)
+    for bad in ("kserve://host/voxedge", "kserve://host:8000", "kserve://host:8000/a/b/c", "kserve+udp://h:1/m"):
         with pytest.raises(ValueError, match="kserve://HOST:PORT/MODEL"):
             parse_url(bad)
     s = load({"backend": "kserve://127.0.0.1:9000/voxedge", "remote_fallback": "fp32"}, environ={})
@@ -320,5 +321,37 @@ def test_a_guarded_remote_voxedge_needs_its_token(sim_bundle, sim_runtime):  # n
             assert set(out) == {o.name for o in sim_bundle.manifest.outputs}
         finally:
             runner.deactivate()
+    finally:
+        server.stop()
+
+
+@requires_gcc
+def test_the_remote_backend_speaks_grpc_to_a_voxedge_grpc_port(sim_bundle, sim_runtime):  # noqa: F811
+    """kserve+grpc:// reaches voxedge serve --grpc-port (the stock GRPCInferenceService): the same outputs as
+    the local model, the token sent as gRPC metadata, and a clear refusal without it."""
+    from edge.runners import make_runner
+    from edge.service import create_app
+    from edge.service.config import ServiceConfig
+    from edge.service.server import Server
+    from tests.service_fixtures import TOKEN
+
+    runtime, _ = sim_runtime
+    config = ServiceConfig(port=0, token=TOKEN, read_auth="on", grpc_port=0)
+    server = Server(create_app(runtime, config), config).start()
+    try:
+        url = f"kserve+grpc://{server.grpc_address}/voxedge"
+        with pytest.raises(RunnerError, match="cannot use the remote model 'voxedge'"):
+            KServeRunner(sim_bundle, "fp32", url=url).activate()
+        golden = np.load(sim_bundle.path / "golden.npz")
+        feed = {k[len("input."):]: v for k, v in golden.items() if k.startswith("input.")}
+        remote = KServeRunner(sim_bundle, "fp32", url=url, token=TOKEN).activate()
+        local = make_runner("onnxruntime", sim_bundle, "fp32").activate()
+        try:
+            out, want = remote.infer(feed), local.infer(feed)
+            for name, value in want.items():
+                np.testing.assert_allclose(out[name], value, rtol=1e-5, atol=1e-5)
+        finally:
+            remote.deactivate()
+            local.deactivate()
     finally:
         server.stop()

@@ -1,8 +1,9 @@
-"""A remote backend: the model runs on an Open Inference Protocol (KServe v2) server, over HTTP.
+"""A remote backend: the model runs on an Open Inference Protocol (KServe v2) server, over HTTP or gRPC.
 
-``voxedge serve BUNDLE --backend kserve://HOST:PORT/MODEL`` (``kserve+https://`` for TLS) sends each
-inference to Triton (with the repository ``voxedge export-triton`` writes), KServe, or another voxedge,
-with the stock ``tritonclient[http]`` and the binary tensor extension. The local bundle is still required:
+``voxedge serve BUNDLE --backend kserve://HOST:PORT/MODEL`` (``kserve+https://`` for TLS;
+``kserve+grpc://`` and ``kserve+grpcs://`` for gRPC, Triton's port 8001 or ``voxedge serve --grpc-port``)
+sends each inference to Triton (with the repository ``voxedge export-triton`` writes), KServe, or another
+voxedge, with the stock ``tritonclient`` (HTTP with the binary tensor extension, or gRPC). The local bundle is still required:
 its manifest drives preprocessing and the decoding of the outputs, and ``activate`` checks that the remote
 model takes and gives the same tensors (names, datatypes, shapes).
 
@@ -13,8 +14,6 @@ times out or cannot connect raises ``RunnerError`` (the worker counts an inferen
 for a stalled local model: a go_to is suspended at once and resumes only on a fresh view. With a fallback
 precision (``remote_fallback``) a local ONNX Runtime runner of that precision is loaded at ``activate``
 and runs instead while the remote fails; the remote is tried again every ``RETRY_S``.
-
-gRPC (``kserve+grpc://``) is not implemented yet.
 """
 
 from __future__ import annotations
@@ -27,11 +26,13 @@ import numpy as np
 
 from edge.runners.base import Runner, RunnerError
 
-SCHEMES = {"kserve": "http", "kserve+http": "http", "kserve+https": "https"}
-FORMS = "kserve://HOST:PORT/MODEL (HTTP) or kserve+https://HOST:PORT/MODEL"
+SCHEMES = {"kserve": "http", "kserve+http": "http", "kserve+https": "https", "kserve+grpc": "grpc",
+           "kserve+grpcs": "grpcs"}
+FORMS = ("kserve://HOST:PORT/MODEL (HTTP), kserve+https://HOST:PORT/MODEL, kserve+grpc://HOST:PORT/MODEL or "
+         "kserve+grpcs://HOST:PORT/MODEL (gRPC, with TLS)")
 DEFAULT_TIMEOUT_S = 0.3  # connect and network timeout of one request: below the actuator's 0.5 s stall limit
 RETRY_S = 2.0  # with a fallback: how long the local model runs before the remote is tried again
-INSTALL_HINT = "pip install 'tritonclient[http]'"
+INSTALL_HINT = "pip install 'tritonclient[http,grpc]'"
 # manifest dtype -> Open Inference Protocol datatype
 V2_DATATYPES = {"uint8": "UINT8", "int8": "INT8", "int32": "INT32", "int64": "INT64", "float16": "FP16",
                 "float32": "FP32", "bool": "BOOL"}
@@ -43,12 +44,11 @@ def is_remote(backend: str | None) -> bool:
 
 
 def parse_url(url: str) -> tuple[str, str, int, str, str | None]:
-    """``kserve://HOST:PORT/MODEL[/VERSION]`` -> (http or https, host, port, model, version or None);
+    """``kserve://HOST:PORT/MODEL[/VERSION]`` -> (http, https, grpc or grpcs, host, port, model, version or None);
     ValueError naming the accepted forms."""
     scheme = url.partition("://")[0]
     if scheme not in SCHEMES:
-        grpc = " (gRPC, kserve+grpc://, is not supported yet)" if "grpc" in scheme else ""
-        raise ValueError(f"{url!r} is not a remote backend{grpc}; use {FORMS}")
+        raise ValueError(f"{url!r} is not a remote backend; use {FORMS}")
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
@@ -60,12 +60,15 @@ def parse_url(url: str) -> tuple[str, str, int, str, str | None]:
     return SCHEMES[scheme], host, port, path[0], path[1] if len(path) == 2 else None
 
 
-def _client_module():
+def _client_module(transport: str = "http"):
     try:
-        import tritonclient.http as client
+        if transport.startswith("grpc"):
+            import tritonclient.grpc as client
+        else:
+            import tritonclient.http as client
     except ImportError as exc:
-        raise RunnerError(f"the kserve backend needs the Triton HTTP client, which is not installed ({exc}): "
-                          f"{INSTALL_HINT}") from exc
+        raise RunnerError(f"the kserve backend needs the Triton {transport[:4]} client, which is not installed "
+                          f"({exc}): {INSTALL_HINT}") from exc
     return client
 
 
@@ -111,8 +114,10 @@ class KServeRunner(Runner):
             raise RunnerError(f"the remote timeout must be > 0 s, not {timeout_s!r}")
         self.url, self.timeout_s, self.fallback_precision = url, float(timeout_s), fallback
         self.intra_op_threads = intra_op_threads
-        # the remote voxedge's operator token, when it guards reading (read_auth on: any bind beyond loopback)
-        self._headers = {"Authorization": f"Bearer {token}"} if token else None
+        # the remote voxedge's operator token, when it guards reading (read_auth on: any bind beyond loopback);
+        # lower case: gRPC metadata keys must be, HTTP does not mind
+        self._headers = {"authorization": f"Bearer {token}"} if token else None
+        self._grpc = self.scheme.startswith("grpc")
         # The remote decides which file it runs; locally the manifest's tensors are the same for every
         # precision, so the runner describes itself by the bundle's fp32 model (``auto`` is not timed: one
         # remote model, and timing it would measure the network).
@@ -139,9 +144,15 @@ class KServeRunner(Runner):
 
     # -- the client ----------------------------------------------------------------------------
     def _new_client(self):
-        client = _client_module()
+        client = _client_module(self.scheme)
+        if self._grpc:  # timeouts are per call (client_timeout)
+            return client.InferenceServerClient(f"{self.host}:{self.port}", ssl=self.scheme == "grpcs")
         return client.InferenceServerClient(f"{self.host}:{self.port}", ssl=self.scheme == "https",
                                             connection_timeout=self.timeout_s, network_timeout=self.timeout_s)
+
+    def _per_call(self) -> dict:
+        """Keyword arguments of every request: the token, and for gRPC the deadline and JSON metadata."""
+        return {"headers": self._headers, **({"client_timeout": self.timeout_s} if self._grpc else {})}
 
     def _thread_client(self):
         """The client of the calling thread (tritonclient's connections belong to the thread, a gevent hub's)."""
@@ -163,7 +174,8 @@ class KServeRunner(Runner):
         client = self._new_client()  # the activating thread's; inference makes its own in the worker thread
         try:
             try:
-                metadata = client.get_model_metadata(self.model, self.version or "", headers=self._headers)
+                metadata = client.get_model_metadata(self.model, self.version or "", **self._per_call(),
+                                                     **({"as_json": True} if self._grpc else {}))
             except Exception as exc:
                 raise RunnerError(f"cannot use {where}: {type(exc).__name__}: {exc} (is the server running and "
                                   f"does it serve that model? the remote timeout is {self.timeout_s:g} s)") from exc
@@ -182,16 +194,17 @@ class KServeRunner(Runner):
                               f"(local fallback: {fallback.model_note})"
 
     def _remote(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        client_module = _client_module()
+        client_module = _client_module(self.scheme)
+        binary = {} if self._grpc else {"binary_data": True}  # gRPC always sends raw bytes
         inputs = []
         for spec in self.bundle.manifest.inputs:
             array = np.ascontiguousarray(feed[spec.name])
             i = client_module.InferInput(spec.name, list(array.shape), V2_DATATYPES.get(spec.dtype, "FP32"))
-            i.set_data_from_numpy(array, binary_data=True)
+            i.set_data_from_numpy(array, **binary)
             inputs.append(i)
-        outputs = [client_module.InferRequestedOutput(name, binary_data=True) for name in self._output_names]
+        outputs = [client_module.InferRequestedOutput(name, **binary) for name in self._output_names]
         result = self._thread_client().infer(self.model, inputs, model_version=self.version or "", outputs=outputs,
-                                             headers=self._headers)
+                                             **self._per_call())
         out = {}
         for name in self._output_names:
             array = result.as_numpy(name)
