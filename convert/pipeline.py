@@ -16,8 +16,19 @@ from convert.config import REFERENCE_CONFIG, ConvertConfig
 from convert.errors import ConvertError
 from convert.export import ONNX_OPSET, golden_inputs, load_model
 from convert.fp16 import FP16_ONNX
-from convert.steps import (FP32_ONNX, REPORTS, Part, check_and_report, export_step, fp16_gate_step, fp16_step,
-                           int8_step, merge, notices_step, verify_step)
+from convert.steps import (
+    FP32_ONNX,
+    REPORTS,
+    Part,
+    check_and_report,
+    export_step,
+    fp16_gate_step,
+    fp16_step,
+    int8_step,
+    merge,
+    notices_step,
+    verify_step,
+)
 from edge.bundle import Bundle, Manifest, sha256_file, write_bundle
 
 GOLDEN_BATCH = 4

@@ -27,3 +27,18 @@ def add_deprecated(parser: argparse.ArgumentParser, old: str, new: str, dest: st
     """Accept ``old`` as a hidden, warning alias of the option ``new`` (stored in ``dest``)."""
     parser.add_argument(old, dest=dest, action=DeprecatedAlias, new=new, help=argparse.SUPPRESS,
                         default=argparse.SUPPRESS, **kwargs)
+
+
+def whole_number(minimum: int):
+    """An argparse ``type``: an int of at least ``minimum``, or a usage error that says which."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    return parse

@@ -218,7 +218,6 @@ def check_cpu(settings: ServeSettings) -> Check:
     if settings.backend == "tensorrt" or not settings.bundle:
         return Check("cpu", "OK", detail)
     from edge.bundle import load_bundle
-
     from edge.precision import AUTO, bundle_precisions
 
     try:

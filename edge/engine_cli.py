@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edge.cli_args import whole_number
 from edge.engine import DEFAULT_MAX_BATCH, DEFAULT_OPT_BATCH, DEFAULT_WORKSPACE_MIB
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
-        return value
-
-    return parse
 
 
 def _cmd_build_engine(args: argparse.Namespace) -> int:
@@ -46,14 +34,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("bundle", help="bundle directory (the engine is added atomically)")
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp16",
                    help="which of the bundle's models to compile (default: %(default)s)")
-    p.add_argument("--max-batch", type=_count(1), default=DEFAULT_MAX_BATCH,
+    p.add_argument("--max-batch", type=whole_number(1), default=DEFAULT_MAX_BATCH,
                    help="largest batch (default: %(default)s)")
-    p.add_argument("--opt-batch", type=_count(1), default=DEFAULT_OPT_BATCH,
+    p.add_argument("--opt-batch", type=whole_number(1), default=DEFAULT_OPT_BATCH,
                    help="batch to tune for, at most --max-batch (default: %(default)s)")
-    p.add_argument("--workspace-mib", type=_count(1), default=DEFAULT_WORKSPACE_MIB,
+    p.add_argument("--workspace-mib", type=whole_number(1), default=DEFAULT_WORKSPACE_MIB,
                    help="TensorRT workspace limit in MiB (default: %(default)s)")
-    p.add_argument("--device", type=_count(0), default=0, help="CUDA device index (default: %(default)s)")
-    p.add_argument("--dla-core", type=_count(0), default=None,
+    p.add_argument("--device", type=whole_number(0), default=0, help="CUDA device index (default: %(default)s)")
+    p.add_argument("--dla-core", type=whole_number(0), default=None,
                    help="run the engine on this DLA core, with GPU fallback (Orin NX, AGX Orin; fp16 or int8)")
     p.add_argument("--if-missing", action="store_true",
                    help="do nothing when the bundle already has an engine matching this device (first start)")

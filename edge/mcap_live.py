@@ -45,9 +45,20 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.mcap_record import (AUDIO_INFO_TOPIC, AUDIO_TOPIC, CAMERA_FRAME, CAMERA_TOPIC, COMMAND_TOPIC,
-                              DEFAULT_CHUNK_MS, MICROPHONE_FRAME, McapRecordError, check_out, file_mode,
-                              mcap_writer, ros_stamp)
+from edge.mcap_record import (
+    AUDIO_INFO_TOPIC,
+    AUDIO_TOPIC,
+    CAMERA_FRAME,
+    CAMERA_TOPIC,
+    COMMAND_TOPIC,
+    DEFAULT_CHUNK_MS,
+    MICROPHONE_FRAME,
+    McapRecordError,
+    check_out,
+    file_mode,
+    mcap_writer,
+    ros_stamp,
+)
 from edge.mcap_schemas import AUDIO_DATA_STAMPED, AUDIO_INFO, COMPRESSED_IMAGE, MSGDEFS, SEPARATOR, STRING
 
 log = logging.getLogger(__name__)

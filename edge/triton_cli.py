@@ -4,20 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from edge.cli_args import whole_number
 from edge.triton import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, MODEL_NAME
-
-
-def _count(minimum: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
-        return value
-
-    return parse
 
 
 def _cmd_export_triton(args: argparse.Namespace) -> int:
@@ -40,9 +28,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=("int8", "fp16", "fp32"), default="fp32",
                    help="which of the bundle's models to export; int8 is the Q/DQ model for TensorRT "
                         "(default: %(default)s)")
-    p.add_argument("--max-batch", type=_count(1), default=DEFAULT_MAX_BATCH,
+    p.add_argument("--max-batch", type=whole_number(1), default=DEFAULT_MAX_BATCH,
                    help="max_batch_size: the largest batch Triton forms (default: %(default)s)")
-    p.add_argument("--max-queue-delay-us", type=_count(0), default=DEFAULT_QUEUE_DELAY_US,
+    p.add_argument("--max-queue-delay-us", type=whole_number(0), default=DEFAULT_QUEUE_DELAY_US,
                    help="how long the dynamic batcher waits to fill a batch, in microseconds (default: %(default)s)")
     p.add_argument("--name", default=MODEL_NAME, help="the model's name on the server (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="replace OUT/NAME even when it is not an earlier export")

@@ -41,7 +41,7 @@ N_OBJECTS = len(OBJECT_TYPES)
 VISIBLE, ABSENT, AMBIGUOUS = 1, 0, -1
 MIN_VISIBLE_FRACTION = 0.6  # less than this is "partly hidden": never used as a target
 MIN_VISIBLE_PIXELS = 20  # at 160x120, about a 5x5 px blob
-DATA_FORMAT_VERSION = 3  # bump when what a split holds changes (3: speech and speed perturbation resampled by soxr)
+DATA_FORMAT_VERSION = 2  # bump when this module changes what a split holds
 
 # What "none" audio is made of, besides distractor speech.
 NONE_NOISE_ONLY = -2  # utterance index marking a noise-only window

@@ -22,12 +22,13 @@ import tempfile
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from math import gcd
 from pathlib import Path
 
 import numpy as np
+from scipy.signal import resample_poly
 
 from edge.contract.audio import SAMPLE_RATE_HZ, WINDOW_SAMPLES  # noqa: F401 (re-exported)
-from edge.contract.wav import resample
 from sim.errors import EspeakNotFoundError, SynthesisError
 
 __all__ = [
@@ -46,8 +47,8 @@ INSTALL_HINT = (
 )
 
 # Bump whenever the post-processing (resampling, trimming, dtype) changes, so
-# that stale cache entries are never reused. 2: resampled by soxr (edge.contract.wav), not scipy.
-CACHE_FORMAT_VERSION = 2
+# that stale cache entries are never reused.
+CACHE_FORMAT_VERSION = 1
 
 # Silence trimming: a sample is "sound" if |x| exceeds this fraction of the
 # utterance peak (-40 dB) or the absolute floor, whichever is larger; the
@@ -343,6 +344,13 @@ def _decode_wav(data: bytes, request: SpeechRequest) -> tuple[np.ndarray, int]:
         raise SynthesisError(f"espeak-ng output for {request.text!r} is not a usable WAV file ({exc})") from exc
 
 
+def _resample(audio: np.ndarray, rate_hz: int) -> np.ndarray:
+    if rate_hz == SAMPLE_RATE_HZ:
+        return audio
+    g = gcd(int(rate_hz), SAMPLE_RATE_HZ)
+    return resample_poly(audio, SAMPLE_RATE_HZ // g, int(rate_hz) // g).astype(np.float32)
+
+
 def trim_silence(audio: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> np.ndarray:
     """Cut leading/trailing silence, keeping a TRIM_MARGIN_S margin on each side.
 
@@ -363,7 +371,7 @@ def trim_silence(audio: np.ndarray, sample_rate: int = SAMPLE_RATE_HZ) -> np.nda
 
 def _synthesize_uncached(request: SpeechRequest) -> np.ndarray:
     pcm, rate = _decode_wav(_run_espeak(request), request)
-    audio = trim_silence(resample(pcm, int(rate), SAMPLE_RATE_HZ))
+    audio = trim_silence(_resample(pcm, rate))
     if audio.size == 0:
         raise SynthesisError(
             f"espeak-ng produced only silence for {request.text!r} (voice {request.voice.espeak_name})"

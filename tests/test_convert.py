@@ -145,7 +145,6 @@ def test_cli_reports_errors_without_traceback(tmp_path):
 
 def test_tensorrt_check_names_what_the_robot_parser_would_refuse(bundle):
     from onnx import TensorProto, helper
-
     from onnx import load as onnx_load
 
     from convert.trt_check import tensorrt_warnings

@@ -19,8 +19,8 @@ from mcap_ros2.decoder import DecoderFactory  # noqa: E402
 
 from edge.mcap_live import LiveRecorder  # noqa: E402
 from edge.mcap_record import McapRecordError  # noqa: E402
-from tests.bridge_fixtures import requires_gcc  # noqa: E402
 from tests import service_fixtures  # noqa: E402
+from tests.bridge_fixtures import requires_gcc  # noqa: E402
 
 sim_bundle, sim_runtime = service_fixtures.sim_bundle, service_fixtures.sim_runtime  # the fixtures, used here
 

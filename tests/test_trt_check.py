@@ -14,10 +14,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from edge.cli import main
 from convert.trt_check import TABLE_DIR, load_table, table_versions, tensorrt_warnings
 from convert.trt_ops_table import TableFormatError, dumps, parse_operators_md
 from convert.trt_ops_table import main as table_main
+from edge.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path("/work/.mirror/onnx+onnx-tensorrt/repo")

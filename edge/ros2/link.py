@@ -134,7 +134,15 @@ class Ros2Link:
         if self._dds is not None:
             return self
         try:
-            from cyclonedds.core import InstanceState, Policy, Qos, ReadCondition, SampleState, ViewState, WaitSet
+            from cyclonedds.core import (
+                InstanceState,
+                Policy,
+                Qos,
+                ReadCondition,
+                SampleState,
+                ViewState,
+                WaitSet,
+            )
             from cyclonedds.domain import DomainParticipant
             from cyclonedds.pub import DataWriter
             from cyclonedds.sub import DataReader

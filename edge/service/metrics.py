@@ -210,8 +210,14 @@ class _BuildInfoCollector:
 
 
 def init_app(app) -> None:
-    from prometheus_client import CollectorRegistry, Counter, Histogram
-    from prometheus_client import GCCollector, PlatformCollector, ProcessCollector
+    from prometheus_client import (
+        CollectorRegistry,
+        Counter,
+        GCCollector,
+        Histogram,
+        PlatformCollector,
+        ProcessCollector,
+    )
 
     registry = CollectorRegistry()  # one per app: the tests make many apps in one process
     ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
