@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import resample_poly
 
+from edge.contract.wav import resample
 from sim.errors import SynthesisError
 from sim.speech import SAMPLE_RATE_HZ, trim_silence
 
@@ -104,7 +104,7 @@ def synthesize_sam(texts: list[str], voices: list[SamVoice], cache_dir: Path) ->
         if not blob:
             raise SynthesisError(f"SAM produced no audio for {text!r}")
         pcm = (np.frombuffer(base64.b64decode(blob), np.uint8).astype(np.float32) - 128.0) / 128.0
-        audio = np.clip(resample_poly(pcm, 320, 441), -1.0, 1.0)  # 22.05 kHz -> 16 kHz
+        audio = np.clip(resample(pcm, SAM_RATE_HZ, SAMPLE_RATE_HZ, method="polyphase"), -1.0, 1.0)
         out.append(trim_silence(audio.astype(np.float32), SAMPLE_RATE_HZ))
     return out
 
