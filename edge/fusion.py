@@ -321,11 +321,23 @@ class InferenceWorker:
             raise FusionError(f"inference did not finish within {timeout_s} s (the robot's own commands go "
                               "first)") from exc
 
+    def _frame_at(self, t: float):
+        """The frame nearest ``t``. A camera that lags (a loaded machine delays its reader thread) has no frame
+        at or after ``t`` yet: wait up to ``MIN_FRAME_MATCH_S`` for one rather than drop the command."""
+        deadline = time.monotonic() + MIN_FRAME_MATCH_S
+        try:
+            latest = self.frames.latest()
+            while latest.t < t and (left := deadline - time.monotonic()) > 0:
+                latest = self.frames.wait_for(after_seq=latest.seq, timeout_s=left)
+        except Exception:  # no frame yet, or none in time: at() says which
+            pass
+        return self.frames.at(t)
+
     def decide_utterance(self, utterance: Utterance) -> Decision:
         """Decide one utterance now, in the caller's thread (the worker thread, or a test)."""
         t0 = time.monotonic()
         try:
-            frame = self.frames.at(utterance.t_end)
+            frame = self._frame_at(utterance.t_end)
         except Exception as exc:
             raise FusionError(f"no camera frame from the speech interval (ended at {utterance.t_end:.3f}): "
                               f"{exc}") from exc

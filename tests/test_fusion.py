@@ -65,6 +65,25 @@ def test_the_frame_is_the_one_captured_at_the_end_of_the_speech(manifest):
         worker.decide_utterance(stale)
 
 
+def test_a_lagging_camera_is_waited_for_not_blamed(manifest):
+    """Under load the camera's reader can deliver the frame of the speech's end a little late: the worker waits
+    for it (up to MIN_FRAME_MATCH_S) instead of dropping the command."""
+    import threading
+
+    frames = _frames()  # the last frame is at t = 101.93
+    ring = AudioRing(capacity_s=30.0)
+    ring.write(np.zeros(16000 * 3, np.float32), t_end=100.0 + 3.0)
+    worker = InferenceWorker(_Runner(manifest), frames, ring, on_decision=lambda d: None)
+    u = _utterance(ring, 20000, 33000)  # ends at 102.06: after the newest frame by more than at()'s tolerance
+    late = threading.Timer(0.1, lambda: frames.push(Frame(np.full((120, 160, 3), 99, np.uint8), u.t_end, 99)))
+    late.start()
+    try:
+        d = worker.decide_utterance(u)
+    finally:
+        late.join()
+    assert d.frame_seq == 99
+
+
 def test_audio_window_centres_real_audio_and_never_reads_the_future():
     ring = AudioRing(capacity_s=30.0)
     audio = np.arange(16000 * 4, dtype=np.float32) / 1e5

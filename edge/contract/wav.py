@@ -4,9 +4,9 @@ Decoding checks the header before a sample is converted: an upload that claims 1
 be resampled 16,000-fold, and one that claims a 4 GB data chunk would be believed. PCM (8, 16, 24
 and 32-bit) is read with the standard library's ``wave``, which exposes the header first; float WAVs
 (and WAVE_FORMAT_EXTENSIBLE), which ``wave`` does not read, with ``scipy.io.wavfile``. Every integer
-format is scaled by its full range (2^15 for 16-bit), and ``pcm16`` (which ``encode_wav`` and the MCAP
-recorder use) scales back by the same 2^15, clipping at full scale: 16-bit audio read and written again
-keeps every sample.
+format is scaled by its full range (2^15 for 16-bit). ``pcm16`` (the MCAP recorders') scales back by the
+same 2^15, so 16-bit audio read and written again keeps every sample; ``encode_wav`` keeps its x 32767
+(see there), which reads back within one step of 16-bit quantisation.
 
 Resampling is libsoxr's (python ``soxr``), the same library the microphone's streaming resampler
 (``edge.sensors.resample.StreamResampler``) uses, so uploads, imported sets and live audio are
@@ -143,11 +143,15 @@ def pcm16(audio: np.ndarray) -> np.ndarray:
 
 
 def encode_wav(audio: np.ndarray, rate: int) -> bytes:
-    """16-bit PCM mono WAV bytes of float audio in [-1, 1] (clipped)."""
+    """16-bit PCM mono WAV bytes of float audio in [-1, 1] (clipped), scaled by 32767.
+
+    Not ``pcm16``'s 2^15: every sample set and audit log so far was written this way, and the accuracy
+    gates are that close to their limits (scaling by 2^15 instead flipped the INT8 gate of docs/own-model.md's
+    all-INT8 example), so the sets' bytes stay as they were."""
     audio = np.asarray(audio, np.float64)
     if audio.ndim != 1:
         raise WavError(f"utterances must be 1-D mono, got shape {audio.shape}")
-    pcm = pcm16(audio)
+    pcm = np.clip(np.round(audio * 32767.0), -32768, 32767).astype("<i2")
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
