@@ -40,11 +40,6 @@ class Source:
     def sim(self) -> bool:
         return self.scheme == SIM
 
-    @property
-    def uri(self) -> str:
-        """The canonical name (``file://`` keeps a relative path relative, as jetson-inference does)."""
-        return f"{self.scheme}://{self.location}"
-
 
 def _split(text: str) -> tuple[str, str] | None:
     m = _URI.match(text.strip())
