@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.sources import Source, SourceError, camera_source, link_source, microphone_source
+from edge.sources import ROS2, Source, SourceError, camera_source, link_source, microphone_source
 
 # name -> (default, type); the environment variable is VOXEDGE_<NAME upper>
 SERVE_SETTINGS: dict[str, tuple[object, type]] = {
@@ -47,6 +47,7 @@ SERVE_SETTINGS: dict[str, tuple[object, type]] = {
     "audit_log": (None, str),
     "audit_reserve_mb": (100.0, float),  # the audit log stops recording (with an alert) below this much free disk
     "record_mcap": (None, str),  # record the session live to this MCAP file (edge.mcap_live); None: off
+    "ros2": (None, str),  # ros2:// or ros2://?domain=N: also publish on ROS 2 beside a serial/sim link (edge.ros2)
     "seed": (0, int),
 }
 SECTION_NAMES = ("endpointer", "policy")  # sections without flags: nested objects in the file
@@ -236,6 +237,7 @@ class ServeSettings:
     remote_fallback: str | None = None
     remote_token: str | None = dataclasses.field(default=None, repr=False)
     record_mcap: str | None = None  # serve --record-mcap: the MCAP file the session is recorded to
+    ros2: Source | None = None  # serve --ros2: the ROS 2 domain the robot's motion is also published on
     where: dict = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def runtime_config(self, camera=None, microphone=None):
@@ -322,6 +324,7 @@ def load(flags: dict | None = None, config_file: str | os.PathLike | None = None
         camera_source(v["camera"]), width, height, v["camera_fps"]))
     microphone = _build("microphone", where, ["mic"], lambda: MicrophoneSettings(microphone_source(v["mic"])))
     link = _build("link", where, ["link"], lambda: LinkSettings(link_source(v["link"])))
+    ros2 = _build("ros2", where, ["ros2"], lambda: _ros2_source(v["ros2"]))
     sections = {name: _section(cls, name, v[name], where) for name, cls in _section_classes().items()}
     service_names = ("host", "port", "estop_port", "grpc_port", "read_auth", "tls_cert", "tls_key", "token", "allowed_hosts")
     service = _build("service settings", where, service_names,
@@ -330,4 +333,12 @@ def load(flags: dict | None = None, config_file: str | os.PathLike | None = None
                          audit_log=v["audit_log"], audit_reserve_mb=v["audit_reserve_mb"], link=link, camera=camera,
                          microphone=microphone, service=service, where=where,
                          remote_timeout_s=v["remote_timeout_s"], remote_fallback=v["remote_fallback"],
-                         remote_token=v["remote_token"], record_mcap=v["record_mcap"], **sections)
+                         remote_token=v["remote_token"], record_mcap=v["record_mcap"], ros2=ros2, **sections)
+
+
+def _ros2_source(text: str | None) -> Source | None:
+    """``ros2`` names a ROS 2 domain (ros2:// or ros2://?domain=N), or is not given."""
+    source = link_source(text)
+    if source is not None and source.scheme != ROS2:
+        raise ValueError(f"{text!r} is not a ROS 2 domain: use ros2:// or ros2://?domain=N")
+    return source

@@ -8,18 +8,10 @@ through it, and #1 is SIGKILLed in the middle of a go_to: #2's robot must stop w
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,12 +20,10 @@ from edge.runners import RunnerError, make_runner
 from edge.runners.kserve import V2_DATATYPES, KServeRunner, parse_url
 from edge.settings import SettingsError, load
 from tests.bridge_fixtures import requires_gcc
+from tests.serve_process import COMMAND, Serve, free_port, moving, request, until
 from tests.service_fixtures import sim_bundle, sim_runtime  # noqa: F401 (fixtures)
 
-ROOT = Path(__file__).resolve().parents[1]
 STOP_WITHIN_S = 0.5
-# seed 5's arena (simrobot.robot.sim_setup): a green ball 2.3 m ahead, 6 degrees to the right
-SEED, COMMAND = 5, "go to the green ball"
 
 
 # -- a fake remote ----------------------------------------------------------------------------
@@ -82,12 +72,6 @@ def fake_remote():
         server.server_close()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _feed(bundle) -> dict:
     from edge.precision import batch_one_feed
 
@@ -130,7 +114,7 @@ def test_a_remote_model_with_other_inputs_is_refused_at_start(sim_bundle, fake_r
 
 
 def test_an_unreachable_remote_is_refused_at_start(sim_bundle):  # noqa: F811
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     runner = make_runner(f"kserve://127.0.0.1:{port}/voxedge", sim_bundle, "fp32", timeout_s=0.3)
     t0 = time.monotonic()
     with pytest.raises(RunnerError, match=rf"cannot use the remote model 'voxedge' at http://127.0.0.1:{port}"):
@@ -166,86 +150,6 @@ def test_a_failing_remote_holds_or_falls_back_to_the_local_model(sim_bundle, fak
 
 # -- two real servers ---------------------------------------------------------------------------
 
-def _request(url: str, data: dict | None = None, headers: dict | None = None, timeout: float = 5.0):
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                 headers={"Content-Type": "application/json", **(headers or {})},
-                                 method="POST" if data is not None else "GET")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        body = r.read()
-    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
-
-
-class Serve:
-    """One ``voxedge serve BUNDLE --sim`` process."""
-
-    def __init__(self, bundle: str, state_dir: Path, *extra: str) -> None:
-        import secrets
-
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.token = secrets.token_hex(16)
-        self.output: list[str] = []
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "serve", bundle, "--sim", "--seed", str(SEED), "--port",
-             str(self.port), "--estop-port", "0", *extra],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "VOXEDGE_TOKEN": self.token, "VOXEDGE_STATE_DIR": str(state_dir)})
-        threading.Thread(target=self._read, daemon=True).start()
-        self.auth: dict = {}
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip())
-
-    def ready(self, timeout_s: float = 120.0) -> Serve:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError("voxedge serve exited at start:\n" + "\n".join(self.output[-20:]))
-            try:
-                if _request(self.url + "/v2/health/ready", timeout=1.0).get("ready"):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError("voxedge serve did not become ready:\n" + "\n".join(self.output[-20:]))
-            time.sleep(0.2)
-        csrf = re.search(r'name="csrf-token" content="([^"]+)"', _request(self.url + "/")).group(1)
-        self.auth = {"Authorization": f"Bearer {self.token}", "X-CSRF-Token": csrf}
-        return self
-
-    def post(self, path: str, body: dict | None = None):
-        return _request(self.url + path, body if body is not None else {}, self.auth)
-
-    def state(self) -> dict:
-        return _request(self.url + "/api/state", timeout=2.0)
-
-    def stop(self, sig=signal.SIGTERM) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def _moving(state: dict) -> bool:
-    sp = state.get("setpoint") or {}
-    return abs(sp.get("linear_m_s") or 0.0) > 0.0 or abs(sp.get("angular_rad_s") or 0.0) > 0.0
-
-
-def _until(predicate, timeout_s: float, what: str, period_s: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not {what} within {timeout_s} s")
-        time.sleep(period_s)
-
-
 @requires_gcc
 def test_a_second_voxedge_drives_through_the_first_and_holds_when_it_dies(sim_bundle, tmp_path):  # noqa: F811
     bundle = str(sim_bundle.path)
@@ -254,31 +158,21 @@ def test_a_second_voxedge_drives_through_the_first_and_holds_when_it_dies(sim_bu
     try:
         remote.ready()
         # the model's v2 inference is open on loopback: #2 needs no token for it
-        assert _request(remote.url + "/v2/models/voxedge")["inputs"]
+        assert request(remote.url + "/v2/models/voxedge")["inputs"]
         robot = Serve(bundle, tmp_path / "s2", "--backend", f"kserve://127.0.0.1:{remote.port}/voxedge").ready()
         assert any("model (kserve): remote model 'voxedge'" in line for line in robot.output), robot.output
-        robot.post("/api/arm")
-        _until(lambda: ((robot.state()["link"]["telemetry"] or {}).get("state") == "ARMED"), 5.0, "armed")
-        for attempt in range(3):  # the spoken command is heard through the remote model
-            robot.post("/api/say", {"text": COMMAND})
-            try:
-                _until(lambda: (s := robot.state())["activity"]["mode"] == "go_to" and _moving(s), 12.0,
-                       "driving to the ball")
-                break
-            except AssertionError:
-                if attempt == 2:
-                    raise AssertionError(f"no go_to through the remote: {robot.state()}\n" +
-                                         "\n".join(robot.output[-20:])) from None
+        robot.arm()
+        robot.go_to(COMMAND)  # the spoken command is heard through the remote model
         time.sleep(0.6)  # mid-drive
         s = robot.state()
-        assert _moving(s) and s["activity"]["mode"] == "go_to", s
+        assert moving(s) and s["activity"]["mode"] == "go_to", s
         assert s["inference"]["errors"] == 0 and not s["health"].get("remote"), s
         t_kill = time.monotonic()
         remote.proc.send_signal(signal.SIGKILL)
         stopped = None
         while time.monotonic() - t_kill < 3.0:
             s = robot.state()
-            if not _moving(s):
+            if not moving(s):
                 stopped = time.monotonic() - t_kill
                 break
             time.sleep(0.01)
@@ -286,11 +180,11 @@ def test_a_second_voxedge_drives_through_the_first_and_holds_when_it_dies(sim_bu
               if stopped is not None else "the robot kept driving")
         assert stopped is not None and stopped <= STOP_WITHIN_S, (stopped, s)
         # held, not ended: the go_to waits for the remote; the reason is in the state API
-        held = _until(lambda: (x := robot.state())["health"].get("remote") and x, 2.0, "reporting the remote")
+        held = until(lambda: (x := robot.state())["health"].get("remote") and x, 2.0, "reporting the remote")
         assert "the robot is held still" in held["health"]["remote"], held["health"]
-        assert held["setpoint_source"] in ("held", "idle") and not _moving(held), held
+        assert held["setpoint_source"] in ("held", "idle") and not moving(held), held
         time.sleep(0.5)
-        assert not _moving(robot.state())
+        assert not moving(robot.state())
     finally:
         remote.stop(signal.SIGKILL)
         if robot is not None:

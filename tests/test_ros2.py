@@ -11,6 +11,7 @@ import json
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -25,6 +26,8 @@ from edge.policy import Policy  # noqa: E402
 from edge.ros2 import types as T  # noqa: E402
 from edge.ros2.link import Ros2Link, yaw  # noqa: E402
 from edge.sources import SourceError, link_source, ros2_domain  # noqa: E402
+from tests.bridge_fixtures import requires_gcc  # noqa: E402
+from tests.service_fixtures import sim_bundle  # noqa: E402, F401 (a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -396,3 +399,140 @@ def test_doctor_checks_a_ros2_base_on_its_domain():
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     link = checks["robot link"]
     assert link["status"] == "FAIL" and "nothing on the DDS domain reads /cmd_vel" in link["detail"], link
+
+
+class _Robot:
+    """The robot's own link as the mirror sees it: a telemetry state, and what it was told."""
+
+    def __init__(self):
+        from firmware_bridge.spec import State
+
+        self.state, self.sent, self.estops, self.connected = State.DISARMED, [], 0, False
+
+    @property
+    def telemetry(self):
+        return type("Telemetry", (), {"state": self.state})()
+
+    def send_setpoint(self, v, w, ttl_s=0.25):
+        self.sent.append((v, w))
+        return True
+
+    def estop(self):
+        self.estops += 1
+        return "estop-future"
+
+    def clear_failsafe(self):
+        return "clear-future"
+
+    def gripper(self, open):
+        return f"gripper-{open}"
+
+
+def test_a_mirror_publishes_the_robots_setpoints_only_while_it_is_armed(ros2):
+    """serve --ros2 beside a serial link (edge.ros2.mirror): the robot's link gets every setpoint as given; /cmd_vel
+    gets it only while the robot's telemetry says ARMED, zeros otherwise, and an e-stop latches zeros there."""
+    from edge.ros2.mirror import MirroredLink
+    from firmware_bridge.spec import State
+
+    link, proc, _ = ros2
+    robot = _Robot()
+    mirror = MirroredLink(robot, link)
+    assert mirror.gripper(True) == "gripper-True" and mirror.telemetry.state is State.DISARMED  # the robot's own
+    script = [(State.DISARMED, 0.11), (State.ARMED, 0.2), (State.ESTOP, 0.33)]
+    for state, v in script:
+        robot.state = state
+        for _ in range(5):
+            assert mirror.send_setpoint(v, 0.5) is True
+            time.sleep(0.02)
+    robot.state = State.ARMED  # the robot re-armed before the mirror's latch is cleared: still zeros
+    assert mirror.estop() == "estop-future" and robot.estops == 1
+    mirror.send_setpoint(0.44, 0.0)
+    assert mirror.clear_failsafe() == "clear-future"
+    mirror.send_setpoint(0.25, -0.1)
+    time.sleep(0.3)
+    assert robot.sent == [(0.11, 0.5)] * 5 + [(0.2, 0.5)] * 5 + [(0.33, 0.5)] * 5 + [(0.44, 0.0), (0.25, -0.1)]
+    twists = [m["twist"] for m in _messages(proc) if "twist" in m]
+    sent = [(t[0], t[5]) for t in twists]
+    expected = [(0.0, 0.0)] * 5 + [(0.2, 0.5)] * 5 + [(0.0, 0.0)] * 5 + [(0.0, 0.0)] * 2 + [(0.25, -0.1)]
+    # the link's own zero on connect may go out before the subscriber matched
+    assert sent[-len(expected):] == expected and len(sent) - len(expected) in (0, 1), sent
+    assert mirror.mirror_errors == 0
+
+
+def test_a_failing_ros2_side_never_reaches_the_robot(caplog):
+    from edge.ros2.mirror import MirroredLink
+    from firmware_bridge.spec import State
+
+    class Broken:
+        def __getattr__(self, name):
+            def fail(*args):
+                raise RuntimeError("DDS is gone")
+            return fail
+
+    robot = _Robot()
+    robot.state = State.ARMED
+    mirror = MirroredLink(robot, Broken())
+    for _ in range(3):
+        assert mirror.send_setpoint(0.1, 0.0) is True
+    assert mirror.estop() == "estop-future" and mirror.clear_failsafe() == "clear-future"
+    assert robot.sent == [(0.1, 0.0)] * 3 and robot.estops == 1
+    assert mirror.mirror_errors == 1 + 3 + 1 + 2  # the arm at start, 3 setpoints, the e-stop, clear + arm
+    assert "ROS 2 mirror" in caplog.text and "DDS is gone" in caplog.text
+
+
+def test_the_ros2_setting_names_a_domain():
+    from edge.settings import SettingsError, load
+
+    assert load({"ros2": "ros2://?domain=7", "link": "sim"}).ros2.location == "?domain=7"
+    assert load({"link": "sim"}, environ={"VOXEDGE_ROS2": "ros2://"}).ros2.scheme == "ros2"
+    assert load({"link": "sim"}).ros2 is None
+    for bad, why in (("serial:///dev/robot", "not a ROS 2 domain"), ("ros2://?domain=999", "0..232")):
+        with pytest.raises(SettingsError, match=f"ros2.*{re.escape(why)}.*flag --ros2"):
+            load({"ros2": bad, "link": "sim"})
+
+
+@requires_gcc
+def test_serve_sim_with_ros2_publishes_what_the_sim_robot_does(sim_bundle, tmp_path):  # noqa: F811
+    """A real ``voxedge serve BUNDLE --sim --ros2 ros2://?domain=N`` and a second process subscribing as ROS 2
+    would: zero Twists at 20 Hz until armed, the robot's own setpoints while it drives to a spoken object,
+    zeros again after the e-stop; the heard command as JSON; the camera as JPEG."""
+    from tests.serve_process import Serve, moving, request, until
+
+    domain = _domain()
+    proc = subprocess.Popen([sys.executable, "-c", SUBSCRIBER, str(domain)], cwd=ROOT, stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    serve = None
+    try:
+        assert json.loads(proc.stdout.readline() or "{}").get("ready"), proc.stderr.read()
+        serve = Serve(str(sim_bundle.path), tmp_path / "state", "--precision", "fp32", "--ros2",
+                      f"ros2://?domain={domain}").ready()
+        assert any("the robot's setpoints also on /cmd_vel" in line and f"domain {domain}" in line
+                   for line in serve.output), serve.output
+        time.sleep(1.0)  # disarmed: zeros
+        t_arm = time.monotonic()
+        serve.arm()
+        driving = serve.go_to()
+        time.sleep(0.5)
+        t_estop = time.monotonic()
+        request(serve.url + "/api/estop", {})
+        until(lambda: not moving(serve.state()), 2.0, "stopped")
+        time.sleep(1.0)
+    finally:
+        if serve is not None:
+            serve.stop()
+    messages = _messages(proc)
+    twists = [(m["t"], m["twist"]) for m in messages if "twist" in m]
+    before = [tw for t, tw in twists if t < t_arm]
+    assert len(before) >= 10 and all(tw == [0.0] * 6 for tw in before)
+    moves = [tw for t, tw in twists if t_arm <= t < t_estop and tw[0] > 0]
+    assert len(moves) >= 10, twists[-40:]  # the go_to, at 20 Hz
+    assert max(tw[0] for tw in moves) <= 0.5 and driving["setpoint"]["linear_m_s"] > 0
+    after = [tw for t, tw in twists if t > t_estop + 0.2]
+    assert len(after) >= 10 and all(tw == [0.0] * 6 for tw in after)
+    times = [t for t, _ in twists]
+    gaps = sorted(b - a for a, b in zip(times, times[1:]))
+    assert 0.03 <= gaps[len(gaps) // 2] <= 0.07, gaps[len(gaps) // 2]
+    commands = [json.loads(m["command"]) for m in messages if "command" in m]
+    assert any(c["intent"] == "go_to" and c["accepted"] for c in commands), commands
+    images = [m["image"] for m in messages if "image" in m]
+    assert images and images[0]["format"] == "jpeg" and images[0]["head"] == [0xFF, 0xD8]

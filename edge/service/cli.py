@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import signal
+from dataclasses import dataclass
 from pathlib import Path
 
 from edge.precision import CHOICES as PRECISION_CHOICES
@@ -57,13 +58,10 @@ def print_decision(decision) -> None:
         print(line, flush=True)
 
 
-def _cmd_serve(args: argparse.Namespace) -> int:
-    import dataclasses
-
+def _settings(args: argparse.Namespace):
+    """``voxedge serve``'s typed settings (``edge.settings``) from its flags, ``--config`` and the environment, and
+    the runtime's configuration from them; refused (``SettingsError``, ``ServiceConfigError``) before anything opens."""
     from edge import settings as settings_module
-    from edge.runtime import Runtime
-    from edge.service import create_app
-    from edge.service.server import Server, banner
 
     flags = {"bundle": args.bundle, "camera": args.camera, "camera_size": args.camera_size,
              "camera_fps": args.camera_fps, "mic": args.mic, "link": args.link, "precision": args.precision,
@@ -73,7 +71,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
              "allowed_hosts": tuple(args.allowed_host or ()), "audit_log": args.audit_log,
              "audit_reserve_mb": args.audit_reserve_mb, "seed": args.seed}
     flags.update({"remote_timeout_s": args.remote_timeout_s, "remote_fallback": args.remote_fallback})
-    flags["record_mcap"] = args.record_mcap
+    flags.update({"record_mcap": args.record_mcap, "ros2": args.ros2})
     if args.sim:  # the parts not named on the command line (so --sim --mic my.wav hears a recording)
         flags.update({k: "sim" for k in ("camera", "mic", "link") if flags[k] is None})
     s = settings_module.load(flags, args.config)
@@ -91,30 +89,101 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if s.camera.source.sim and not s.link.sim:
         raise ServiceConfigError("the sim camera renders from the simulated robot's pose: use --link sim too "
                                  "(or --sim for camera, microphone and robot)")
+    return s, config
+
+
+def _service_config(s):
+    """The service's settings, with the operator token kept in a 0600 file across restarts (never logged)."""
+    import dataclasses
+
     service = s.service
-    if service.token_generated:  # kept in a 0600 file across restarts, never printed to a log (token_store)
+    if service.token_generated:
         from edge.service.token_store import load_or_create
 
         token, path, _ = load_or_create()
         service = dataclasses.replace(service, token=token, token_file=str(path), token_generated=False)
-    robot = link = camera = microphone = None
+    return service
+
+
+@dataclass
+class _Robot:
+    """What ``serve`` opens for the robot besides the runtime's own: the simulated robot's parts and ROS 2."""
+
+    sim: object = None  # simrobot's robot, when the link is the simulated one
+    link: object = None  # None: the runtime opens the serial port itself
+    camera: object = None
+    microphone: object = None
+    ros2: object = None  # edge.ros2.link.Ros2Link: the link itself (--link ros2) or the mirror's (--ros2)
+    ros2_camera: object = None
+
+    def close(self) -> None:
+        if self.sim is not None:
+            self.sim.stop()
+        if self.ros2_camera is not None:
+            self.ros2_camera.stop()
+        if self.ros2 is not None:
+            self.ros2.disconnect()
+
+
+def _open_robot(s) -> _Robot:
+    """The simulated robot's parts the settings name, and the ROS 2 link (``--link ros2``) or mirror (``--ros2``)."""
+    parts = _Robot()
     if s.link.sim or s.camera.source.sim or s.microphone.source.sim:
         robot, sim_camera, sim_microphone = _sim_robot(s.seed)
         if s.link.sim:
-            link = robot.start()
-        else:
-            robot = None
-        camera = sim_camera if s.camera.source.sim else None
-        microphone = sim_microphone if s.microphone.source.sim else None
-    ros2_link = ros2_camera = None
-    if s.link.source.scheme == "ros2":  # a ROS 2 base on /cmd_vel over DDS (edge.ros2; README, ROS 2)
-        from edge.ros2.link import Ros2Link
-        from edge.sources import ros2_domain
+            parts.sim, parts.link = robot, robot.start()
+        parts.camera = sim_camera if s.camera.source.sim else None
+        parts.microphone = sim_microphone if s.microphone.source.sim else None
+    ros2 = s.link.source if s.link.source.scheme == "ros2" else s.ros2
+    if ros2 is None:
+        return parts
+    from edge.ros2.link import Ros2Link
+    from edge.sources import ros2_domain
 
-        link = ros2_link = Ros2Link(ros2_domain(s.link.source)).connect()
-    runtime = Runtime(config, link=link, camera=camera, microphone=microphone)
-    recorder = None
     try:
+        parts.ros2 = Ros2Link(ros2_domain(ros2)).connect()
+        if s.link.source.scheme == "ros2":  # a ROS 2 base on /cmd_vel over DDS (edge.ros2; README, ROS 2)
+            parts.link = parts.ros2
+        else:  # the robot's own link drives; its motion is published as well (edge.ros2.mirror)
+            from edge.ros2.mirror import MirroredLink
+
+            if parts.link is None:  # a serial port: opened here, so that the mirror wraps it
+                from firmware_bridge.link import Link
+
+                parts.link = Link(s.link.port)
+            parts.link = MirroredLink(parts.link, parts.ros2)
+    except BaseException:
+        parts.close()
+        raise
+    return parts
+
+
+def _start_ros2(parts: _Robot, runtime) -> None:
+    """Publish the heard commands and the camera on ROS 2, and say where."""
+    from edge.ros2.camera import CameraPublisher
+
+    link = parts.ros2
+    runtime.add_decision_listener(link.publish_command)
+    parts.ros2_camera = CameraPublisher(link, runtime.camera.buffer).start()
+    if parts.link is link:
+        drives = f"Twist on {link.topics['cmd_vel']} (zeros until armed), {link.topics['odom']} read"
+    else:
+        drives = f"the robot's setpoints also on {link.topics['cmd_vel']} (zeros unless the robot is armed)"
+    print(f"ROS 2 link: {drives}, commands on {link.topics['command']}, camera on {parts.ros2_camera.topic}, "
+          f"DDS domain {link.domain_id}", flush=True)
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from edge.runtime import Runtime
+    from edge.service import create_app
+    from edge.service.server import Server, banner
+
+    s, config = _settings(args)
+    service = _service_config(s)
+    parts = _open_robot(s)
+    runtime = recorder = None
+    try:
+        runtime = Runtime(config, link=parts.link, camera=parts.camera, microphone=parts.microphone)
         runtime.start()
         if s.record_mcap:  # edge.mcap_live: its own thread, bounded queues; the file appears at stop
             from edge.mcap_live import LiveRecorder
@@ -125,18 +194,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         server = Server(create_app(runtime, service), service)
         print(banner(service, server.url, server.estop_url, server.grpc_address), flush=True)
         print(runtime_summary(runtime), flush=True)
-        if microphone is not None:
+        if parts.microphone is not None:
             print("simulated microphone: type a command into the panel's say box, e.g. \"go to the red ball\"",
                   flush=True)
         runtime.add_decision_listener(print_decision)
-        if ros2_link is not None:
-            from edge.ros2.camera import CameraPublisher
-
-            runtime.add_decision_listener(ros2_link.publish_command)
-            ros2_camera = CameraPublisher(ros2_link, runtime.camera.buffer).start()
-            print(f"ROS 2 link: Twist on {ros2_link.topics['cmd_vel']} (zeros until armed), {ros2_link.topics['odom']} "
-                  f"read, commands on {ros2_link.topics['command']}, camera on {ros2_camera.topic}, DDS domain "
-                  f"{ros2_link.domain_id}", flush=True)
+        if parts.ros2 is not None:
+            _start_ros2(parts, runtime)
 
         def on_term(*_):  # SIGTERM (systemd, docker stop) ends the loop like Ctrl-C does
             raise KeyboardInterrupt
@@ -151,13 +214,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         if recorder is not None:
             _stop_recorder(recorder)
-        runtime.stop()
-        if robot is not None:
-            robot.stop()
-        if ros2_camera is not None:
-            ros2_camera.stop()
-        if ros2_link is not None:
-            ros2_link.disconnect()
+        if runtime is not None:
+            runtime.stop()
+        parts.close()
     print("voxedge serve: stopped", flush=True)
     return 0
 
@@ -214,6 +273,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, help="arena of the simulated robot")
     p.add_argument("--link", dest="link", help="robot serial port: serial:///dev/robot (or /dev/robot), sim://, or "
                    "ros2:// (ros2://?domain=N): a ROS 2 base, Twist on /cmd_vel (needs voxedge[ros2])")
+    p.add_argument("--ros2", nargs="?", const="ros2://", metavar="ros2://?domain=N",
+                   help="also publish on ROS 2 beside a serial or sim link: the robot's setpoints as Twist on "
+                        "/cmd_vel (zeros unless it is armed), the heard commands and the camera (domain: "
+                        "ROS_DOMAIN_ID's or 0 unless named; needs voxedge[ros2]; --link ros2 drives a ROS 2 base "
+                        "instead)")
     p.add_argument("--camera", help="csi://0 (Jetson CSI), v4l2:///dev/video0 (or 0, /dev/video0), file://clip.mp4, "
                    "rtsp://..., gst://PIPELINE, or sim:// (default 0)")
     from edge.cli_args import add_deprecated
