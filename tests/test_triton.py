@@ -139,6 +139,82 @@ def test_export_errors_are_clear_and_exit_2(sim_bundle, tmp_path):  # noqa: F811
     assert exc.value.code == 2
 
 
+def _with_engines(sim_bundle, tmp_path, monkeypatch, *gpus):
+    """A copy of the sim bundle with an fp32 engine built (fake TensorRT 10.3, golden-checked) on each GPU."""
+    from edge.engine import build_engine
+    from tests.fake_tensorrt import GoldenReplay, install
+
+    path = Path(shutil.copytree(sim_bundle.path, tmp_path / "bundle"))
+    plans = []
+    for gpu, max_batch in gpus:
+        install(monkeypatch, gpus=[gpu])
+        plans.append(build_engine(path, "fp32", max_batch=max_batch, log=lambda *_: None,
+                                  run_plan=GoldenReplay(path / "golden.npz")))
+    return path, plans
+
+
+def test_a_tensorrt_plan_export_takes_the_engine_build_engine_registered(sim_bundle, tmp_path, monkeypatch):  # noqa: F811
+    from tests.fake_tensorrt import FakeGpu
+
+    path, (plan,) = _with_engines(sim_bundle, tmp_path, monkeypatch, (FakeGpu(), 4))
+    out = tmp_path / "repo"
+    code, err = _cli(path, out, "--platform", "tensorrt_plan")
+    assert code == 0, err
+    config = _parse(out / "voxedge" / "config.pbtxt")
+    assert config.platform == "tensorrt_plan" and config.backend == "tensorrt"
+    _check_against_manifest(config, sim_bundle.manifest, 4)  # the engine's batch profile, not the default 8
+    assert not config.HasField("optimization")  # no ONNX Runtime accelerator: the plan is TensorRT's already
+    assert model_config_pb2.ModelInstanceGroup.Kind.Name(config.instance_group[0].kind) == "KIND_GPU"
+    copied = out / "voxedge" / "1" / "model.plan"
+    assert copied.read_bytes() == plan.read_bytes() and not (out / "voxedge" / "1" / "model.onnx").exists()
+    params = {k: v.string_value for k, v in config.parameters.items()}
+    assert params["voxedge_model_file"] == plan.relative_to(path).as_posix()
+    assert params["voxedge_gpu"] == "Orin" and params["voxedge_compute_capability"] == "8.7"
+    assert params["voxedge_tensorrt_version"].startswith("10.3")
+    assert params["voxedge_onnx_sha256"] == sim_bundle.manifest.file("fp32").sha256
+    assert "runs only where it was built: Orin" in (out / "voxedge" / "config.pbtxt").read_text()
+    assert _cli(path, out, "--platform", "tensorrt_plan", "--max-batch", "2")[0] == 0
+    assert _parse(out / "voxedge" / "config.pbtxt").max_batch_size == 2
+    for args, message in [
+            (("--max-batch", "16"), "beyond the engine's batch profile (up to 4)"),
+            (("--precision", "int8"), "no int8 TensorRT engine for a GPU: build one on the server's GPU with: "
+                                      "voxedge build-engine"),
+            (("--engine", "engines/other.plan"), "not an engine this bundle registered")]:
+        code, err = _cli(path, tmp_path / "refused", "--platform", "tensorrt_plan", *args)
+        assert code == 2 and message in err, err
+        assert not (tmp_path / "refused").exists()
+    code, err = _cli(path, tmp_path / "refused", "--engine", str(plan))
+    assert code == 2 and "use it with --platform tensorrt_plan" in err
+
+
+def test_a_plan_export_chooses_among_gpus_and_refuses_an_engine_of_another_model(sim_bundle, tmp_path,  # noqa: F811
+                                                                                 monkeypatch):
+    from edge.bundle import Manifest, load_bundle, write_bundle
+    from tests.fake_tensorrt import FakeGpu
+
+    server = FakeGpu(name="NVIDIA L4", compute_capability=(8, 9), sm_count=58, total_memory=22 << 30)
+    path, (orin, l4) = _with_engines(sim_bundle, tmp_path, monkeypatch, (FakeGpu(), 8), (server, 16))
+    code, err = _cli(path, tmp_path / "repo", "--platform", "tensorrt_plan")
+    assert code == 2 and "holds 2 fp32 engines for GPUs" in err and "NVIDIA L4" in err and "--engine PLAN" in err
+    code, err = _cli(path, tmp_path / "repo", "--platform", "tensorrt_plan", "--engine", l4)
+    assert code == 0, err
+    config = _parse(tmp_path / "repo" / "voxedge" / "config.pbtxt")
+    assert config.max_batch_size == 16 and config.parameters["voxedge_gpu"].string_value == "NVIDIA L4"
+    assert (tmp_path / "repo" / "voxedge" / "1" / "model.plan").read_bytes() == l4.read_bytes()
+    bundle = load_bundle(path)  # an engine whose key names another ONNX file (the model was converted again)
+
+    def populate(tmp: Path) -> Manifest:
+        for rel in [f.path for f in bundle.manifest.files] + [e["path"] for e in bundle.manifest.engines]:
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path / rel, tmp / rel)
+        engines = tuple({**e, "key": {**e["key"], "onnx_sha256": "0" * 64}} for e in bundle.manifest.engines)
+        return Manifest(**{**vars(bundle.manifest), "engines": engines})
+
+    write_bundle(path, populate)
+    code, err = _cli(path, tmp_path / "other", "--platform", "tensorrt_plan", "--engine", orin)
+    assert code == 2 and "was built from another model file than the bundle's model.fp32.onnx" in err, err
+
+
 def test_pbtxt_and_json_forms_are_the_same_model_config(sim_bundle):  # noqa: F811
     import json
 
