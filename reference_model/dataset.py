@@ -100,12 +100,19 @@ class DataConfig:
     val: SplitSize = SplitSize(600, _counts(40, 120, 160), babble_sources=60, noise_clips=60)
     test: SplitSize = SplitSize(1500, _counts(120, 360, 600), babble_sources=150, noise_clips=150)
     present_fraction: float = 0.85  # object commands whose object is in view
+    # Part of each split's speech spoken by synthesizers other than espeak-ng (sim.other_voices): the training
+    # split's by TRAIN_ENGINES, validation's and test's by HELD_OUT_ENGINES, a synthesis method never trained
+    # on. 0: espeak-ng alone (the committed checkpoint's corpus).
+    other_voices: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.present_fraction < 1.0:
             raise ConfigError(f"present_fraction must be in (0, 1), got {self.present_fraction!r}")
         if self.image_width * 3 != self.image_height * 4:
             raise ConfigError(f"image size {self.image_width}x{self.image_height} is not 4:3")
+        if not 0.0 <= self.other_voices < 1.0:
+            raise ConfigError(f"other_voices (the part of the speech from other synthesizers) must be in [0, 1), "
+                              f"got {self.other_voices!r}")
 
     def split(self, name: str) -> SplitSize:
         if name not in SPLITS:
@@ -131,7 +138,8 @@ class DataConfig:
         blob = json.dumps({"split": split, "size": asdict(self.split(split)), "seed": self.seed,
                            "wh": [self.image_width, self.image_height], "v": DATA_FORMAT_VERSION,
                            "voices": [v.espeak_name for v in sim_speech.voice_split()[split]],
-                           "sim": _sim_source_digest()},
+                           "sim": _sim_source_digest(),
+                           **({"other_voices": self.other_voices} if self.other_voices else {})},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -247,8 +255,12 @@ REFIT_RATE_FACTOR = 1.25  # a too-slow request is spoken again this much faster
 REFIT_TRIES = 4
 
 
-def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, sample_rate: int = SAMPLE_RATE_HZ):
+def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, sample_rate: int = SAMPLE_RATE_HZ,
+                    other: tuple[float, tuple[str, ...], np.random.Generator] | None = None):
     """Speak each command with a random voice, rate and pitch; returns (audio list, voice names).
+
+    ``other``: (fraction, engines, rng): that part of the commands, chosen by ``rng``, is spoken by those
+    engines of ``sim.other_voices`` instead of espeak-ng; the espeak-ng draws of the rest are unchanged.
 
     A request too slow to fit the model's 2 s window is spoken again faster
     (same voice and pitch), because cropping "go to the yellow cone" could cut
@@ -256,26 +268,53 @@ def synthesize_pool(commands, voices, rng, cache_dir: Path, progress: bool, samp
     """
     max_len = int(MAX_SPEECH_S * sample_rate)
     requests = [sim_speech.random_request(rng, c.text, voices) for c in commands]
-    with progress_bar(len(requests), "synthesize speech", progress) as bar:
-        audio = sim_speech.synthesize_many(requests, cache_dir, workers=2, progress=lambda *_: bar.update())
+    if other is not None and other[0] > 0:
+        from sim import other_voices
+
+        fraction, engines, other_rng = other
+        chosen = other_rng.random(len(commands)) < fraction
+        requests = [other_voices.random_request(other_rng, c.text, engines) if pick else r
+                    for c, r, pick in zip(commands, requests, chosen)]
+    audio = _speak(requests, cache_dir, progress)
     for _ in range(REFIT_TRIES):
         long = [i for i, a in enumerate(audio) if len(a) > max_len]
         if not long:
             break
         for i in long:
             r = requests[i]
-            requests[i] = dataclasses.replace(
-                r, rate_wpm=min(sim_speech.MAX_RATE_WPM, int(r.rate_wpm * REFIT_RATE_FACTOR)), word_gap_10ms=0
-            )
-        again = sim_speech.synthesize_many([requests[i] for i in long], cache_dir, workers=2)
-        for i, a in zip(long, again):
+            if isinstance(r, sim_speech.SpeechRequest):
+                requests[i] = dataclasses.replace(
+                    r, rate_wpm=min(sim_speech.MAX_RATE_WPM, int(r.rate_wpm * REFIT_RATE_FACTOR)), word_gap_10ms=0)
+            else:
+                requests[i] = r.faster(REFIT_RATE_FACTOR)
+        for i, a in zip(long, _speak([requests[i] for i in long], cache_dir, False)):
             audio[i] = a
     too_long = [requests[i].text for i, a in enumerate(audio) if len(a) > max_len]
     if too_long:
         # Cropping would cut words off and make the label wrong: refuse instead.
         raise ConfigError(f"{len(too_long)} utterances stay longer than {MAX_SPEECH_S} s even at the fastest "
                           f"speaking rate, e.g. {too_long[0]!r}; shorten these phrases")
-    return audio, [r.voice.espeak_name for r in requests]
+    return audio, [r.voice.espeak_name if isinstance(r, sim_speech.SpeechRequest) else r.name for r in requests]
+
+
+def _speak(requests, cache_dir: Path, progress: bool) -> list[np.ndarray]:
+    """espeak-ng's requests and ``sim.other_voices``' together, in order."""
+    mine = [i for i, r in enumerate(requests) if isinstance(r, sim_speech.SpeechRequest)]
+    others = [i for i, r in enumerate(requests) if not isinstance(r, sim_speech.SpeechRequest)]
+    audio: list = [None] * len(requests)
+    with progress_bar(len(requests), "synthesize speech", progress) as bar:
+        spoken = sim_speech.synthesize_many([requests[i] for i in mine], cache_dir, workers=2,
+                                            progress=lambda *_: bar.update())
+        for i, a in zip(mine, spoken):
+            audio[i] = a
+        if others:
+            from sim import other_voices
+
+            spoken = other_voices.synthesize_other([requests[i] for i in others], cache_dir,
+                                                   progress=lambda n: bar.update(n))
+            for i, a in zip(others, spoken):
+                audio[i] = a
+    return audio
 
 
 def generate_split(config: DataConfig, split: str, cache_root: Path, progress: bool = False) -> SplitData:
@@ -289,7 +328,13 @@ def generate_split(config: DataConfig, split: str, cache_root: Path, progress: b
 
     rng = np.random.default_rng(base + [2])
     plan = _utterance_plan(size, rng)
-    audio, voice_names = synthesize_pool(plan, voices, rng, speech_cache, progress)
+    other = None
+    if config.other_voices:
+        from sim import other_voices
+
+        engines = other_voices.TRAIN_ENGINES if split == "train" else other_voices.HELD_OUT_ENGINES
+        other = (config.other_voices, engines, np.random.default_rng(base + [4]))
+    audio, voice_names = synthesize_pool(plan, voices, rng, speech_cache, progress, other=other)
     lengths = np.array([len(a) for a in audio], np.int64)
 
     # Babble is made of the split's own voices saying distractor sentences, so

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.contract.vocabulary import INTENTS, NONE_INTENT, OBJECT_INTENTS
 from reference_model.errors import CheckpointError
 from reference_model.io import atomic_write, load_or_build, progress_bar, write_json
-from edge.contract.vocabulary import INTENTS, NONE_INTENT, OBJECT_INTENTS
 
 NONE_INDEX = INTENTS.index(NONE_INTENT)
 OBJECT_INTENT_IDS = [INTENTS.index(i) for i in OBJECT_INTENTS]
@@ -142,11 +142,14 @@ def compute_metrics(out: dict[str, np.ndarray], utt_kind: np.ndarray | None = No
 
 
 def synthesis_method(voice: str) -> str:
-    """``"klatt"`` for espeak-ng's Klatt-engine variants (never trained on), ``"sam"`` for SAM, else ``"espeak-ng"``."""
+    """``"klatt"`` for espeak-ng's Klatt-engine variants (never trained on), ``"sam"`` for SAM, the engine for
+    ``sim.other_voices``' (``"pico"``, ``"piper"``, ``"gnuspeech"``), else ``"espeak-ng"``."""
+    from sim.other_voices import ENGINES
     from sim.speech import HELD_OUT_METHOD_VARIANTS
 
-    if voice.startswith("sam:"):
-        return "sam"
+    engine = voice.split(":", 1)[0] if ":" in voice else None
+    if engine == "sam" or engine in ENGINES:
+        return engine
     variant = voice.split("+", 1)[1] if "+" in voice else None
     return "klatt" if variant in HELD_OUT_METHOD_VARIANTS else "espeak-ng"
 

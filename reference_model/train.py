@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from edge.contract.vocabulary import INTENTS, OBJECT_TYPES
 from reference_model.audio_bank import BankConfig, load_bank
 from reference_model.augment import AugmentConfig
 from reference_model.dataset import (
@@ -40,7 +41,6 @@ from reference_model.evaluate import (
 )
 from reference_model.io import atomic_write, progress_bar, write_json
 from reference_model.model import ModelConfig, ReferenceModel
-from edge.contract.vocabulary import INTENTS, OBJECT_TYPES
 
 CHECKPOINT_FORMAT = "voxedge-reference/1"
 CELL_POSITIVE_WEIGHT = 10.0
@@ -303,11 +303,17 @@ def validate(model, data, samples) -> dict:
 
 
 def _held_out_text(m: dict) -> str:
-    held = (m.get("by_synthesis_method") or {}).get("klatt")
-    if not held:
-        return ""
-    return (f" | unseen method (Klatt): intent {100 * held['intent_accuracy']:.2f}%, grounded "
-            f"{100 * held.get('grounded_rate', float('nan')):.2f}%")
+    """The validation figures of the synthesis methods never trained on (Klatt, GnuSpeech), for the log."""
+    from sim.other_voices import HELD_OUT_ENGINES
+
+    by_method = m.get("by_synthesis_method") or {}
+    parts = []
+    for method, label in [("klatt", "Klatt"), *((e, e) for e in HELD_OUT_ENGINES)]:
+        held = by_method.get(method)
+        if held:
+            parts.append(f" | unseen method ({label}): intent {100 * held['intent_accuracy']:.2f}%, grounded "
+                         f"{100 * held.get('grounded_rate', float('nan')):.2f}%")
+    return "".join(parts)
 
 
 def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data", run_dir: str | Path | None = None,
