@@ -22,22 +22,15 @@ Prints each trial and min / median / max against the 300 ms goal; writes
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving import free_port, write_json  # noqa: E402 (the sibling module)
+from serving import ServeProcess, request, write_json  # noqa: E402 (the sibling module)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,15 +40,6 @@ DRIVE = {"linear_m_s": 0.3, "angular_rad_s": 0.4}
 DRIVE_EVERY_S = 0.1  # the panel refreshes hold-to-move this often (its dead-man is 0.5 s)
 SETTLE_S = 0.6  # read the motor log this long after the kill
 
-
-
-def _request(url: str, data: dict | None = None, headers: dict | None = None, timeout: float = 5.0):
-    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
-                                 headers={"Content-Type": "application/json", **(headers or {})},
-                                 method="POST" if data is not None else "GET")
-    with urllib.request.urlopen(req, timeout=timeout) as r:
-        body = r.read()
-    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
 
 
 def make_video(path: Path, seconds: float = 120.0, fps: float = 15.0) -> Path:
@@ -73,58 +57,15 @@ def make_video(path: Path, seconds: float = 120.0, fps: float = 15.0) -> Path:
     return path
 
 
-class Server:
-    """One ``voxedge serve`` process on the simulator's port."""
+class Server(ServeProcess):
+    """One ``voxedge serve`` process on the simulator's port, seeing a recorded video."""
 
     def __init__(self, bundle: str, link_port: str, video: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.output: list[str] = []
-        import secrets
-
-        self.token = secrets.token_hex(16)  # given to serve, which never prints a token it was given
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "serve", bundle, "--link", link_port, "--camera", str(video),
-             "--mic", "sim", "--port", str(self.port), "--precision", "fp32"],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "VOXEDGE_TOKEN": self.token})
-        threading.Thread(target=self._read, daemon=True).start()
-        self.auth: dict = {}
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line.rstrip())
-
-    def ready(self, timeout_s: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        token = None
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("voxedge serve exited at start:\n" + "\n".join(self.output[-20:]))
-            token = self.token
-            try:
-                if token and _request(self.url + "/v2/health/ready").get("ready"):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.2)
-        else:
-            raise RuntimeError("voxedge serve did not become ready:\n" + "\n".join(self.output[-20:]))
-        page = _request(self.url + "/")
-        csrf = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-        self.auth = {"Authorization": f"Bearer {token}", "X-CSRF-Token": csrf}
-
-    def post(self, path: str, body: dict | None = None):
-        return _request(self.url + path, body if body is not None else {}, self.auth)
+        super().__init__([bundle, "--link", link_port, "--camera", str(video), "--mic", "sim", "--precision", "fp32"],
+                         root=ROOT)
 
     def telemetry(self) -> dict:
-        return (_request(self.url + "/api/state").get("link") or {}).get("telemetry") or {}
-
-    def kill(self) -> float:
-        t = time.monotonic()
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-        return t
+        return (request(self.url + "/api/state").get("link") or {}).get("telemetry") or {}
 
 
 def trial(bundle: str, sim, video: Path, index: int, log=print) -> dict:

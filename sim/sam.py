@@ -17,7 +17,6 @@ Output: 8-bit PCM at 22.05 kHz, resampled here to 16 kHz and trimmed.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +25,11 @@ import numpy as np
 
 from edge.contract.wav import resample
 from sim.errors import SynthesisError
+from sim.npm import ensure_package
 from sim.speech import SAMPLE_RATE_HZ, trim_silence
 
 SAM_PACKAGE = "sam-js@0.3.1"
 SAM_RATE_HZ = 22050
-NPM_TIMEOUT_S = 300.0
 SYNTH_TIMEOUT_S = 600.0
 
 _SCRIPT = r"""
@@ -69,19 +68,7 @@ VOICES: tuple[SamVoice, ...] = (
 
 def ensure_sam(cache_dir: Path) -> Path:
     """The folder with ``node_modules/sam-js``, installing it from npm the first time."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        raise SynthesisError("SAM needs node.js and npm: `sudo apt-get install nodejs npm`")
-    root = Path(cache_dir) / "sam-js"
-    if not (root / "node_modules" / "sam-js" / "package.json").is_file():
-        root.mkdir(parents=True, exist_ok=True)
-        try:
-            subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--prefix", str(root), SAM_PACKAGE],
-                           check=True, capture_output=True, timeout=NPM_TIMEOUT_S)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
-            detail = getattr(exc, "stderr", b"") or b""
-            raise SynthesisError(f"could not install {SAM_PACKAGE} from npm: "
-                                 f"{detail.decode(errors='replace').strip()[-300:]}") from exc
-    return root
+    return ensure_package(Path(cache_dir) / "sam-js", SAM_PACKAGE, "SAM")
 
 
 def synthesize_sam(texts: list[str], voices: list[SamVoice], cache_dir: Path) -> list[np.ndarray]:
