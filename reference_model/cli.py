@@ -37,9 +37,8 @@ def default_evaluate_dir(checkpoint: str | Path) -> Path:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from reference_model.evaluate import evaluate_checkpoint, format_metrics
-
     from edge.outputs import output_dir
+    from reference_model.evaluate import evaluate_checkpoint, format_metrics
 
     with output_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint)) as out_dir:
         if not args.quiet:  # torch, the checkpoint and the split take seconds before the first progress bar
@@ -81,9 +80,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="speech-to-noise ratio of the mixed-in noise, in dB (default: %(default)s)")
     noise.add_argument("--clean", action="store_true", help="evaluate on clean speech, no noise mixed in")
     p.add_argument("--synthesizer", default="espeak-ng", choices=SYNTHESIZERS,
-                   help="who speaks the split's commands: espeak-ng (the split's own unseen voices) or sam "
-                        "(SAM, a synthesizer no split uses, installed from npm on first use; needs node.js) "
-                        "(default: %(default)s)")
+                   help="who speaks the split's commands: espeak-ng (the split's own unseen voices); sam (SAM, a "
+                        "synthesizer no split uses, installed from npm on first use; needs node.js); or pico, "
+                        "piper, gnuspeech (sim/other_voices.py: a corpus with other_voices trains on pico and "
+                        "piper and validates on gnuspeech, which needs node.js) (default: %(default)s)")
     p.add_argument("--out", help="folder for metrics JSON and confusion plot (default: next to the checkpoint; "
                                  "runs/evaluate/<name>/ for the checkpoints shipped in the package)")
     p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")

@@ -208,39 +208,52 @@ def plot_confusion(matrix, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-SYNTHESIZERS = ("espeak-ng", "sam")
+SYNTHESIZERS = ("espeak-ng", "sam", "pico", "piper", "gnuspeech")  # the last three: sim.other_voices.ENGINES
 
 
 def respoken(data, synthesizer: str, cache_root: str | Path):
     """``data`` with every utterance spoken again by ``synthesizer`` (same text, labels, scenes and noise).
 
-    "sam" (``sim.sam``) is a synthesizer the model never heard in any split: evaluation only.
-    The respoken utterances are cached beside the split.
+    "sam" (``sim.sam``) is a synthesizer the model never heard in any split: evaluation only. "pico", "piper"
+    and "gnuspeech" are ``sim.other_voices``' engines (a corpus with ``other_voices`` trains on the first two
+    and validates on GnuSpeech). The respoken utterances are cached beside the split.
     """
     import dataclasses
 
     if synthesizer == "espeak-ng":
         return data
-    if synthesizer != "sam":
+    if synthesizer not in SYNTHESIZERS:
         raise ValueError(f"unknown synthesizer {synthesizer!r}; expected one of {SYNTHESIZERS}")
-    from sim import sam
-
     texts = [str(t) for t in data.utt_text]
-    key = hashlib.sha256(("\n".join(texts) + repr(sam.VOICES) + sam.SAM_PACKAGE).encode()).hexdigest()[:16]
+    if synthesizer == "sam":
+        from sim import sam
+
+        recipe = repr(sam.VOICES) + sam.SAM_PACKAGE
+    else:
+        from sim import other_voices
+
+        recipe = repr(other_voices.ENGINE_VOICES[synthesizer]) + other_voices.cache_key(
+            other_voices.OtherRequest(synthesizer, other_voices.ENGINE_VOICES[synthesizer][0], "recipe"))
+    key = hashlib.sha256(("\n".join(texts) + recipe).encode()).hexdigest()[:16]
 
     def speak() -> dict[str, np.ndarray]:
-        voices = [sam.VOICES[i % len(sam.VOICES)] for i in range(len(texts))]
-        audio = sam.synthesize_sam_fitting(texts, voices, Path(cache_root))
+        if synthesizer == "sam":
+            voices = [sam.VOICES[i % len(sam.VOICES)] for i in range(len(texts))]
+            audio = sam.synthesize_sam_fitting(texts, voices, Path(cache_root))
+            names = [f"sam:{v.name}" for v in voices]
+        else:
+            audio, names = other_voices.speak_fitting(texts, synthesizer, Path(cache_root) / "speech")
         return {"audio": np.concatenate(audio).astype(np.float32),
                 "offsets": np.concatenate([[0], np.cumsum([len(a) for a in audio])]).astype(np.int64),
-                "voices": np.array([f"sam:{v.name}" for v in voices])}
+                "voices": np.array(names)}
 
     def load(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as z:
             return {k: z[k] for k in ("audio", "offsets", "voices")}
 
-    spoken = load_or_build(Path(cache_root) / f"{data.name}-sam-{key}.npz", load, speak,
-                           lambda arrays, path: atomic_write(path, lambda f: np.savez(f, **arrays)), "SAM speech")
+    spoken = load_or_build(Path(cache_root) / f"{data.name}-{synthesizer}-{key}.npz", load, speak,
+                           lambda arrays, path: atomic_write(path, lambda f: np.savez(f, **arrays)),
+                           f"{synthesizer} speech")
     return dataclasses.replace(data, utt_audio=spoken["audio"], utt_offsets=spoken["offsets"],
                                utt_voice=spoken["voices"])
 

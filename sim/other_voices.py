@@ -240,3 +240,25 @@ def synthesize_other(requests: Sequence[OtherRequest], cache_dir: str | Path,
                 if progress is not None:
                     progress(1)
     return [r for r in results if r is not None]
+
+
+MAX_SPEECH_S = 1.9  # as for espeak-ng and SAM: a command must fit the 2 s window with room to move
+FASTER = 1.25
+
+
+def speak_fitting(texts: Sequence[str], engine: str, cache_dir: str | Path) -> tuple[list[np.ndarray], list[str]]:
+    """Every text spoken by ``engine`` (its voices in turn, default prosody and the corpus's median level), any
+    utterance longer than ``MAX_SPEECH_S`` spoken again faster: (audio, voice names). For ``voxedge evaluate
+    --synthesizer ENGINE``."""
+    voices = ENGINE_VOICES[engine]
+    requests = [OtherRequest(engine, voices[i % len(voices)], t) for i, t in enumerate(texts)]
+    audio = synthesize_other(requests, cache_dir)
+    for _ in range(4):
+        long = [i for i, a in enumerate(audio) if len(a) > MAX_SPEECH_S * SAMPLE_RATE_HZ]
+        if not long:
+            break
+        for i in long:
+            requests[i] = requests[i].faster(FASTER)
+        for i, a in zip(long, synthesize_other([requests[i] for i in long], cache_dir)):
+            audio[i] = a
+    return audio, [r.name for r in requests]

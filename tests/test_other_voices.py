@@ -119,3 +119,22 @@ def test_the_data_config_names_its_corpus():
     assert [synthesis_method(v) for v in ("en-us+m3", "en-us+klatt2", "sam:Elf", "pico:en-GB", "piper:joe",
                                           "gnuspeech:female")] == [
         "espeak-ng", "klatt", "sam", "pico", "piper", "gnuspeech"]
+
+
+def test_evaluate_can_have_a_split_spoken_again_by_another_engine(tmp_path):
+    """``voxedge evaluate --synthesizer pico``: the same texts, labels and scenes, every utterance Pico's."""
+    pytest.importorskip("py_nanotts")
+    from reference_model.dataset import DataConfig, SplitSize, _counts, generate_split
+    from reference_model.evaluate import SYNTHESIZERS, respoken
+
+    assert set(ov.ENGINES) <= set(SYNTHESIZERS)
+    config = DataConfig(val=SplitSize(20, _counts(2, 12, 4), babble_sources=4, noise_clips=4))
+    data = generate_split(config, "val", tmp_path)
+    again = respoken(data, "pico", tmp_path)
+    assert list(again.utt_text) == list(data.utt_text) and np.array_equal(again.utt_intent, data.utt_intent)
+    assert {str(v) for v in again.utt_voice} == {f"pico:{v}" for v in ov.ENGINE_VOICES["pico"]}
+    lengths = np.diff(again.utt_offsets)
+    assert len(lengths) == data.n_utterances and lengths.max() <= ov.MAX_SPEECH_S * SAMPLE_RATE_HZ
+    assert not np.array_equal(again.utterance(0)[:4000], data.utterance(0)[:4000])
+    assert list(tmp_path.glob("val-pico-*.npz"))  # cached beside the split
+    assert respoken(data, "pico", tmp_path).utt_audio.tobytes() == again.utt_audio.tobytes()
