@@ -68,4 +68,4 @@ def test_a_split_spoken_again_by_sam_keeps_its_labels_scenes_and_noise(val, cach
     assert len(list(cache.glob("val-sam-*.npz"))) == 1  # cached: the second call reads it
     np.testing.assert_array_equal(respoken(val, "sam", cache).utt_audio, again.utt_audio)
     with pytest.raises(ValueError, match="unknown synthesizer"):
-        respoken(val, "pico", cache)
+        respoken(val, "flute", cache)
