@@ -427,6 +427,12 @@ class _Robot:
     def gripper(self, open):
         return f"gripper-{open}"
 
+    def connect(self):
+        self.connected = True
+
+    def disconnect(self):
+        self.connected = False
+
 
 def test_a_mirror_publishes_the_robots_setpoints_only_while_it_is_armed(ros2):
     """serve --ros2 beside a serial link (edge.ros2.mirror): the robot's link gets every setpoint as given; /cmd_vel
@@ -449,6 +455,9 @@ def test_a_mirror_publishes_the_robots_setpoints_only_while_it_is_armed(ros2):
     mirror.send_setpoint(0.44, 0.0)
     assert mirror.clear_failsafe() == "clear-future"
     mirror.send_setpoint(0.25, -0.1)
+    # the runtime connects and disconnects the robot's link; the ROS 2 link is serve's to close
+    assert mirror.connect() is mirror and robot.connected and mirror.disconnect() is None and not robot.connected
+    assert link._dds is not None
     time.sleep(0.3)
     assert robot.sent == [(0.11, 0.5)] * 5 + [(0.2, 0.5)] * 5 + [(0.33, 0.5)] * 5 + [(0.44, 0.0), (0.25, -0.1)]
     twists = [m["twist"] for m in _messages(proc) if "twist" in m]

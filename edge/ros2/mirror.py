@@ -45,15 +45,12 @@ class MirroredLink:
         return f"MirroredLink({self.link!r}, {self.ros2!r})"
 
     def connect(self):
+        """Connect the robot's link; the ROS 2 link is its owner's to connect and disconnect (``serve``)."""
         self.link.connect()
-        self._mirror("connect", self.ros2.connect)
         return self
 
     def disconnect(self) -> None:
-        try:
-            self.link.disconnect()
-        finally:
-            self._mirror("disconnect", self.ros2.disconnect)
+        self.link.disconnect()
 
     @property
     def armed(self) -> bool:
