@@ -218,8 +218,9 @@ def pick_engine(bundle, precision: str, engine: str | Path | None = None):
 def export_triton(bundle_dir: str | Path, out: str | Path, *, precision: str = "fp32",
                   max_batch: int | None = None, name: str = MODEL_NAME, force: bool = False,
                   queue_delay_us: int = DEFAULT_QUEUE_DELAY_US, platform: str = "onnxruntime_onnx",
-                  engine: str | Path | None = None) -> Path:
-    """Write the model folder ``out/name`` of the Triton model repository ``out`` atomically; returns it.
+                  engine: str | Path | None = None) -> tuple[Path, dict]:
+    """Write the model folder ``out/name`` of the Triton model repository ``out`` atomically; returns it and the
+    configuration written (``model_config``'s dict).
 
     ``platform``: ``onnxruntime_onnx`` (the bundle's ONNX model of ``precision``) or ``tensorrt_plan`` (its
     TensorRT engine of ``precision``, see ``pick_engine``). ``max_batch``: None for ``DEFAULT_MAX_BATCH``, or
@@ -286,4 +287,4 @@ def export_triton(bundle_dir: str | Path, out: str | Path, *, precision: str = "
         claim_output(repository / name, CONFIG_NAME, "model folder written by voxedge export-triton", force=force,
                      flag="the model folder")
         replace_dir(repository / name, populate)
-    return Path(out) / name
+    return Path(out) / name, config

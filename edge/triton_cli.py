@@ -11,22 +11,13 @@ from edge.triton import DEFAULT_MAX_BATCH, DEFAULT_QUEUE_DELAY_US, MODEL_NAME, P
 def _cmd_export_triton(args: argparse.Namespace) -> int:
     from edge.triton import CONFIG_NAME, MODEL_FILES, MODEL_VERSION, export_triton
 
-    model_dir = export_triton(args.bundle, args.out, precision=args.precision, max_batch=args.max_batch,
+    model_dir, config = export_triton(args.bundle, args.out, precision=args.precision, max_batch=args.max_batch,
                               name=args.name, force=args.force, queue_delay_us=args.max_queue_delay_us,
                               platform=args.platform, engine=args.engine)
-    max_batch = _written_max_batch(model_dir / CONFIG_NAME)
     print(f"wrote the Triton model repository {args.out}: {model_dir / CONFIG_NAME} and "
           f"{model_dir / MODEL_VERSION / MODEL_FILES[args.platform]} ({args.platform}, {args.precision}, max batch "
-          f"{max_batch}); serve it with: tritonserver --model-repository {args.out}")
+          f"{config['max_batch_size']}); serve it with: tritonserver --model-repository {args.out}")
     return 0
-
-
-def _written_max_batch(config_path) -> str:
-    """The max_batch_size the export wrote (a plan's comes from its batch profile)."""
-    import re
-
-    match = re.search(r"^max_batch_size: (\d+)$", config_path.read_text(), re.MULTILINE)
-    return match.group(1) if match else "?"
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

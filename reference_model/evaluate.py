@@ -232,8 +232,8 @@ def respoken(data, synthesizer: str, cache_root: str | Path):
     else:
         from sim import other_voices
 
-        recipe = repr(other_voices.ENGINE_VOICES[synthesizer]) + other_voices.cache_key(
-            other_voices.OtherRequest(synthesizer, other_voices.ENGINE_VOICES[synthesizer][0], "recipe"))
+        recipe = (repr(other_voices.ENGINE_VOICES[synthesizer]) + other_voices.PACKAGES[synthesizer]
+                  + f"v{other_voices.CACHE_FORMAT_VERSION}")
     key = hashlib.sha256(("\n".join(texts) + recipe).encode()).hexdigest()[:16]
 
     def speak() -> dict[str, np.ndarray]:

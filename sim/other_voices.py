@@ -204,11 +204,11 @@ def _gnuspeech(requests: list[OtherRequest], cache_dir: Path) -> list[np.ndarray
 
 _ENGINES: dict[str, Callable[[list[OtherRequest], Path], list[np.ndarray]]] = {
     "pico": _pico, "piper": _piper, "gnuspeech": _gnuspeech}
-_PACKAGES = {"pico": PICO_PACKAGE, "piper": PIPER_PACKAGES, "gnuspeech": GNUSPEECH_PACKAGE}
+PACKAGES = {"pico": PICO_PACKAGE, "piper": PIPER_PACKAGES, "gnuspeech": GNUSPEECH_PACKAGE}
 
 
 def cache_key(request: OtherRequest) -> str:
-    blob = json.dumps({"request": asdict(request), "package": _PACKAGES[request.engine],
+    blob = json.dumps({"request": asdict(request), "package": PACKAGES[request.engine],
                        "rate_hz": SAMPLE_RATE_HZ, "v": CACHE_FORMAT_VERSION}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()
 

@@ -60,10 +60,8 @@ class MirroredLink:
 
     def send_setpoint(self, linear_m_s: float, angular_rad_s: float, ttl_s: float = 0.25):
         sent = self.link.send_setpoint(linear_m_s, angular_rad_s, ttl_s)  # the robot first; its errors are its own
-        if self.armed:
-            self._mirror("setpoint", self.ros2.send_setpoint, linear_m_s, angular_rad_s, ttl_s)
-        else:
-            self._mirror("setpoint", self.ros2.send_setpoint, 0.0, 0.0, ttl_s)
+        v, w = (linear_m_s, angular_rad_s) if self.armed else (0.0, 0.0)
+        self._mirror("setpoint", self.ros2.send_setpoint, v, w, ttl_s)
         return sent
 
     def estop(self):
