@@ -31,9 +31,9 @@ import torch
 from reference_model import augment, speech_embedding
 from reference_model.dataset import (
     GAIN_RANGE,
+    NOISE_ONLY_DBFS,
     NONE_NOISE_ONLY,
     NONE_SILENCE,
-    NOISE_ONLY_DBFS,
     SILENCE_DBFS,
     WINDOW_SAMPLES,
     SplitData,
@@ -55,6 +55,12 @@ class BankConfig:
     windows_per_utterance: int = 6
     noise_only_windows: int = 1500
     silence_windows: int = 1000
+    # Of the noise-only and near-silent windows, the share that is babble (the rest is white noise and motor
+    # hum, half each). Babble with nobody speaking to the robot is the hard "none": commands are trained in
+    # babble at 0-30 dB SNR, so a model that rarely hears babble alone learns that babble means a command.
+    # With a third (the noise kinds drawn evenly), the frozen speech-embedding models accepted 28 % of
+    # babble-only test windows and no white or motor ones (2026-12-06).
+    babble_fraction: float = 1 / 3
     augment: augment.AugmentConfig = augment.AugmentConfig()
     # The SNR range and clean fraction are the training run's (TrainConfig), passed in.
 
@@ -62,6 +68,8 @@ class BankConfig:
         for name in ("windows_per_utterance", "noise_only_windows", "silence_windows"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"bank.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not 0.0 <= self.babble_fraction <= 1.0:
+            raise ConfigError(f"bank.babble_fraction is a share in [0, 1], got {self.babble_fraction!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -115,7 +123,11 @@ def bank_digest(data_digest: str, config: BankConfig, seed: int, snr_range_db, c
 def make_window(data: SplitData, utt: int, rng: np.random.Generator, config: BankConfig,
                 rirs: np.ndarray | None, snr_range_db=(0.0, 30.0), clean_fraction: float = 0.1) -> np.ndarray:
     """One augmented 2 s window of utterance ``utt`` (or a noise-only / near-silent window)."""
-    kind = sim_noise.NOISE_KINDS[int(rng.integers(len(sim_noise.NOISE_KINDS)))]
+    if utt in (NONE_SILENCE, NONE_NOISE_ONLY):
+        others = [k for k in sim_noise.NOISE_KINDS if k != "babble"]
+        kind = "babble" if rng.random() < config.babble_fraction else others[int(rng.integers(len(others)))]
+    else:
+        kind = sim_noise.NOISE_KINDS[int(rng.integers(len(sim_noise.NOISE_KINDS)))]
     clips = data.noise[kind]
     noise = np.roll(clips[int(rng.integers(len(clips)))], int(rng.integers(WINDOW_SAMPLES)))
     gain = float(rng.uniform(*GAIN_RANGE))

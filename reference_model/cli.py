@@ -20,6 +20,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = RunConfig.from_file(args.config).with_budget(steps=args.steps, train_fraction=args.train_fraction)
     # By default under ./runs/, never over the committed checkpoint (make reference-model names it on purpose).
     out = args.out or Path("runs") / "train" / f"{Path(args.config).stem}.pt"
+    meta = Path(out).with_suffix(".json")
+    if meta.resolve() == Path(args.config).resolve():
+        from reference_model.errors import ConfigError
+
+        raise ConfigError(f"--out {out} would write the checkpoint's metadata to {meta}, which is the "
+                          "--config file itself; give --out another name or folder")
     from edge.outputs import output_dir
 
     with output_dir(Path(out).parent, what=f"the folder of --out {out}"):  # checked before training, not after

@@ -24,8 +24,14 @@ BOX_WIDTH_BINS_PX = ((0, 8), (8, 12), (12, 20), (20, 40), (40, 161))
 # A command is acted on only when its probability reaches the command threshold;
 # otherwise the decision is "none". The threshold is chosen on the validation
 # split (never the test split) as the lowest one whose false-accept rate on
-# "none" audio is at most this:
+# "none" audio stays within a cap for each group of synthesis methods:
+# espeak-ng's own methods (formant and Klatt voices) at most THRESHOLD_MAX_FALSE_ACCEPT,
+# and each other synthesizer (a method the training split never uses, see
+# DataConfig.other_voices) at most THRESHOLD_MAX_FALSE_ACCEPT_OTHER. Both are
+# half of issue 14's targets (1 % and 2 %), a margin for the test split.
 THRESHOLD_MAX_FALSE_ACCEPT = 0.005
+THRESHOLD_MAX_FALSE_ACCEPT_OTHER = 0.01
+ESPEAK_METHODS = ("espeak-ng", "klatt")
 THRESHOLD_GRID = tuple(round(0.30 + 0.05 * i, 2) for i in range(14))  # 0.30 .. 0.95
 
 
@@ -62,12 +68,28 @@ def decide(probs: np.ndarray, threshold: float) -> np.ndarray:
     return np.where((pred != NONE_INDEX) & (probs.max(1) < threshold), NONE_INDEX, pred)
 
 
-def choose_threshold(out: dict[str, np.ndarray], max_false_accept: float = THRESHOLD_MAX_FALSE_ACCEPT) -> float:
-    """The lowest command threshold on THRESHOLD_GRID whose false-accept rate is at most ``max_false_accept``."""
+def threshold_groups(methods: np.ndarray) -> dict[str, tuple[np.ndarray, float]]:
+    """Per group of synthesis methods (see THRESHOLD_MAX_FALSE_ACCEPT): which samples it judges and its
+    false-accept cap. Noise-only and silent windows (method ``""``) count in every group."""
+    methods = np.asarray(methods).astype(str)
+    shared = methods == ""
+    groups = {"espeak-ng": (shared | np.isin(methods, ESPEAK_METHODS), THRESHOLD_MAX_FALSE_ACCEPT)}
+    for method in sorted(set(methods.tolist()) - set(ESPEAK_METHODS) - {""}):
+        groups[method] = (shared | (methods == method), THRESHOLD_MAX_FALSE_ACCEPT_OTHER)
+    return groups
+
+
+def choose_threshold(out: dict[str, np.ndarray], methods: np.ndarray | None = None) -> float:
+    """The lowest command threshold on THRESHOLD_GRID whose false-accept rate on "none" audio is within
+    every group's cap (``threshold_groups``); without ``methods``, all of it is judged as espeak-ng's."""
     probs = _softmax(out["intent_logits"])
     is_none = out["intent"] == NONE_INDEX
+    if methods is None:
+        methods = np.full(len(is_none), "espeak-ng")
+    groups = [(sel & is_none, cap) for sel, cap in threshold_groups(methods).values()]
     for threshold in THRESHOLD_GRID:
-        if (decide(probs[is_none], threshold) != NONE_INDEX).mean() <= max_false_accept:
+        accepted = decide(probs, threshold) != NONE_INDEX
+        if all(not sel.any() or accepted[sel].mean() <= cap for sel, cap in groups):
             return threshold
     return THRESHOLD_GRID[-1]
 

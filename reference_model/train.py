@@ -31,7 +31,9 @@ from reference_model.dataset import (
 )
 from reference_model.errors import CheckpointError, ConfigError
 from reference_model.evaluate import (
+    ESPEAK_METHODS,
     THRESHOLD_MAX_FALSE_ACCEPT,
+    THRESHOLD_MAX_FALSE_ACCEPT_OTHER,
     choose_threshold,
     compute_metrics,
     metrics_by_method,
@@ -403,10 +405,13 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
     bar.close()
     # The command threshold is part of the model: the runtime acts on a command
     # only when its probability reaches it. It is chosen on the validation split.
-    threshold = choose_threshold(run_model(model, val_data, val_samples))
+    val_methods = sample_methods(val_data, val_samples)
+    threshold = choose_threshold(run_model(model, val_data, val_samples), val_methods)
     model.train()
-    log(f"command threshold {threshold:.2f} (validation false accepts <= "
-        f"{100 * THRESHOLD_MAX_FALSE_ACCEPT:.1f} %)")
+    caps = [f"<= {100 * THRESHOLD_MAX_FALSE_ACCEPT:.1f} % on espeak-ng"] + [
+        f"<= {100 * THRESHOLD_MAX_FALSE_ACCEPT_OTHER:.1f} % on {method}"
+        for method in sorted(set(val_methods.tolist()) - set(ESPEAK_METHODS) - {""})]
+    log(f"command threshold {threshold:.2f} (validation false accepts {', '.join(caps)})")
 
     meta = {
         "format": CHECKPOINT_FORMAT,

@@ -9,6 +9,9 @@ import pytest
 
 from reference_model.dataset import DataConfig, SplitSize, _counts, evaluation_samples, load_split
 from reference_model.evaluate import (
+    NONE_INDEX,
+    THRESHOLD_GRID,
+    choose_threshold,
     compute_metrics,
     metrics_by_method,
     respoken,
@@ -55,6 +58,33 @@ def test_validation_reports_the_held_out_method_beside_the_rest(val):
     assert sum(g["n_samples"] for g in groups.values()) == overall["n_samples"] + n_none_audio
     for g in groups.values():
         assert 0.0 <= g["intent_accuracy"] <= 1.0
+
+
+def _none_outputs(confidences: list[float]) -> dict[str, np.ndarray]:
+    """Model outputs for "none" samples whose most likely intent is "forward" at each given probability."""
+    probs = np.array([[0.0, c, 0, 0, 0, 0, 0, 0, 1 - c] for c in confidences]) + 1e-9
+    return {"intent_logits": np.log(probs), "intent": np.full(len(confidences), NONE_INDEX)}
+
+
+def test_the_threshold_keeps_each_method_within_its_own_false_accept_cap():
+    # 400 "none" samples of espeak-ng (one confidently wrong at 0.72: 0.25 %, within its 0.5 % cap) and
+    # 100 of GnuSpeech, one wrong at 0.82 (1 %, within the 1 % cap for a method never trained on)
+    # and a second at 0.62.
+    espeak = [0.2] * 399 + [0.72]
+    gnuspeech = [0.2] * 98 + [0.82, 0.62]
+    out = _none_outputs(espeak + gnuspeech)
+    methods = np.array(["espeak-ng"] * 400 + ["gnuspeech"] * 100)
+    assert choose_threshold(out, methods) == 0.65  # cuts GnuSpeech's second false accept, not its first
+    # The same samples judged as one pool against espeak-ng's 0.5 % cap: 2 of 500 may stay.
+    assert choose_threshold(out) == 0.65
+    # A GnuSpeech sample more sure of itself than the grid's top is past every cap.
+    out = _none_outputs(espeak + [0.2] * 97 + [0.99, 0.98, 0.62])
+    assert choose_threshold(out, methods) == THRESHOLD_GRID[-1]
+    # Noise-only windows (method "") count in every group: two wrong ones among 100 breach GnuSpeech's cap
+    # at any threshold below their confidence.
+    out = _none_outputs([0.2] * 400 + [0.2] * 98 + [0.74, 0.74])
+    methods = np.array(["espeak-ng"] * 300 + ["klatt"] * 100 + ["gnuspeech"] * 50 + [""] * 50)
+    assert choose_threshold(out, methods) == 0.75
 
 
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="SAM needs node.js and npm")

@@ -79,6 +79,16 @@ def test_cli_train_config_errors_are_clear(tmp_path, content, expected):
     assert list(tmp_path.iterdir()) == [cfg]
 
 
+def test_cli_train_refuses_an_out_whose_metadata_would_overwrite_the_config(tmp_path):
+    cfg = tmp_path / "run.json"
+    text = '{"train": {"steps": 10}}'
+    cfg.write_text(text)
+    result = _voxedge("train", "--config", str(cfg), "--out", str(tmp_path / "run.pt"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "is the --config file itself" in result.stderr
+    assert cfg.read_text() == text and list(tmp_path.iterdir()) == [cfg]
+
+
 @pytest.mark.parametrize(("flags", "expected"), [(["--steps", "0"], "--steps must be >= 1"),
                                                (["--train-fraction", "1.5"], "--train-fraction must be in (0, 1]"),
                                                (["--train-fraction", "0"], "--train-fraction must be in (0, 1]")])

@@ -21,6 +21,7 @@ from reference_model.dataset import (
     evaluation_samples,
     load_split,
 )
+from reference_model.errors import ConfigError
 from sim.commands import INTENT_INDEX, INTENTS, OBJECT_TYPES
 from sim.speech import voice_split
 
@@ -185,6 +186,29 @@ def test_the_feature_bank_holds_augmented_windows_of_every_utterance_and_is_cach
     # a sampler with the bank hands out features in place of audio
     batch = TrainSampler(train_split, 0.85, bank=bank).batch(rng, 16)
     assert "audio" not in batch and batch["audio_features"].shape == (16, EMBED_DIM, 16)
+
+
+def test_the_banks_noise_only_and_quiet_windows_are_babble_as_often_as_configured(train_split):
+    import dataclasses
+
+    from reference_model.audio_bank import make_window
+
+    # Silent babble clips make every babble window all zeros; white noise and motor hum never are.
+    data = dataclasses.replace(train_split, noise={**train_split.noise,
+                                                   "babble": np.zeros_like(train_split.noise["babble"])})
+
+    def babble_share(fraction: float, utt: int) -> float:
+        config = dataclasses.replace(SMALL_BANK, babble_fraction=fraction)
+        rng = np.random.default_rng(1)
+        return float(np.mean([not make_window(data, utt, rng, config, None).any() for _ in range(300)]))
+
+    for utt in (NONE_NOISE_ONLY, NONE_SILENCE):
+        assert babble_share(0.0, utt) == 0.0 and babble_share(1.0, utt) == 1.0
+        assert 0.5 < babble_share(0.6, utt) < 0.7
+    # speech windows still draw their noise from every kind
+    assert make_window(data, 0, np.random.default_rng(1), SMALL_BANK, None).any()
+    with pytest.raises(ConfigError, match="babble_fraction"):
+        BankConfig(babble_fraction=1.5)
 
 
 def test_audio_pretraining_learns_the_commands_from_the_bank_and_leaves_the_image_side_alone(cache, train_split):
