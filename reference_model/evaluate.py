@@ -282,11 +282,16 @@ def respoken(data, synthesizer: str, cache_root: str | Path):
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: float | None = DEFAULT_SNR_DB,
                         out_dir: str | Path | None = None, cache_root: str | Path = "data",
-                        progress: bool = True, synthesizer: str = "espeak-ng") -> dict:
+                        progress: bool = True, synthesizer: str = "espeak-ng",
+                        threshold: float | None = None) -> dict:
     """Evaluate a checkpoint on a split at a fixed SNR; writes metrics JSON and a confusion plot.
 
-    ``synthesizer="sam"`` speaks the split's commands again with SAM, which no split uses.
+    ``synthesizer="sam"`` speaks the split's commands again with SAM, which no split uses. ``threshold``
+    scores the decisions at another command threshold than the checkpoint's (another operating point);
+    the outputs' names then end in ``-threshold<T>``.
     """
+    if threshold is not None and not 0.0 <= threshold < 1.0:
+        raise ValueError(f"command threshold must be in [0, 1), got {threshold!r}")
     from reference_model.dataset import DataConfig, evaluation_samples, load_split
     from reference_model.model import load_checkpoint
 
@@ -301,21 +306,29 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
     samples = evaluation_samples(data, EVAL_SEED, snr_db, data_cfg.present_fraction)
     out = run_model(model, data, samples, progress=progress)
     kinds = utterance_kinds(samples)
-    threshold = meta.get("command_threshold", 0.0)
+    chosen = threshold is not None
+    threshold = threshold if chosen else meta.get("command_threshold", 0.0)
     metrics = compute_metrics(out, kinds, image_width=data_cfg.image_width, threshold=threshold)
     methods = sample_methods(data, samples)
     if len(set(methods) - {""}) > 1:
         metrics["by_synthesis_method"] = metrics_by_method(out, methods, kinds, data_cfg.image_width, threshold)
     metrics.update(split=split, snr_db=snr_db, synthesizer=synthesizer, checkpoint=checkpoint.name,
+                   threshold_source="--threshold" if chosen else "validation split",
                    checkpoint_sha256=hashlib.sha256(checkpoint.read_bytes()).hexdigest())
     if out_dir is not None:
         out_dir = Path(out_dir)
-        name = split if synthesizer == "espeak-ng" else f"{split}-{synthesizer}"
+        name = evaluation_name(split, synthesizer, threshold if chosen else None)
         voices = "unseen voices" if synthesizer == "espeak-ng" else f"spoken by {synthesizer}"
         plot_confusion(metrics["confusion_matrix"], out_dir / f"confusion-{name}.png",
                        f"{split} split ({voices}, unseen scenes), {_snr_text(snr_db)}")
         write_json(out_dir / f"metrics-{name}.json", metrics)
     return metrics
+
+
+def evaluation_name(split: str, synthesizer: str = "espeak-ng", threshold: float | None = None) -> str:
+    """The stem of an evaluation's outputs (metrics-<name>.json, confusion-<name>.png)."""
+    name = split if synthesizer == "espeak-ng" else f"{split}-{synthesizer}"
+    return name if threshold is None else f"{name}-threshold{threshold:.2f}"
 
 
 def _snr_text(snr_db: float | None) -> str:
@@ -324,10 +337,12 @@ def _snr_text(snr_db: float | None) -> str:
 
 def format_metrics(m: dict) -> str:
     """A short human-readable summary."""
+    given = m.get("threshold_source") == "--threshold"
+    source = "given with --threshold" if given else "chosen on the validation split"
     lines = [
         f"split {m.get('split', '?')} spoken by {m.get('synthesizer', 'espeak-ng')} at {_snr_text(m.get('snr_db'))}, "
         f"{m['n_samples']} samples",
-        f"  command threshold          {m.get('command_threshold', 0.0):.2f}   (chosen on the validation split)",
+        f"  command threshold          {m.get('command_threshold', 0.0):.2f}   ({source})",
         f"  intent accuracy            {100 * m['intent_accuracy']:.2f} %   (target >= 97 %)",
     ]
     if m.get("target_in_box_rate") is not None:

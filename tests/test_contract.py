@@ -30,20 +30,13 @@ def _sources():
                 yield path
 
 
-# A line may write the same number for something else (another device's own rate) when it says so
-# with this comment and a reason after it.
-NOT_THE_CONTRACT = "# not the model's:"
-
-
 def test_no_module_outside_the_contract_writes_the_rate_or_the_window_as_a_number():
     stray = []
     for path in _sources():
         for tok in tokenize.generate_tokens(io.StringIO(path.read_text()).readline):
             if tok.type == tokenize.NUMBER and tok.string.replace("_", "") in (
                     str(SAMPLE_RATE_HZ), str(WINDOW_SAMPLES)):
-                _, marked, reason = tok.line.partition(NOT_THE_CONTRACT)
-                if not (marked and reason.strip()):
-                    stray.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
+                stray.append(f"{path.relative_to(ROOT)}:{tok.start[0]}")
     assert not stray, f"use edge.contract.audio's SAMPLE_RATE_HZ / WINDOW_SAMPLES instead of the number: {stray}"
 
 

@@ -208,7 +208,8 @@ def test_the_readme_train_and_evaluate_lines_run_and_learn_on_a_reduced_budget(t
     import json
     import time
 
-    lines = [x for x in _lines(_readme_block(".venv/bin/voxedge train")) if x.startswith(".venv/bin/voxedge")]
+    block = _readme_block(".venv/bin/voxedge train --config reference_model/configs/reference.json")
+    lines = [x for x in _lines(block) if x.startswith(".venv/bin/voxedge")]
     assert [shlex.split(x)[1] for x in lines] == ["train", "evaluate"], lines
     assert all("/tmp/ref.pt" in x for x in lines), lines  # the train line's output is the evaluate line's input
     checkpoint = tmp_path / "ref.pt"

@@ -98,6 +98,12 @@ def test_cli_train_budget_errors_are_clear(tmp_path, flags, expected):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_cli_evaluate_rejects_a_threshold_outside_0_1(tmp_path):
+    result = _voxedge("evaluate", "--threshold", "1.5", "--out", str(tmp_path / "eval"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "--threshold must be in [0, 1)" in result.stderr and not (tmp_path / "eval").exists()
+
+
 def test_cli_evaluate_rejects_a_damaged_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
@@ -112,3 +118,14 @@ def test_default_config_and_committed_checkpoint_are_found_from_anywhere():
     assert DEFAULT_TRAIN_CONFIG.is_absolute() and DEFAULT_TRAIN_CONFIG.is_file()
     assert DEFAULT_CHECKPOINT.is_absolute() and DEFAULT_CHECKPOINT.is_file()
     assert DEFAULT_CHECKPOINT.stat().st_size < 10 * 1024 * 1024
+
+
+TRAINING_CONFIGS = sorted((ROOT / "reference_model" / "configs").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", TRAINING_CONFIGS, ids=lambda p: p.name)
+def test_every_committed_training_config_loads(path):
+    from reference_model.train import RunConfig
+
+    config = RunConfig.from_file(path)  # refuses unknown keys and values out of range
+    assert config.model.audio_frontend in ("logmel", "speech_embedding")

@@ -123,6 +123,23 @@ def test_tiny_training_run_learns(cache, tmp_path):
     chance = 1 / len(INTENTS)
     assert metrics["intent_accuracy"] > 4 * chance, metrics["intent_accuracy"]
 
+    # evaluate at the checkpoint's own command threshold, then at another operating point (`--threshold`)
+    from reference_model.evaluate import evaluate_checkpoint
+
+    def scored(threshold):
+        return evaluate_checkpoint(out, split="val", snr_db=10.0, out_dir=tmp_path / "eval", cache_root=cache,
+                                   progress=False, threshold=threshold)
+
+    own, argmax = scored(None), scored(0.0)
+    assert own["command_threshold"] == meta["command_threshold"]
+    assert own["threshold_source"] == "validation split"
+    assert argmax["command_threshold"] == 0.0 and argmax["threshold_source"] == "--threshold"
+    assert argmax["intent_accuracy"] == own["argmax_intent_accuracy"]
+    assert sorted(p.name for p in (tmp_path / "eval").glob("metrics-*.json")) == [
+        "metrics-val-threshold0.00.json", "metrics-val.json"]
+    with pytest.raises(ValueError, match="threshold"):
+        scored(1.0)
+
     # Resuming a finished run restores its state: no more steps, identical weights.
     logs = []
     train(config, tmp_path / "again.pt", cache_root=cache, run_dir=tmp_path / "run", resume=True,
