@@ -45,6 +45,7 @@ from sim import noise as sim_noise
 from sim import speech as sim_speech
 
 BANK_FORMAT_VERSION = 1
+_NOT_BABBLE = tuple(k for k in sim_noise.NOISE_KINDS if k != "babble")  # see BankConfig.babble_fraction
 FEATURE_BATCH = 128
 
 
@@ -124,8 +125,8 @@ def make_window(data: SplitData, utt: int, rng: np.random.Generator, config: Ban
                 rirs: np.ndarray | None, snr_range_db=(0.0, 30.0), clean_fraction: float = 0.1) -> np.ndarray:
     """One augmented 2 s window of utterance ``utt`` (or a noise-only / near-silent window)."""
     if utt in (NONE_SILENCE, NONE_NOISE_ONLY):
-        others = [k for k in sim_noise.NOISE_KINDS if k != "babble"]
-        kind = "babble" if rng.random() < config.babble_fraction else others[int(rng.integers(len(others)))]
+        kind = ("babble" if rng.random() < config.babble_fraction
+                else _NOT_BABBLE[int(rng.integers(len(_NOT_BABBLE)))])
     else:
         kind = sim_noise.NOISE_KINDS[int(rng.integers(len(sim_noise.NOISE_KINDS)))]
     clips = data.noise[kind]

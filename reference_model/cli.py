@@ -44,13 +44,10 @@ def default_evaluate_dir(checkpoint: str | Path) -> Path:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from edge.outputs import output_dir
-    from reference_model.evaluate import evaluate_checkpoint, evaluation_name, format_metrics
+    from reference_model.evaluate import check_threshold, evaluate_checkpoint, evaluation_name, format_metrics
 
-    if args.threshold is not None and not 0.0 <= args.threshold < 1.0:
-        from reference_model.errors import ConfigError
-
-        raise ConfigError(f"--threshold must be in [0, 1) (a command probability; 0 is the plain argmax), "
-                          f"got {args.threshold}")
+    if args.threshold is not None:
+        check_threshold(args.threshold)  # before the output folder is made
 
     with output_dir(Path(args.out) if args.out else default_evaluate_dir(args.checkpoint)) as out_dir:
         if not args.quiet:  # torch, the checkpoint and the split take seconds before the first progress bar

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.contract.vocabulary import INTENTS, NONE_INTENT, OBJECT_INTENTS
-from reference_model.errors import CheckpointError
+from reference_model.errors import CheckpointError, ConfigError
 from reference_model.io import atomic_write, load_or_build, progress_bar, write_json
 
 NONE_INDEX = INTENTS.index(NONE_INTENT)
@@ -290,8 +290,8 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
     scores the decisions at another command threshold than the checkpoint's (another operating point);
     the outputs' names then end in ``-threshold<T>``.
     """
-    if threshold is not None and not 0.0 <= threshold < 1.0:
-        raise ValueError(f"command threshold must be in [0, 1), got {threshold!r}")
+    if threshold is not None:
+        check_threshold(threshold)
     from reference_model.dataset import DataConfig, evaluation_samples, load_split
     from reference_model.model import load_checkpoint
 
@@ -323,6 +323,14 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
                        f"{split} split ({voices}, unseen scenes), {_snr_text(snr_db)}")
         write_json(out_dir / f"metrics-{name}.json", metrics)
     return metrics
+
+
+def check_threshold(threshold: float) -> float:
+    """``threshold`` if it is a command threshold (a probability in [0, 1); 0 is the plain argmax)."""
+    if not 0.0 <= threshold < 1.0:
+        raise ConfigError(f"--threshold must be in [0, 1) (a command probability; 0 is the plain argmax), "
+                          f"got {threshold}")
+    return threshold
 
 
 def evaluation_name(split: str, synthesizer: str = "espeak-ng", threshold: float | None = None) -> str:

@@ -31,14 +31,12 @@ from reference_model.dataset import (
 )
 from reference_model.errors import CheckpointError, ConfigError
 from reference_model.evaluate import (
-    ESPEAK_METHODS,
-    THRESHOLD_MAX_FALSE_ACCEPT,
-    THRESHOLD_MAX_FALSE_ACCEPT_OTHER,
     choose_threshold,
     compute_metrics,
     metrics_by_method,
     run_model,
     sample_methods,
+    threshold_groups,
     utterance_kinds,
 )
 from reference_model.io import atomic_write, progress_bar, write_json
@@ -408,9 +406,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
     val_methods = sample_methods(val_data, val_samples)
     threshold = choose_threshold(run_model(model, val_data, val_samples), val_methods)
     model.train()
-    caps = [f"<= {100 * THRESHOLD_MAX_FALSE_ACCEPT:.1f} % on espeak-ng"] + [
-        f"<= {100 * THRESHOLD_MAX_FALSE_ACCEPT_OTHER:.1f} % on {method}"
-        for method in sorted(set(val_methods.tolist()) - set(ESPEAK_METHODS) - {""})]
+    caps = [f"<= {100 * cap:.1f} % on {group}" for group, (_, cap) in threshold_groups(val_methods).items()]
     log(f"command threshold {threshold:.2f} (validation false accepts {', '.join(caps)})")
 
     meta = {
