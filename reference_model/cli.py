@@ -18,6 +18,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from reference_model.train import RunConfig, train
 
     config = RunConfig.from_file(args.config).with_budget(steps=args.steps, train_fraction=args.train_fraction)
+    config = config.with_seed(args.seed)
     # By default under ./runs/, never over the committed checkpoint (make reference-model names it on purpose).
     out = args.out or Path("runs") / "train" / f"{Path(args.config).stem}.pt"
     meta = Path(out).with_suffix(".json")
@@ -76,6 +77,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--train-fraction", type=float,
                    help="generate and train on this fraction (0, 1] of the config's training split; validation "
                         "and test splits stay whole, so evaluate's figures compare with the full run's")
+    p.add_argument("--seed", type=int,
+                   help="training seed instead of the config's: the same data, new initial weights, batches "
+                        "and augmented windows (train with several to see the spread of a result)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_cmd_train)
 

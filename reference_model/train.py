@@ -144,6 +144,16 @@ class RunConfig:
         return {"model": self.model.to_dict(), "data": self.data.to_dict(), "train": asdict(self.train),
                 "bank": self.bank.to_dict()}
 
+    def with_seed(self, seed: int | None) -> RunConfig:
+        """This run with another training seed (``voxedge train --seed``): the initial weights, the batches
+        and the feature bank's windows change, the generated splits do not. Runs that differ only in it
+        measure the spread of training itself."""
+        if seed is None:
+            return self
+        if seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {seed}")
+        return dataclasses.replace(self, train=dataclasses.replace(self.train, seed=seed))
+
     def with_budget(self, steps: int | None = None, train_fraction: float | None = None) -> RunConfig:
         """This run with fewer steps and/or a fraction of the training split (``voxedge train --steps
         --train-fraction``): a check of a set-up in minutes. The checkpoint records what actually ran."""

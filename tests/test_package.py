@@ -91,7 +91,8 @@ def test_cli_train_refuses_an_out_whose_metadata_would_overwrite_the_config(tmp_
 
 @pytest.mark.parametrize(("flags", "expected"), [(["--steps", "0"], "--steps must be >= 1"),
                                                (["--train-fraction", "1.5"], "--train-fraction must be in (0, 1]"),
-                                               (["--train-fraction", "0"], "--train-fraction must be in (0, 1]")])
+                                               (["--train-fraction", "0"], "--train-fraction must be in (0, 1]"),
+                                               (["--seed", "-1"], "--seed must be >= 0")])
 def test_cli_train_budget_errors_are_clear(tmp_path, flags, expected):
     result = _voxedge("train", *flags, "--out", str(tmp_path / "o.pt"))
     assert result.returncode == 2 and expected in result.stderr and "Traceback" not in result.stderr
@@ -129,3 +130,14 @@ def test_every_committed_training_config_loads(path):
 
     config = RunConfig.from_file(path)  # refuses unknown keys and values out of range
     assert config.model.audio_frontend in ("logmel", "speech_embedding")
+
+
+def test_another_training_seed_changes_the_seed_alone():
+    from reference_model.train import RunConfig
+
+    config = RunConfig.from_file(ROOT / "reference_model" / "configs" / "speech_embedding_many_voices.json")
+    reseeded = config.with_seed(3)
+    assert reseeded.train.seed == 3 and config.train.seed == 0
+    assert reseeded.to_dict() == {**config.to_dict(), "train": {**config.to_dict()["train"], "seed": 3}}
+    assert reseeded.data.digest("train") == config.data.digest("train")  # the same generated data
+    assert config.with_seed(None) is config
