@@ -325,12 +325,11 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", snr_db: flo
     return metrics
 
 
-def check_threshold(threshold: float) -> float:
-    """``threshold`` if it is a command threshold (a probability in [0, 1); 0 is the plain argmax)."""
+def check_threshold(threshold: float) -> None:
+    """Refuse a command threshold that is not a probability in [0, 1) (0 is the plain argmax)."""
     if not 0.0 <= threshold < 1.0:
         raise ConfigError(f"--threshold must be in [0, 1) (a command probability; 0 is the plain argmax), "
                           f"got {threshold}")
-    return threshold
 
 
 def evaluation_name(split: str, synthesizer: str = "espeak-ng", threshold: float | None = None) -> str:
