@@ -79,17 +79,27 @@ def threshold_groups(methods: np.ndarray) -> dict[str, tuple[np.ndarray, float]]
     return groups
 
 
-def choose_threshold(out: dict[str, np.ndarray], methods: np.ndarray | None = None) -> float:
-    """The lowest command threshold on THRESHOLD_GRID whose false-accept rate on "none" audio is within
-    every group's cap (``threshold_groups``); without ``methods``, all of it is judged as espeak-ng's."""
-    probs = _softmax(out["intent_logits"])
+def group_false_accepts(out: dict[str, np.ndarray], methods: np.ndarray | None,
+                        threshold: float) -> dict[str, tuple[float | None, float]]:
+    """Per group of ``threshold_groups``: (false-accept rate on its "none" audio at ``threshold``, or None
+    when it has none; its cap). Without ``methods``, all of it is judged as espeak-ng's."""
     is_none = out["intent"] == NONE_INDEX
     if methods is None:
         methods = np.full(len(is_none), "espeak-ng")
-    groups = [(sel & is_none, cap) for sel, cap in threshold_groups(methods).values()]
+    accepted = decide(_softmax(out["intent_logits"]), threshold) != NONE_INDEX
+    rates: dict[str, tuple[float | None, float]] = {}
+    for group, (sel, cap) in threshold_groups(methods).items():
+        sel = sel & is_none
+        rates[group] = (float(accepted[sel].mean()) if sel.any() else None, cap)
+    return rates
+
+
+def choose_threshold(out: dict[str, np.ndarray], methods: np.ndarray | None = None) -> float:
+    """The lowest command threshold on THRESHOLD_GRID whose false-accept rate on "none" audio is within
+    every group's cap (``group_false_accepts``); the grid's top when none is (the caller reports that)."""
     for threshold in THRESHOLD_GRID:
-        accepted = decide(probs, threshold) != NONE_INDEX
-        if all(not sel.any() or accepted[sel].mean() <= cap for sel, cap in groups):
+        rates = group_false_accepts(out, methods, threshold).values()
+        if all(rate is None or rate <= cap for rate, cap in rates):
             return threshold
     return THRESHOLD_GRID[-1]
 

@@ -31,12 +31,13 @@ from reference_model.dataset import (
 )
 from reference_model.errors import CheckpointError, ConfigError
 from reference_model.evaluate import (
+    THRESHOLD_GRID,
     choose_threshold,
     compute_metrics,
+    group_false_accepts,
     metrics_by_method,
     run_model,
     sample_methods,
-    threshold_groups,
     utterance_kinds,
 )
 from reference_model.io import atomic_write, progress_bar, write_json
@@ -414,10 +415,19 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
     # The command threshold is part of the model: the runtime acts on a command
     # only when its probability reaches it. It is chosen on the validation split.
     val_methods = sample_methods(val_data, val_samples)
-    threshold = choose_threshold(run_model(model, val_data, val_samples), val_methods)
+    val_out = run_model(model, val_data, val_samples)
+    threshold = choose_threshold(val_out, val_methods)
     model.train()
-    caps = [f"<= {100 * cap:.1f} % on {group}" for group, (_, cap) in threshold_groups(val_methods).items()]
-    log(f"command threshold {threshold:.2f} (validation false accepts {', '.join(caps)})")
+    val_false_accepts = group_false_accepts(val_out, val_methods, threshold)
+    log(f"command threshold {threshold:.2f}; validation false accepts there: " + ", ".join(
+        f"{group} {100 * rate:.2f} % (cap {100 * cap:.1f} %)"
+        for group, (rate, cap) in val_false_accepts.items() if rate is not None))
+    over = [group for group, (rate, cap) in val_false_accepts.items() if rate is not None and rate > cap]
+    if over:
+        caps = "its cap" if len(over) == 1 else "their caps"
+        log(f"warning: no threshold up to {THRESHOLD_GRID[-1]:.2f} keeps validation false accepts on "
+            f"{' and '.join(over)} within {caps}, so this model acts on more 'none' audio than the caps "
+            "allow; measure it with `voxedge evaluate` before deploying it")
 
     meta = {
         "format": CHECKPOINT_FORMAT,
@@ -428,6 +438,7 @@ def train(config: RunConfig, out: str | Path, *, cache_root: str | Path = "data"
         "objects": [" ".join(o) for o in OBJECT_TYPES],
         "steps": cfg.steps,
         "command_threshold": threshold,
+        "validation_false_accepts": {group: rate for group, (rate, _) in val_false_accepts.items()},
         "val_metrics": history[-1]["val"] if history else None,
         "history": [{"step": h["step"], "loss": h["loss"], "elapsed_s": h["elapsed_s"],
                      "val_intent_accuracy": h["val"]["intent_accuracy"]} for h in history],

@@ -13,6 +13,7 @@ from reference_model.evaluate import (
     THRESHOLD_GRID,
     choose_threshold,
     compute_metrics,
+    group_false_accepts,
     metrics_by_method,
     respoken,
     run_model,
@@ -85,6 +86,20 @@ def test_the_threshold_keeps_each_method_within_its_own_false_accept_cap():
     out = _none_outputs([0.2] * 400 + [0.2] * 98 + [0.74, 0.74])
     methods = np.array(["espeak-ng"] * 300 + ["klatt"] * 100 + ["gnuspeech"] * 50 + [""] * 50)
     assert choose_threshold(out, methods) == 0.75
+
+
+def test_validation_false_accepts_are_reported_per_group_with_their_caps():
+    out = _none_outputs([0.2] * 399 + [0.72] + [0.2] * 98 + [0.82, 0.62])
+    methods = np.array(["espeak-ng"] * 400 + ["gnuspeech"] * 100)
+    assert group_false_accepts(out, methods, 0.65) == {"espeak-ng": (pytest.approx(1 / 400), 0.005),
+                                                       "gnuspeech": (pytest.approx(1 / 100), 0.01)}
+    assert group_false_accepts(out, methods, 0.85) == {"espeak-ng": (0.0, 0.005), "gnuspeech": (0.0, 0.01)}
+    # past the grid's top a cap stays breached, and the rate says by how much
+    out = _none_outputs([0.2] * 400 + [0.2] * 97 + [0.99, 0.98, 0.62])
+    assert group_false_accepts(out, methods, THRESHOLD_GRID[-1])["gnuspeech"] == (pytest.approx(0.02), 0.01)
+    # a group without "none" audio has no rate
+    commands = {"intent_logits": out["intent_logits"][:3], "intent": np.zeros(3, dtype=int)}
+    assert group_false_accepts(commands, None, 0.5) == {"espeak-ng": (None, 0.005)}
 
 
 @pytest.mark.skipif(shutil.which("node") is None or shutil.which("npm") is None, reason="SAM needs node.js and npm")

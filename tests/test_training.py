@@ -112,10 +112,22 @@ def test_tiny_training_run_learns(cache, tmp_path):
                                                     eval_every=80, checkpoint_every=80, snr_range_db=(20, 30)),
                        bank=SMALL_BANK)
     out = tmp_path / "tiny.pt"
-    meta = train(config, out, cache_root=cache, run_dir=tmp_path / "run", progress=False, log=lambda *_: None)
+    lines: list[str] = []
+    meta = train(config, out, cache_root=cache, run_dir=tmp_path / "run", progress=False,
+                 log=lambda *a: lines.append(" ".join(map(str, a))))
     assert out.is_file() and out.with_suffix(".json").is_file()
     assert (tmp_path / "run" / "state.pt").is_file()
     assert [h["step"] for h in meta["history"]] == [80, 160]
+    # the threshold's validation false accepts are logged and kept, and a breached cap is said aloud
+    from reference_model.evaluate import THRESHOLD_MAX_FALSE_ACCEPT
+
+    false_accepts = meta["validation_false_accepts"]
+    assert set(false_accepts) == {"espeak-ng"} and 0.0 <= false_accepts["espeak-ng"] <= 1.0
+    reported = (f"command threshold {meta['command_threshold']:.2f}; validation false accepts there: "
+                f"espeak-ng {100 * false_accepts['espeak-ng']:.2f} %")
+    assert any(line.startswith(reported) for line in lines)
+    warned = any(line.startswith("warning: no threshold") for line in lines)
+    assert warned == (false_accepts["espeak-ng"] > THRESHOLD_MAX_FALSE_ACCEPT)
 
     model, _ = load_checkpoint(out)
     data = load_split(TINY, "train", cache)
