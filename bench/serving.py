@@ -52,11 +52,14 @@ class ServeProcess:
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        # The e-stop listener defaults to the HTTP port + 1, which free_port() did not check: another
+        # socket may hold it (a CI run failed so), so it takes any free port unless the caller gave one.
+        estop = [] if "--estop-port" in args else ["--estop-port", "0"]
         self.token = secrets.token_hex(16)
         self.output: list[str] = []
         self.auth: dict = {}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "edge.cli", "serve", *args, "--port", str(self.port)],
+            [sys.executable, "-m", "edge.cli", "serve", *args, *estop, "--port", str(self.port)],
             cwd=root or Path(__file__).resolve().parents[1], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, env={**os.environ, **(env or {}), "VOXEDGE_TOKEN": self.token})
         threading.Thread(target=self._read, daemon=True).start()
