@@ -157,6 +157,18 @@ def arm(driver, runtime, token):
     assert "error" not in driver.find_element(By.ID, "action-status").get_attribute("class")
 
 
+def wait_for_forward_drive(driver, runtime):
+    """Wait for a held forward button to turn the wheels; on a timeout, say what the panel and robot showed."""
+    try:
+        wait_until(lambda: telemetry(runtime)["wheel_left_m_s"] > 0.05, 2.0, "the wheels to turn forward")
+    except AssertionError as exc:
+        forward = driver.find_element(By.CSS_SELECTOR, 'button.drive[data-dir="forward"]')
+        raise AssertionError(
+            f"{exc}; robot {robot_state(runtime)}, button class {forward.get_attribute('class')!r}, drive "
+            f"{text_of(driver, 'drive-indicator')!r}, status {text_of(driver, 'action-status')!r}, alerts "
+            f"{text_of(driver, 'problems')!r}, console {console_errors(driver)}") from None
+
+
 def assert_no_console_errors(driver):
     errors = console_errors(driver)
     assert not errors, f"console errors: {errors}"
@@ -307,7 +319,7 @@ def test_holding_a_drive_button_moves_and_releasing_stops(browser, live_server):
     start = telemetry(runtime)
     ActionChains(browser).click_and_hold(forward).perform()
     try:
-        wait_until(lambda: telemetry(runtime)["wheel_left_m_s"] > 0.05, 2.0, "the wheels to turn forward")
+        wait_for_forward_drive(browser, runtime)
         time.sleep(1.0)  # keep holding: the panel must keep the command alive well past the 500 ms dead-man
         moving = telemetry(runtime)
         assert moving["wheel_left_m_s"] > 0.05 and moving["wheel_right_m_s"] > 0.05, moving
@@ -345,7 +357,7 @@ def test_a_hold_survives_the_page_moving_under_the_pointer(browser, live_server)
     forward = browser.find_element(By.CSS_SELECTOR, 'button.drive[data-dir="forward"]')
     ActionChains(browser).click_and_hold(forward).perform()
     try:
-        wait_until(lambda: telemetry(runtime)["wheel_left_m_s"] > 0.05, 2.0, "the wheels to turn forward")
+        wait_for_forward_drive(browser, runtime)
         before = forward.rect["y"]
         # what renderProblems does when alerts arrive, made tall enough to move the pad by far more than a button
         browser.execute_script(
