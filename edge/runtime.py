@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge import gc_pause
 from edge.actuator import Actuator
 from edge.alerts import Alerts
 from edge.audit import AuditError, AuditLog, sample_frame
@@ -194,6 +195,10 @@ class Runtime:
             opened.append(self.worker.stop)
             self.listener.start()
             opened.append(self.listener.stop)
+            # Last: what start-up made (the model, the threads' state) is frozen out of the collector, so a
+            # full collection no longer stops the actuator's heartbeat for longer than the MCU's watchdog.
+            gc_pause.hold()
+            opened.append(gc_pause.release)
         except BaseException:
             for close in reversed(opened):
                 try:
@@ -216,7 +221,7 @@ class Runtime:
         self.notifier.stopping()
         errors = []
         steps = [self.listener.stop, self.worker.stop, self.actuator.stop, self._runner.deactivate,
-                 self._microphone.disconnect, self._camera.disconnect]
+                 self._microphone.disconnect, self._camera.disconnect, gc_pause.release]
         if self.audit is not None:
             steps.append(self.audit.stop)
         for step in steps:

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from edge import gc_pause
 from edge.runtime import RuntimeConfig
 from edge.service.state import snapshot
 from simrobot.robot import SimRobot
@@ -43,10 +44,12 @@ def running(bundle, tmp_path):
                          seed=0)
     microphone = make_microphone("sim", noise="pink", noise_dbfs=-45.0, voice="en-us+m3")
     config = RuntimeConfig(bundle=str(bundle.path), precision="fp32", audit_log=str(tmp_path / "audit"))
-    before = threading.active_count()
+    before, held = threading.active_count(), gc_pause.holders()
     with armed_runtime(config, robot, link, camera, microphone) as rt:
+        assert gc_pause.holders() == held + 1  # a full collection must not stop the heartbeat (edge.gc_pause)
         yield rt, robot, microphone
     assert threading.active_count() <= before
+    assert gc_pause.holders() == held
 
 
 def _wait_event(rt, kind, after_id, timeout_s):

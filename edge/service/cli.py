@@ -174,6 +174,7 @@ def _start_ros2(parts: _Robot, runtime) -> None:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    from edge import gc_pause
     from edge.runtime import Runtime
     from edge.service import create_app
     from edge.service.server import Server, banner
@@ -192,6 +193,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             print(f"recording the session to {s.record_mcap} (MCAP, ROS 2 messages; written when serve stops)",
                   flush=True)
         server = Server(create_app(runtime, service), service)
+        gc_pause.settle()  # the app and server join what the runtime froze at start (edge.gc_pause)
         print(banner(service, server.url, server.estop_url, server.grpc_address), flush=True)
         print(runtime_summary(runtime), flush=True)
         if parts.microphone is not None:
