@@ -5,7 +5,8 @@ setpoints are the MCU's heartbeat (no valid setpoint for 250 ms latches a failsa
 ``voxedge serve BUNDLE --sim`` in this process (on its main thread, as the command does), waits until it
 answers /v2/health/ready, then from a side thread times ``gc.collect()`` in alternating rounds: as serve
 runs (what start-up made is frozen) and with the freeze undone for the round. It prints both, their ratio
-and the tracked object counts, then stops serve as Ctrl-C does, and writes the figures to a JSON file.
+and the tracked object counts, then stops serve as systemd does (SIGTERM), and writes the figures to a JSON
+file.
 
     .venv/bin/python bench/bench_gc_pause.py [--bundle DIR] [--rounds 7] [--out bench/results/gc_pause.json]
 
@@ -32,6 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from serving import free_port, request, write_json  # noqa: E402
 
 WATCHDOG_MS = 250  # firmware_bridge.spec WATCHDOG_TIMEOUT_MS
+STOP_S = 30.0  # serve gets this long to stop after SIGTERM before the bench gives up (exit status 1)
 
 
 def _timed_collect() -> float:
@@ -40,9 +42,9 @@ def _timed_collect() -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def measure(url: str, rounds: int, settle_s: float, result: dict) -> None:
+def measure(url: str, rounds: int, settle_s: float, result: dict, served: threading.Event) -> None:
     """From a side thread: wait for serve, time full collections both ways, then stop serve."""
-    import _thread
+    import signal
     import urllib.error
 
     try:
@@ -71,7 +73,14 @@ def measure(url: str, rounds: int, settle_s: float, result: dict) -> None:
     except BaseException as exc:  # said in the result, and serve is still stopped
         result["error"] = repr(exc)
     finally:
-        _thread.interrupt_main()  # serve's loop ends as on Ctrl-C and stops the runtime
+        # Stopped as systemd stops it: serve's SIGTERM handler ends its loop and stops the runtime. (Not
+        # _thread.interrupt_main(): a process started in the background ignores SIGINT, and then that does
+        # nothing.)
+        os.kill(os.getpid(), signal.SIGTERM)
+        if not served.wait(STOP_S):
+            print(f"bench_gc_pause: voxedge serve did not stop within {STOP_S:.0f} s of SIGTERM",
+                  file=sys.stderr, flush=True)
+            os._exit(1)
 
 
 def main() -> int:
@@ -96,13 +105,16 @@ def main() -> int:
         os.environ["VOXEDGE_TOKEN"] = secrets.token_hex(16)  # given, so serve keeps no token file
         port = free_port()
         result: dict = {"bundle": bundle, "rounds": args.rounds, "python": sys.version.split()[0]}
+        served = threading.Event()
         side = threading.Thread(target=measure, args=(f"http://127.0.0.1:{port}", args.rounds, args.settle_s,
-                                                       result), daemon=True)
+                                                       result, served), daemon=True)
         side.start()
         try:
             rc = voxedge(["serve", bundle, "--sim", "--port", str(port), "--estop-port", "0"])
-        except KeyboardInterrupt:  # the interrupt landed outside serve's own handler
+        except KeyboardInterrupt:  # the signal landed outside serve's own loop
             rc = 0
+        finally:
+            served.set()
         side.join(10.0)
     if "error" in result or rc != 0:
         why = result.get("error", f"voxedge serve exited {rc}")
