@@ -10,7 +10,7 @@ file.
 
     .venv/bin/python bench/bench_gc_pause.py [--bundle DIR] [--rounds 7] [--out bench/results/gc_pause.json]
 
-Without --bundle it converts the shipped checkpoint first (about a minute).
+Without --bundle it converts the shipped checkpoint first (`voxedge convert`, seconds here).
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def main() -> int:
     fz, nf = result["frozen_ms"], result["not_frozen_ms"]
     result["summary"] = {"frozen_p50_ms": statistics.median(fz), "frozen_max_ms": max(fz),
                          "not_frozen_p50_ms": statistics.median(nf), "not_frozen_max_ms": max(nf),
-                         "ratio_p50": statistics.median(nf) / statistics.median(fz)}
+                         "ratio_p50": statistics.median(nf) / max(statistics.median(fz), 1e-6)}
     s = result["summary"]
     print(f"\nvoxedge serve --sim, one full gc.collect() (stops every thread; MCU watchdog {WATCHDOG_MS} ms):"
           f"\n  start-up frozen (as serve runs): p50 {s['frozen_p50_ms']:.2f} ms, "
