@@ -30,9 +30,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from serving import free_port, request, write_json  # noqa: E402
+from serving import free_port, wait_ready, write_json  # noqa: E402
 
 WATCHDOG_MS = 250  # firmware_bridge.spec WATCHDOG_TIMEOUT_MS
+READY_S = 180.0  # voxedge serve's start-up, model load included
 STOP_S = 30.0  # serve gets this long to stop after SIGTERM before the bench gives up (exit status 1)
 
 
@@ -45,19 +46,11 @@ def _timed_collect() -> float:
 def measure(url: str, rounds: int, settle_s: float, result: dict, served: threading.Event) -> None:
     """From a side thread: wait for serve, time full collections both ways, then stop serve."""
     import signal
-    import urllib.error
 
     try:
-        deadline = time.monotonic() + 180.0
-        while True:
-            try:
-                if request(url + "/v2/health/ready", timeout=1.0).get("ready"):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("voxedge serve did not become ready within 180 s")
-            time.sleep(0.2)
+        why = wait_ready(url, READY_S)
+        if why is not None:
+            raise RuntimeError(f"voxedge serve {why}")
         time.sleep(settle_s)  # the loops run, the panel's first requests are served
         result["frozen_objects"] = gc.get_freeze_count()
         result["tracked_objects"] = len(gc.get_objects())

@@ -35,6 +35,26 @@ def request(url: str, data: dict | None = None, headers: dict | None = None, tim
     return json.loads(body) if body[:1] in (b"{", b"[") else body.decode()
 
 
+def wait_ready(url: str, timeout_s: float, gone=lambda: False) -> str | None:
+    """Poll ``url``'s /v2/health/ready: None once it says ready, else why not (``gone()`` true: the server
+    exited; or the time ran out)."""
+    import time
+    import urllib.error
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if gone():
+            return "exited at start"
+        try:
+            if request(url + "/v2/health/ready", timeout=1.0).get("ready"):
+                return None
+        except (urllib.error.URLError, ConnectionError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            return f"did not become ready within {timeout_s:.0f} s"
+        time.sleep(0.2)
+
+
 class ServeProcess:
     """One ``voxedge serve`` process on a free port with its own operator token (given, so never printed).
 
@@ -70,21 +90,10 @@ class ServeProcess:
 
     def ready(self, timeout_s: float = 120.0):
         import re
-        import time
-        import urllib.error
 
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError("voxedge serve exited at start:\n" + "\n".join(self.output[-20:]))
-            try:
-                if request(self.url + "/v2/health/ready", timeout=1.0).get("ready"):
-                    break
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("voxedge serve did not become ready:\n" + "\n".join(self.output[-20:]))
-            time.sleep(0.2)
+        why = wait_ready(self.url, timeout_s, gone=lambda: self.proc.poll() is not None)
+        if why is not None:
+            raise RuntimeError(f"voxedge serve {why}:\n" + "\n".join(self.output[-20:]))
         csrf = re.search(r'name="csrf-token" content="([^"]+)"', request(self.url + "/")).group(1)
         self.auth = {"Authorization": f"Bearer {self.token}", "X-CSRF-Token": csrf}
         return self

@@ -3,10 +3,10 @@
 CPython's full collection holds the GIL while it walks every object the collector tracks, so every thread
 stops for it, the actuator loop included. That loop's setpoint stream is the MCU's heartbeat: no valid
 setpoint for 250 ms latches a failsafe (firmware_bridge.spec WATCHDOG_TIMEOUT_MS). The pause grows with
-what the process holds: a started ``voxedge serve --sim`` tracks about 55 000 objects (12-18 ms a full
-collection on a 2-core Xeon), the test process about 700 000 by the end of the suite, where full
-collections took up to 0.59 s and tripped the watchdog of an armed robot in CI. A process that embeds the
-runtime (an application's own objects, a slower Jetson core) sits anywhere between.
+what the process holds: a started ``voxedge serve --sim`` tracks about 55 000 objects (13-19 ms a full
+collection on a 2-core Xeon, p50), the test process about 700 000 by the end of the suite, where full
+collections took up to 0.59 s, most likely what tripped an armed robot's watchdog in CI. A process that
+embeds the runtime (an application's own objects, a slower Jetson core) sits anywhere between.
 
 Almost everything tracked at start-up (modules, the model, the app) lives as long as the process. Python's
 ``gc.freeze()`` moves it to a permanent generation that collections skip, so a later full collection walks
